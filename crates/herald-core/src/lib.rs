@@ -1,0 +1,23 @@
+//! herald-core: the event model, the event-type registry, subscriptions and the matcher.
+//!
+//! Architecture invariant: this crate does no IO. It knows nothing of HTTP, SQL, tokio,
+//! wasmtime, files, the environment or the clock; callers pass in whatever it needs
+//! (the current time, a freshly generated id).
+
+pub mod event;
+pub mod explain;
+pub mod matcher;
+pub mod pattern;
+pub mod registry;
+pub mod secret;
+pub mod subscription;
+pub mod team;
+
+pub use event::{Actor, ActorType, Event, EventError, Outcome, RawEvent, Resource, Timestamp};
+pub use explain::{Explanation, Reason, Verdict};
+pub use matcher::Matcher;
+pub use pattern::{Pattern, PatternError};
+pub use registry::{EventKind, EventTypeRegistry};
+pub use secret::Secret;
+pub use subscription::{Subscription, SubscriptionId};
+pub use team::TeamId;
