@@ -1,1 +1,18 @@
-//! placeholder
+//! herald-config: the TOML configuration, from files to validated core types.
+//!
+//! Loading reads the main file and its `include`s, resolves `env:` secrets, and checks
+//! everything in one pass. Every problem is reported with the file, line and column it
+//! comes from; loading never stops at the first problem.
+
+mod diagnostic;
+mod load;
+mod model;
+mod raw;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, SourceMap};
+pub use load::{Env, LoadOutcome, load, load_with_env};
+pub use model::{
+    ChannelConfig, Config, DeliveryConfig, EmailChannelConfig, EmailConfig, FileChannelConfig,
+    ParseMode, ServerConfig, StoreConfig, TeamConfig, TelegramChannelConfig, TelegramConfig,
+    WebhookChannelConfig,
+};

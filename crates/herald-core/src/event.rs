@@ -250,7 +250,7 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> EventError 
 /// One event, or a batch: what `POST /v1/events` accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
-    One(RawEvent),
+    One(Box<RawEvent>),
     Many(Vec<RawEvent>),
 }
 
@@ -270,7 +270,7 @@ impl RawEvent {
             let events: Vec<RawEvent> = serde_path_to_error::deserialize(de).map_err(json_error)?;
             Ok(Body::Many(events))
         } else {
-            RawEvent::from_json(bytes).map(Body::One)
+            RawEvent::from_json(bytes).map(|e| Body::One(Box::new(e)))
         }
     }
 

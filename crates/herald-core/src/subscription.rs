@@ -78,13 +78,13 @@ impl Subscription {
                 patterns: self.patterns.iter().map(ToString::to_string).collect(),
             });
         }
-        if let Some(wanted) = self.outcome {
-            if event.outcome != Some(wanted) {
-                reasons.push(Reason::Outcome {
-                    wanted,
-                    got: event.outcome,
-                });
-            }
+        if let Some(wanted) = self.outcome
+            && event.outcome != Some(wanted)
+        {
+            reasons.push(Reason::Outcome {
+                wanted,
+                got: event.outcome,
+            });
         }
         for (key, wanted) in &self.metadata {
             match event.metadata.get(key) {
@@ -105,10 +105,10 @@ impl Subscription {
 
     /// Whether the outcome and metadata filters accept `event` (type and team aside).
     pub(crate) fn filters_accept(&self, event: &Event) -> bool {
-        if let Some(wanted) = self.outcome {
-            if event.outcome != Some(wanted) {
-                return false;
-            }
+        if let Some(wanted) = self.outcome
+            && event.outcome != Some(wanted)
+        {
+            return false;
         }
         self.metadata
             .iter()

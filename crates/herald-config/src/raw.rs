@@ -1,0 +1,133 @@
+//! The configuration as written: serde shapes that keep the spans of the values that
+//! later checks need to point at. Unknown keys are rejected by `deny_unknown_fields`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::ParseMode;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
+    pub max_body_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDelivery {
+    pub retry_schedule: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allow_private_networks: bool,
+    pub concurrency_per_channel: Option<Spanned<u32>>,
+    pub workers: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelegram {
+    pub bot_token: Spanned<String>,
+    pub api_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub commands: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEmail {
+    pub smtp_url: Spanned<String>,
+    pub from: Spanned<String>,
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEventType {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub transient: bool,
+    #[serde(default)]
+    #[allow(dead_code)] // documentation for people reading the config; herald ignores it
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubscription {
+    pub name: Option<String>,
+    pub channel: Spanned<String>,
+    pub events: Spanned<Vec<Spanned<String>>>,
+    pub outcome: Option<herald_core::Outcome>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    pub formatter: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+// Channel kinds. Each carries `type` so the table can be handed over whole, keeping the
+// spans of its keys for unknown-key errors.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: Spanned<String>,
+    pub secret: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelegramChannel {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub chat_id: i64,
+    pub message_thread_id: Option<i32>,
+    #[serde(default = "html")]
+    pub parse_mode: ParseMode,
+    #[serde(default)]
+    pub disable_notification: bool,
+}
+
+fn html() -> ParseMode {
+    ParseMode::Html
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEmailChannel {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub to: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub cc: Vec<Spanned<String>>,
+    pub subject_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFileChannel {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+}
