@@ -102,16 +102,4 @@ impl Subscription {
         }
         reasons
     }
-
-    /// Whether the outcome and metadata filters accept `event` (type and team aside).
-    pub(crate) fn filters_accept(&self, event: &Event) -> bool {
-        if let Some(wanted) = self.outcome
-            && event.outcome != Some(wanted)
-        {
-            return false;
-        }
-        self.metadata
-            .iter()
-            .all(|(key, wanted)| event.metadata.get(key) == Some(wanted))
-    }
 }

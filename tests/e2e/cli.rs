@@ -1,0 +1,177 @@
+//! `herald check` and `herald explain` as a user runs them.
+
+use crate::support::*;
+
+#[test]
+fn check_accepts_the_example_configuration() {
+    let mut cmd = herald();
+    cmd.arg("check")
+        .arg(repo().join("config/herald.toml"))
+        .envs(EXAMPLE_ENV.iter().copied());
+    let out = run(cmd, "");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ok — 2 teams, 5 channels, 5 subscriptions, 4 event types"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_reports_every_mistake_with_its_location_and_exits_1() {
+    let s = Scratch::new("check-mistakes");
+    s.write(
+        "herald.toml",
+        r#"include = ["teams/*.toml"]
+[server]
+listen = "127.0.0.1:8650"
+colour = "blue"
+admin_token = "env:HERALD_E2E_UNSET"
+
+[[event_types]]
+name = "capsule.create"
+[[event_types]]
+name = "capsule.state.changed"
+transient = true
+
+[teams.acme]
+api_keys = ["shared-key"]
+
+[teams.acme.channels.hook]
+type = "webhook"
+url = "https://hooks.example.com/h"
+
+[teams.acme.channels.idle]
+type = "file"
+path = "idle.jsonl"
+
+[[teams.acme.subscriptions]]
+channel = "hok"
+events = ["capsule.create"]
+
+[[teams.acme.subscriptions]]
+channel = "hook"
+events = ["capsule.state.changed", "host.down", "capsule.*.x", "", "**"]
+active = "yes"
+"#,
+    );
+    s.write(
+        "teams/globex.toml",
+        "[teams.globex]\napi_keys = [\"shared-key\"]\n",
+    );
+    let mut cmd = herald();
+    cmd.current_dir(&s.dir)
+        .args(["check", "herald.toml", "--format", "short"]);
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let expected = [
+        "herald.toml:4:1: error: unknown field `colour`",
+        "herald.toml:5:15: error: environment variable `HERALD_E2E_UNSET` (the admin token) is not set",
+        "herald.toml:20:22: warning: channel `idle` of team `acme` has no subscription",
+        "herald.toml:25:11: error: unknown channel `hok`: team `acme` declares no such channel (it has: hook, idle)",
+        "herald.toml:30:11: error: event type `capsule.state.changed` is transient",
+        "herald.toml:30:36: error: event type `host.down` is not declared",
+        "herald.toml:30:49: error: invalid pattern `capsule.*.x`",
+        "herald.toml:30:64: error: invalid pattern ``",
+        "herald.toml:30:68: error: invalid pattern `**`",
+        "herald.toml:31:10: error: invalid type: string \"yes\", expected a boolean",
+        "teams/globex.toml:2:13: error: this API key is already used by team `acme` (at herald.toml:14:13)",
+    ];
+    for line in expected {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("herald.toml: 10 error(s), 1 warning(s)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("shared-key"),
+        "a secret was printed:\n{stderr}"
+    );
+
+    // The default, human format shows the source line under each location.
+    let mut cmd = herald();
+    cmd.current_dir(&s.dir)
+        .args(["check", "--config", "herald.toml"]);
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("herald.toml:25:11: unknown channel `hok`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("channel = \"hok\""), "{stderr}");
+}
+
+#[test]
+fn check_fails_clearly_on_a_missing_file() {
+    let mut cmd = herald();
+    cmd.args(["check", "/nonexistent/herald.toml", "--format", "short"]);
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot read /nonexistent/herald.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn explain_reads_the_event_from_stdin_and_a_file() {
+    let event = r#"{"event": "capsule.create", "outcome": "error", "team_id": "acme", "metadata": {"region": "us"}}"#;
+    let mut cmd = herald();
+    cmd.args(["explain", "--event", "-", "--config"])
+        .arg(repo().join("config/herald.toml"))
+        .envs(EXAMPLE_ENV.iter().copied());
+    let out = run(cmd, event);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("✗ acme.subscriptions[1] → oncall (telegram): does not match"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- metadata `region` is `us`, wants `eu`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 of 4 subscriptions match; delivered to: ops-hook, audit"),
+        "{stdout}"
+    );
+
+    let s = Scratch::new("explain-file");
+    let path = s.write("event.json", r#"{"event": "host.down"}"#);
+    let mut cmd = herald();
+    cmd.args(["explain", "--json", "--team", "globex", "--event"])
+        .arg(&path)
+        .arg("--config")
+        .arg(repo().join("config/herald.toml"))
+        .envs(EXAMPLE_ENV.iter().copied());
+    let out = run(cmd, "");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["team"], "globex");
+    assert_eq!(json["verdicts"][0]["matched"], true);
+}
+
+#[test]
+fn explain_rejects_an_invalid_event_naming_the_field() {
+    let mut cmd = herald();
+    cmd.args(["explain", "--event", "-", "--config"])
+        .arg(repo().join("config/herald.toml"))
+        .envs(EXAMPLE_ENV.iter().copied());
+    let out = run(
+        cmd,
+        r#"{"event": "host.down", "team_id": "acme", "actor": {"type": "robot"}}"#,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("actor.type: unknown variant `robot`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

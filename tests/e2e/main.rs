@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `herald` binary against real files and servers on 127.0.0.1.
+//!
+//! One test binary for everything (link time on two cores adds up); each module is one area.
+
+mod cli;
+mod support;
