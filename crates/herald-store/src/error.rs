@@ -1,0 +1,59 @@
+//! The one error type of the store. Messages name rows by id, never by content or lease token.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::model::DeliveryStatus;
+
+/// Why a store operation failed.
+///
+/// Cheap to clone: the database error is shared, so one failed commit can be reported to
+/// every request of its group.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The delivery is no longer held under the given lease: the lease expired and another
+    /// worker claimed it, or it was released, finished or retried by an admin. Nothing was
+    /// changed.
+    #[error("the lease on delivery {delivery} was lost; nothing was recorded")]
+    LeaseLost { delivery: String },
+    /// No such row in the caller's scope.
+    #[error("not found")]
+    NotFound,
+    /// The delivery is in a state the operation does not apply to.
+    #[error("delivery {delivery} is {status} and cannot be retried")]
+    NotRetryable {
+        delivery: String,
+        status: DeliveryStatus,
+    },
+    /// A pagination cursor that this store did not hand out.
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// A stored row that cannot be read back (it was written by something else, or damaged).
+    #[error("stored {what} is unreadable: {message}")]
+    Corrupt { what: String, message: String },
+    /// The database file was made by a newer herald, or the filesystem lacks what is needed.
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// An error from SQLite.
+    #[error("database error: {0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// The writer thread has stopped (the store is shutting down, or a bug killed it).
+    #[error("the store is closed")]
+    Closed,
+    /// A bug in the store, reported instead of a panic.
+    #[error("internal store error: {0}")]
+    Internal(&'static str),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(err))
+    }
+}

@@ -1,0 +1,268 @@
+//! The records the store keeps and hands out: deliveries, attempts, leases, channel states.
+
+use std::fmt;
+use std::str::FromStr;
+
+use herald_core::{Event, TeamId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Page size of [`DeliveryFilter::default`].
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page [`crate::Store::list_deliveries`] returns, whatever the filter asks for.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A delivery to create in the same transaction as its event: one per matching subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The delivery's id, made by the caller: `dlv_` followed by a UUID v7. Unique across
+    /// all teams.
+    pub id: String,
+    /// The name of the event team's channel to deliver to.
+    pub channel: String,
+    /// Position of the matching subscription in its team's list.
+    pub subscription: u32,
+}
+
+/// What became of one event handed to [`crate::Store::accept`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Accepted {
+    /// Stored now, with its deliveries.
+    New { id: String },
+    /// The team already had an event with this id (stored earlier, or earlier in the same
+    /// batch); nothing was stored.
+    Duplicate { id: String },
+}
+
+impl Accepted {
+    /// The event id, whichever the result.
+    pub fn id(&self) -> &str {
+        match self {
+            Accepted::New { id } | Accepted::Duplicate { id } => id,
+        }
+    }
+
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Accepted::Duplicate { .. })
+    }
+}
+
+/// Where a delivery stands. `pending` with `attempts > 0` means it is waiting to be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its first attempt, for a retry, or being attempted right now.
+    Pending,
+    Succeeded,
+    /// Given up on: retries exhausted or a permanent failure.
+    Dead,
+    /// Not attempted, on purpose (e.g. its channel is disabled).
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(DeliveryStatus::Pending),
+            "succeeded" => Ok(DeliveryStatus::Succeeded),
+            "dead" => Ok(DeliveryStatus::Dead),
+            "skipped" => Ok(DeliveryStatus::Skipped),
+            other => Err(format!(
+                "unknown delivery status `{other}`; expected pending, succeeded, dead or skipped"
+            )),
+        }
+    }
+}
+
+/// One delivery of one event to one channel, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub event_id: String,
+    pub team: TeamId,
+    pub channel: String,
+    pub subscription: u32,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due; set only while `pending`.
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_status_code: Option<u16>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// The outcome of one attempt, as a worker reports it to [`crate::Store::finish`]. The
+/// store numbers attempts itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttempt {
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    /// HTTP status (or the channel's equivalent), if the remote answered.
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// The start of the remote's answer; the caller truncates it (4 KiB) and strips secrets.
+    pub response: Option<String>,
+}
+
+/// One recorded attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub number: u32,
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Proof that a worker holds a claimed delivery; finishing or releasing it needs the token.
+///
+/// Deliberately not `Serialize`: it never leaves the process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    /// A fresh random token.
+    pub(crate) fn generate() -> LeaseToken {
+        LeaseToken(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Rebuilds a token from its text, e.g. one kept by an out-of-process worker.
+    pub fn from_string(token: String) -> LeaseToken {
+        LeaseToken(token)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A delivery handed to a worker, with its event and the lease it holds it under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The delivery as it was when claimed (`attempts` counts earlier attempts).
+    pub delivery: DeliveryRecord,
+    pub event: Event,
+    pub lease: LeaseToken,
+    /// When the lease runs out and the delivery becomes claimable by others again.
+    pub lease_until: Timestamp,
+}
+
+/// What a delivery becomes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Succeeded,
+    /// Stays pending, due again at this time.
+    RetryAt(Timestamp),
+    Dead,
+    Skipped,
+}
+
+/// Which deliveries [`crate::Store::list_deliveries`] returns, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// The caller's scope: `None` for an admin, who sees every team.
+    pub team: Option<TeamId>,
+    pub status: Option<DeliveryStatus>,
+    pub channel: Option<String>,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    /// Page size, clamped to `1..=MAX_PAGE_SIZE`.
+    pub limit: usize,
+    /// The `next_cursor` of the previous page; `None` for the first page.
+    pub cursor: Option<String>,
+}
+
+impl Default for DeliveryFilter {
+    fn default() -> Self {
+        DeliveryFilter {
+            team: None,
+            status: None,
+            channel: None,
+            event_type: None,
+            event_id: None,
+            limit: DEFAULT_PAGE_SIZE,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliveryRecord>,
+    /// Pass this as [`DeliveryFilter::cursor`] to get the next page; `None` on the last page.
+    /// Opaque: its format may change.
+    pub next_cursor: Option<String>,
+}
+
+/// A channel of a team that the engine must not (or not yet) deliver to, kept across
+/// restarts: disabled after a `410 Gone`, or paused by throttling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelState {
+    pub team: TeamId,
+    pub channel: String,
+    /// Disabled until an operator clears the state.
+    pub disabled: bool,
+    /// Paused until this time (e.g. a `Retry-After`), then usable again.
+    pub paused_until: Option<Timestamp>,
+    /// Why, in words for the operator.
+    pub reason: Option<String>,
+    /// When this state was set.
+    pub since: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip_in_snake_case() {
+        for status in [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Succeeded,
+            DeliveryStatus::Dead,
+            DeliveryStatus::Skipped,
+        ] {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, status.as_str());
+            assert_eq!(status.as_str().parse::<DeliveryStatus>(), Ok(status));
+        }
+        assert!("retrying".parse::<DeliveryStatus>().is_err());
+    }
+
+    #[test]
+    fn accepted_serialises_with_its_result() {
+        let json = serde_json::to_value(Accepted::Duplicate { id: "e1".into() }).unwrap();
+        assert_eq!(json, serde_json::json!({"result": "duplicate", "id": "e1"}));
+    }
+
+    #[test]
+    fn lease_tokens_are_random() {
+        assert_ne!(LeaseToken::generate(), LeaseToken::generate());
+        assert_eq!(LeaseToken::generate().as_str().len(), 32);
+    }
+}

@@ -1,0 +1,268 @@
+//! `SqliteStore`: the embedded [`Store`], one SQLite file in WAL mode.
+//!
+//! Writes go to one writer thread that commits them in groups (see `writer`); reads run
+//! on Tokio's blocking pool over a few read-only connections, which WAL lets proceed
+//! while the writer commits.
+
+mod queries;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use herald_core::{Event, TeamId, Timestamp};
+use rusqlite::Connection;
+
+use crate::error::StoreError;
+use crate::model::{
+    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
+    LeaseToken, NewAttempt, NewDelivery, Next,
+};
+use crate::store::{Store, StoreFuture};
+use queries::PreparedEvent;
+pub use writer::WriteStats;
+use writer::Writer;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "herald.db";
+
+/// Idle read connections kept open; more are opened under load and closed afterwards.
+const MAX_IDLE_READERS: usize = 4;
+
+/// The embedded store. Open it once per process and share it (`Arc<dyn Store>`).
+///
+/// Its methods must be called from within a Tokio runtime (reads use the blocking pool).
+/// Dropping it commits whatever writes are already queued, then stops the writer thread.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<Readers>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/herald.db`, migrates its schema, and starts the
+    /// writer thread.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source: Arc::new(source),
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = schema::open_writer(&path)?;
+        let writer = Writer::start(conn)?;
+        Ok(SqliteStore {
+            readers: Arc::new(Readers {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            path,
+            writer,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How well group commit is batching: for metrics and the load example.
+    pub fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
+    }
+
+    async fn read<F, T>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(work))
+            .await
+            .map_err(|_| StoreError::Internal("a read task panicked"))?
+    }
+}
+
+/// A small pool of read-only connections.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => schema::open_reader(&self.path)?,
+        };
+        let result = work(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+impl Store for SqliteStore {
+    fn accept(
+        &self,
+        batch: Vec<(Event, Vec<NewDelivery>)>,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Vec<Accepted>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            let events = batch
+                .into_iter()
+                .map(PreparedEvent::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.writer
+                .run(move |conn| queries::accept(conn, &events, now))
+                .await
+        })
+    }
+
+    fn claim_due<'a>(
+        &'a self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+        exclude_channels: &'a [(TeamId, String)],
+    ) -> StoreFuture<'a, Vec<Claimed>> {
+        let exclude = exclude_channels.to_vec();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::claim_due(conn, now, limit, lease, &exclude)),
+        )
+    }
+
+    fn finish<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        attempt: NewAttempt,
+        next: Next,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let id = delivery_id.to_owned();
+        let lease = lease.clone();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::finish(conn, &id, &lease, &attempt, next, now)),
+        )
+    }
+
+    fn release<'a>(&'a self, delivery_id: &'a str, lease: &'a LeaseToken) -> StoreFuture<'a, ()> {
+        let id = delivery_id.to_owned();
+        let lease = lease.clone();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::release(conn, &id, &lease)),
+        )
+    }
+
+    fn retry_now<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        delivery_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, DeliveryRecord> {
+        let team = team.cloned();
+        let id = delivery_id.to_owned();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::retry_now(conn, team.as_ref(), &id, now)),
+        )
+    }
+
+    fn get_event<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        event_id: &'a str,
+    ) -> StoreFuture<'a, Option<(Event, Vec<DeliveryRecord>)>> {
+        let team = team.cloned();
+        let id = event_id.to_owned();
+        Box::pin(self.read(move |conn| queries::get_event(conn, team.as_ref(), &id)))
+    }
+
+    fn get_delivery<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        delivery_id: &'a str,
+    ) -> StoreFuture<'a, Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+        let team = team.cloned();
+        let id = delivery_id.to_owned();
+        Box::pin(self.read(move |conn| queries::get_delivery(conn, team.as_ref(), &id)))
+    }
+
+    fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, DeliveryPage> {
+        let filter = filter.clone();
+        Box::pin(self.read(move |conn| queries::list_deliveries(conn, &filter)))
+    }
+
+    fn set_channel_state(&self, state: ChannelState) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::set_channel_state(conn, &state)),
+        )
+    }
+
+    fn clear_channel_state<'a>(
+        &'a self,
+        team: &'a TeamId,
+        channel: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        let team = team.clone();
+        let channel = channel.to_owned();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::clear_channel_state(conn, &team, &channel)),
+        )
+    }
+
+    fn channel_states<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+    ) -> StoreFuture<'a, Vec<ChannelState>> {
+        let team = team.cloned();
+        Box::pin(self.read(move |conn| queries::channel_states(conn, team.as_ref())))
+    }
+
+    fn queue_depth(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.read(queries::queue_depth))
+    }
+
+    fn events_after<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        after_event_id: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Event>> {
+        let team = team.cloned();
+        let after = after_event_id.to_owned();
+        Box::pin(self.read(move |conn| queries::events_after(conn, team.as_ref(), &after, limit)))
+    }
+}

@@ -1,0 +1,632 @@
+//! The SQL behind each store operation, as plain functions of a connection. Write
+//! operations run on the writer thread inside its group transaction; reads run on a
+//! read-only connection.
+
+use std::time::Duration;
+
+use herald_core::{Event, RawEvent, TeamId, Timestamp};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use crate::error::StoreError;
+use crate::model::{
+    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
+    DeliveryStatus, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next,
+};
+
+/// The columns [`delivery_from_row`] reads, in its order; select them first.
+const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
+     d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
+     d.created_at, d.updated_at";
+/// How many columns [`DELIVERY_COLUMNS`] names.
+const DELIVERY_COLUMN_COUNT: usize = 13;
+
+/// Cursors look like `c1_<seq>`; the version prefix lets the format change later.
+const CURSOR_PREFIX: &str = "c1_";
+
+/// Times are stored as Unix nanoseconds (good from 1677 to 2262; clamped beyond).
+fn nanos(t: Timestamp) -> i64 {
+    let n = t.unix_nanos();
+    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn timestamp(n: i64) -> Timestamp {
+    Timestamp::from_unix_nanos(i128::from(n))
+}
+
+fn duration_nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn clamp_limit(limit: usize) -> i64 {
+    i64::try_from(limit.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1)
+}
+
+fn conversion_error(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        Box::from(message),
+    )
+}
+
+fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    let team: String = row.get(2)?;
+    let status: String = row.get(6)?;
+    Ok(DeliveryRecord {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        team: TeamId::parse(&team).map_err(|m| conversion_error(2, m))?,
+        channel: row.get(3)?,
+        subscription: row.get(4)?,
+        event_type: row.get(5)?,
+        status: status.parse().map_err(|m| conversion_error(6, m))?,
+        attempts: row.get(7)?,
+        next_attempt_at: row.get::<_, Option<i64>>(8)?.map(timestamp),
+        last_error: row.get(9)?,
+        last_status_code: row.get(10)?,
+        created_at: timestamp(row.get(11)?),
+        updated_at: timestamp(row.get(12)?),
+    })
+}
+
+fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        number: row.get(0)?,
+        started_at: timestamp(row.get(1)?),
+        duration_ms: row.get::<_, i64>(2)?.try_into().unwrap_or(0),
+        status_code: row.get(3)?,
+        error: row.get(4)?,
+        response: row.get(5)?,
+    })
+}
+
+fn channel_state_from_row(row: &Row<'_>) -> rusqlite::Result<ChannelState> {
+    let team: String = row.get(0)?;
+    Ok(ChannelState {
+        team: TeamId::parse(&team).map_err(|m| conversion_error(0, m))?,
+        channel: row.get(1)?,
+        disabled: row.get(2)?,
+        paused_until: row.get::<_, Option<i64>>(3)?.map(timestamp),
+        reason: row.get(4)?,
+        since: timestamp(row.get(5)?),
+    })
+}
+
+/// Reads a stored event back. Stored events are complete, so nothing is filled in.
+fn decode_event(body: &str, accepted_at: Timestamp) -> Result<Event, StoreError> {
+    RawEvent::from_json(body.as_bytes())
+        .and_then(|raw| raw.into_event(None, accepted_at, String::new))
+        .map_err(|err| StoreError::Corrupt {
+            what: "event".into(),
+            message: err.to_string(),
+        })
+}
+
+fn encode_cursor(seq: i64) -> String {
+    format!("{CURSOR_PREFIX}{seq}")
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
+    cursor
+        .strip_prefix(CURSOR_PREFIX)
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|&n| n > 0)
+        .ok_or(StoreError::InvalidCursor)
+}
+
+/// An event ready for the writer: serialised by the caller, off the writer thread.
+#[derive(Debug)]
+pub(crate) struct PreparedEvent {
+    id: String,
+    team: TeamId,
+    event_type: String,
+    body: String,
+    deliveries: Vec<NewDelivery>,
+}
+
+impl PreparedEvent {
+    pub(crate) fn new(
+        (event, deliveries): (Event, Vec<NewDelivery>),
+    ) -> Result<PreparedEvent, StoreError> {
+        let body = serde_json::to_string(&event)
+            .map_err(|_| StoreError::Internal("an event could not be encoded as JSON"))?;
+        Ok(PreparedEvent {
+            id: event.id,
+            team: event.team_id,
+            event_type: event.event,
+            body,
+            deliveries,
+        })
+    }
+}
+
+pub(crate) fn accept(
+    conn: &Connection,
+    events: &[PreparedEvent],
+    now: Timestamp,
+) -> Result<Vec<Accepted>, StoreError> {
+    let now = nanos(now);
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (id, team_id, event_type, body, accepted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id, team_id) DO NOTHING
+         RETURNING seq",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?8)",
+    )?;
+    let mut results = Vec::with_capacity(events.len());
+    for event in events {
+        let seq: Option<i64> = insert_event
+            .query_row(
+                params![
+                    event.id,
+                    event.team.as_str(),
+                    event.event_type,
+                    event.body,
+                    now
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(seq) = seq else {
+            results.push(Accepted::Duplicate {
+                id: event.id.clone(),
+            });
+            continue;
+        };
+        for delivery in &event.deliveries {
+            insert_delivery.execute(params![
+                delivery.id,
+                seq,
+                event.team.as_str(),
+                event.id,
+                event.event_type,
+                delivery.channel,
+                delivery.subscription,
+                now,
+            ])?;
+        }
+        results.push(Accepted::New {
+            id: event.id.clone(),
+        });
+    }
+    Ok(results)
+}
+
+pub(crate) fn claim_due(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+    lease: Duration,
+    exclude_channels: &[(TeamId, String)],
+) -> Result<Vec<Claimed>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let now_nanos = nanos(now);
+    let lease_until = now_nanos.saturating_add(duration_nanos(lease));
+    let excluding = !exclude_channels.is_empty();
+    if excluding {
+        // A scratch table rather than a long `NOT IN (…)`: no limit on the list's length,
+        // and SQLite probes its primary key per candidate row.
+        conn.execute("DELETE FROM temp.claim_exclude", [])?;
+        let mut insert = conn.prepare_cached(
+            "INSERT OR IGNORE INTO temp.claim_exclude (team_id, channel) VALUES (?1, ?2)",
+        )?;
+        for (team, channel) in exclude_channels {
+            insert.execute(params![team.as_str(), channel])?;
+        }
+    }
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS}, d.seq, e.body, e.accepted_at
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.status = 'pending' AND d.due_at <= ?1 {}
+         ORDER BY d.due_at, d.seq
+         LIMIT ?2",
+        if excluding {
+            "AND NOT EXISTS (SELECT 1 FROM temp.claim_exclude x
+                             WHERE x.team_id = d.team_id AND x.channel = d.channel)"
+        } else {
+            ""
+        }
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let due: Vec<(DeliveryRecord, i64, String, i64)> = conn
+        .prepare_cached(&sql)?
+        .query_map(params![now_nanos, limit], |row| {
+            Ok((
+                delivery_from_row(row)?,
+                row.get(DELIVERY_COLUMN_COUNT)?,
+                row.get(DELIVERY_COLUMN_COUNT + 1)?,
+                row.get(DELIVERY_COLUMN_COUNT + 2)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+
+    let mut lease_row = conn.prepare_cached(
+        "UPDATE deliveries SET lease_token = ?2, lease_until = ?3, due_at = ?3 WHERE seq = ?1",
+    )?;
+    let mut claimed = Vec::with_capacity(due.len());
+    for (delivery, seq, body, accepted_at) in due {
+        let event = match decode_event(&body, timestamp(accepted_at)) {
+            Ok(event) => event,
+            Err(err) => {
+                // A row that can never be sent must not block the queue by failing every
+                // claim: give up on it, with the reason for the operator.
+                conn.execute(
+                    "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL,
+                         due_at = NULL, last_error = ?2, updated_at = ?3
+                     WHERE seq = ?1",
+                    params![seq, err.to_string(), now_nanos],
+                )?;
+                continue;
+            }
+        };
+        let lease = LeaseToken::generate();
+        lease_row.execute(params![seq, lease.as_str(), lease_until])?;
+        claimed.push(Claimed {
+            delivery,
+            event,
+            lease,
+            lease_until: timestamp(lease_until),
+        });
+    }
+    Ok(claimed)
+}
+
+/// The row of a delivery still held under `lease`, as `(seq, attempts)`.
+fn leased_row(
+    conn: &Connection,
+    delivery_id: &str,
+    lease: &LeaseToken,
+) -> Result<(i64, u32), StoreError> {
+    let row: Option<(i64, u32, String, Option<String>)> = conn
+        .prepare_cached("SELECT seq, attempts, status, lease_token FROM deliveries WHERE id = ?1")?
+        .query_row(params![delivery_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    match row {
+        None => Err(StoreError::NotFound),
+        Some((seq, attempts, status, Some(token)))
+            if status == "pending" && token == lease.as_str() =>
+        {
+            Ok((seq, attempts))
+        }
+        Some(_) => Err(StoreError::LeaseLost {
+            delivery: delivery_id.to_owned(),
+        }),
+    }
+}
+
+pub(crate) fn finish(
+    conn: &Connection,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    attempt: &NewAttempt,
+    next: Next,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (seq, attempts) = leased_row(conn, delivery_id, lease)?;
+    let number = attempts.saturating_add(1);
+    conn.prepare_cached(
+        "INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,
+             error, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        seq,
+        number,
+        nanos(attempt.started_at),
+        i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
+        attempt.status_code,
+        attempt.error,
+        attempt.response,
+    ])?;
+    let (status, next_attempt_at) = match next {
+        Next::Succeeded => (DeliveryStatus::Succeeded, None),
+        Next::RetryAt(at) => (DeliveryStatus::Pending, Some(nanos(at))),
+        Next::Dead => (DeliveryStatus::Dead, None),
+        Next::Skipped => (DeliveryStatus::Skipped, None),
+    };
+    conn.prepare_cached(
+        "UPDATE deliveries
+         SET status = ?2, attempts = ?3, next_attempt_at = ?4, due_at = ?4,
+             lease_token = NULL, lease_until = NULL,
+             last_error = ?5, last_status_code = ?6, updated_at = ?7
+         WHERE seq = ?1",
+    )?
+    .execute(params![
+        seq,
+        status.as_str(),
+        number,
+        next_attempt_at,
+        attempt.error,
+        attempt.status_code,
+        nanos(now),
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn release(
+    conn: &Connection,
+    delivery_id: &str,
+    lease: &LeaseToken,
+) -> Result<(), StoreError> {
+    let (seq, _) = leased_row(conn, delivery_id, lease)?;
+    // It was due when claimed, so its scheduled time is already past: due at once.
+    conn.prepare_cached(
+        "UPDATE deliveries SET lease_token = NULL, lease_until = NULL, due_at = next_attempt_at
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq])?;
+    Ok(())
+}
+
+pub(crate) fn retry_now(
+    conn: &Connection,
+    team: Option<&TeamId>,
+    delivery_id: &str,
+    now: Timestamp,
+) -> Result<DeliveryRecord, StoreError> {
+    let now = nanos(now);
+    let row: Option<(i64, String, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT seq, status, lease_until FROM deliveries
+             WHERE id = ?1 AND (?2 IS NULL OR team_id = ?2)",
+        )?
+        .query_row(params![delivery_id, team.map(TeamId::as_str)], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((seq, status, lease_until)) = row else {
+        return Err(StoreError::NotFound);
+    };
+    let status: DeliveryStatus = status.parse().map_err(|message| StoreError::Corrupt {
+        what: "delivery status".into(),
+        message,
+    })?;
+    if status == DeliveryStatus::Succeeded {
+        return Err(StoreError::NotRetryable {
+            delivery: delivery_id.to_owned(),
+            status,
+        });
+    }
+    let in_flight = status == DeliveryStatus::Pending && lease_until.is_some_and(|t| t > now);
+    if !in_flight {
+        // Clearing the lease fences off a worker whose lease ran out but who is still going.
+        conn.prepare_cached(
+            "UPDATE deliveries
+             SET status = 'pending', next_attempt_at = ?2, due_at = ?2,
+                 lease_token = NULL, lease_until = NULL, updated_at = ?2
+             WHERE seq = ?1",
+        )?
+        .execute(params![seq, now])?;
+    }
+    let record = conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.seq = ?1"
+        ))?
+        .query_row(params![seq], delivery_from_row)?;
+    Ok(record)
+}
+
+pub(crate) fn get_event(
+    conn: &Connection,
+    team: Option<&TeamId>,
+    event_id: &str,
+) -> Result<Option<(Event, Vec<DeliveryRecord>)>, StoreError> {
+    // One read transaction, so that the event and its deliveries are one snapshot.
+    let tx = conn.unchecked_transaction()?;
+    let row: Option<(i64, String, i64)> = tx
+        .prepare_cached(
+            "SELECT seq, body, accepted_at FROM events
+             WHERE id = ?1 AND (?2 IS NULL OR team_id = ?2)
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row(params![event_id, team.map(TeamId::as_str)], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((seq, body, accepted_at)) = row else {
+        return Ok(None);
+    };
+    let event = decode_event(&body, timestamp(accepted_at))?;
+    let deliveries = tx
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.event_seq = ?1 ORDER BY d.seq"
+        ))?
+        .query_map(params![seq], delivery_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((event, deliveries)))
+}
+
+pub(crate) fn get_delivery(
+    conn: &Connection,
+    team: Option<&TeamId>,
+    delivery_id: &str,
+) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let row = tx
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS}, d.seq FROM deliveries d
+             WHERE d.id = ?1 AND (?2 IS NULL OR d.team_id = ?2)"
+        ))?
+        .query_row(params![delivery_id, team.map(TeamId::as_str)], |row| {
+            Ok((
+                delivery_from_row(row)?,
+                row.get::<_, i64>(DELIVERY_COLUMN_COUNT)?,
+            ))
+        })
+        .optional()?;
+    let Some((delivery, seq)) = row else {
+        return Ok(None);
+    };
+    let attempts = tx
+        .prepare_cached(
+            "SELECT number, started_at, duration_ms, status_code, error, response
+             FROM attempts WHERE delivery_seq = ?1 ORDER BY number",
+        )?
+        .query_map(params![seq], attempt_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((delivery, attempts)))
+}
+
+pub(crate) fn list_deliveries(
+    conn: &Connection,
+    filter: &DeliveryFilter,
+) -> Result<DeliveryPage, StoreError> {
+    // Only the conditions in use go into the SQL, so that SQLite can pick the index that
+    // fits them; every value is a bound parameter.
+    let mut sql = format!("SELECT {DELIVERY_COLUMNS}, d.seq FROM deliveries d WHERE 1 = 1");
+    let mut values: Vec<Value> = Vec::new();
+    let mut condition = |sql_part: &str, value: Value| {
+        sql.push_str(" AND ");
+        sql.push_str(sql_part);
+        values.push(value);
+    };
+    if let Some(team) = &filter.team {
+        // With an event id, the event's few deliveries are the rows to start from: the
+        // unary `+` keeps SQLite from walking all of the team's rows instead.
+        let sql_part = if filter.event_id.is_some() {
+            "+d.team_id = ?"
+        } else {
+            "d.team_id = ?"
+        };
+        condition(sql_part, Value::Text(team.as_str().to_owned()));
+    }
+    if let Some(status) = filter.status {
+        condition("d.status = ?", Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(channel) = &filter.channel {
+        condition("d.channel = ?", Value::Text(channel.clone()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        condition("d.event_type = ?", Value::Text(event_type.clone()));
+    }
+    if let Some(event_id) = &filter.event_id {
+        condition(
+            "d.event_seq IN (SELECT seq FROM events WHERE id = ?)",
+            Value::Text(event_id.clone()),
+        );
+    }
+    if let Some(cursor) = &filter.cursor {
+        condition("d.seq < ?", Value::Integer(decode_cursor(cursor)?));
+    }
+    let limit = clamp_limit(filter.limit);
+    sql.push_str(" ORDER BY d.seq DESC LIMIT ?");
+    // One more than a page, to learn whether another page follows.
+    values.push(Value::Integer(limit + 1));
+
+    let mut rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values.iter()), |row| {
+            Ok((
+                delivery_from_row(row)?,
+                row.get::<_, i64>(DELIVERY_COLUMN_COUNT)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let page = usize::try_from(limit).unwrap_or(MAX_PAGE_SIZE);
+    let next_cursor = if rows.len() > page {
+        rows.truncate(page);
+        rows.last().map(|(_, seq)| encode_cursor(*seq))
+    } else {
+        None
+    };
+    Ok(DeliveryPage {
+        deliveries: rows.into_iter().map(|(delivery, _)| delivery).collect(),
+        next_cursor,
+    })
+}
+
+pub(crate) fn set_channel_state(conn: &Connection, state: &ChannelState) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO channel_states (team_id, channel, disabled, paused_until, reason, since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (team_id, channel) DO UPDATE SET
+             disabled = excluded.disabled, paused_until = excluded.paused_until,
+             reason = excluded.reason, since = excluded.since",
+    )?
+    .execute(params![
+        state.team.as_str(),
+        state.channel,
+        state.disabled,
+        state.paused_until.map(nanos),
+        state.reason,
+        nanos(state.since),
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn clear_channel_state(
+    conn: &Connection,
+    team: &TeamId,
+    channel: &str,
+) -> Result<bool, StoreError> {
+    let removed = conn
+        .prepare_cached("DELETE FROM channel_states WHERE team_id = ?1 AND channel = ?2")?
+        .execute(params![team.as_str(), channel])?;
+    Ok(removed > 0)
+}
+
+pub(crate) fn channel_states(
+    conn: &Connection,
+    team: Option<&TeamId>,
+) -> Result<Vec<ChannelState>, StoreError> {
+    let states = conn
+        .prepare_cached(
+            "SELECT team_id, channel, disabled, paused_until, reason, since
+             FROM channel_states WHERE ?1 IS NULL OR team_id = ?1
+             ORDER BY team_id, channel",
+        )?
+        .query_map(params![team.map(TeamId::as_str)], channel_state_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(states)
+}
+
+pub(crate) fn queue_depth(conn: &Connection) -> Result<u64, StoreError> {
+    let depth: i64 = conn
+        // Left alone, SQLite counts through a full index of all deliveries; the partial
+        // index holds the pending ones only.
+        .prepare_cached(
+            "SELECT count(*) FROM deliveries INDEXED BY deliveries_due WHERE status = 'pending'",
+        )?
+        .query_row([], |row| row.get(0))?;
+    Ok(u64::try_from(depth).unwrap_or(0))
+}
+
+pub(crate) fn events_after(
+    conn: &Connection,
+    team: Option<&TeamId>,
+    after_event_id: &str,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let team = team.map(TeamId::as_str);
+    let after: Option<i64> = tx
+        .prepare_cached(
+            "SELECT seq FROM events WHERE id = ?1 AND (?2 IS NULL OR team_id = ?2)
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row(params![after_event_id, team], |row| row.get(0))
+        .optional()?;
+    let after = after.ok_or(StoreError::NotFound)?;
+    let rows = tx
+        .prepare_cached(
+            "SELECT body, accepted_at FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR team_id = ?2)
+             ORDER BY seq LIMIT ?3",
+        )?
+        .query_map(params![after, team, clamp_limit(limit)], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.iter()
+        .map(|(body, accepted_at)| decode_event(body, timestamp(*accepted_at)))
+        .collect()
+}

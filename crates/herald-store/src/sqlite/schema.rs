@@ -1,0 +1,144 @@
+//! The SQLite schema, its migrations, and the pragmas each kind of connection runs with.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::StoreError;
+
+/// How long a connection waits for a lock held by another process (e.g. a CLI admin
+/// command on the same file) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Migrations in order; `PRAGMA user_version` is the number applied. Never edit one that
+/// has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, deliveries (the outbox and queue), attempts, channel states.
+    "
+    CREATE TABLE events (
+        -- insertion sequence: SSE replay order; AUTOINCREMENT so it never goes back
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL,
+        team_id      TEXT NOT NULL,
+        event_type   TEXT NOT NULL,
+        -- the complete herald_core::Event as JSON
+        body         TEXT NOT NULL,
+        accepted_at  INTEGER NOT NULL,
+        -- idempotency key; id first so that an admin lookup by id alone uses it too
+        UNIQUE (id, team_id)
+    );
+
+    CREATE TABLE deliveries (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        id               TEXT NOT NULL UNIQUE,
+        event_seq        INTEGER NOT NULL REFERENCES events (seq),
+        team_id          TEXT NOT NULL,
+        event_id         TEXT NOT NULL,
+        event_type       TEXT NOT NULL,
+        channel          TEXT NOT NULL,
+        subscription     INTEGER NOT NULL,
+        status           TEXT NOT NULL
+                         CHECK (status IN ('pending', 'succeeded', 'dead', 'skipped')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        -- when the next attempt is due, as shown; NULL unless pending
+        next_attempt_at  INTEGER,
+        -- the queue key: next_attempt_at, pushed to lease_until while leased
+        due_at           INTEGER,
+        lease_token      TEXT,
+        lease_until      INTEGER,
+        last_error       TEXT,
+        last_status_code INTEGER,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    );
+    -- claim_due and queue_depth; holds pending rows only, so it stays small
+    CREATE INDEX deliveries_due ON deliveries (due_at) WHERE status = 'pending';
+    -- list_deliveries of a team, newest first (an index's tail is the rowid, i.e. seq);
+    -- a channel or event type filter walks the team's rows in that order
+    CREATE INDEX deliveries_team ON deliveries (team_id);
+    CREATE INDEX deliveries_team_status ON deliveries (team_id, status);
+    -- get_event and list_deliveries by event
+    CREATE INDEX deliveries_event ON deliveries (event_seq);
+
+    CREATE TABLE attempts (
+        delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq),
+        number       INTEGER NOT NULL,
+        started_at   INTEGER NOT NULL,
+        duration_ms  INTEGER NOT NULL,
+        status_code  INTEGER,
+        error        TEXT,
+        response     TEXT,
+        PRIMARY KEY (delivery_seq, number)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE channel_states (
+        team_id      TEXT NOT NULL,
+        channel      TEXT NOT NULL,
+        disabled     INTEGER NOT NULL,
+        paused_until INTEGER,
+        reason       TEXT,
+        since        INTEGER NOT NULL,
+        PRIMARY KEY (team_id, channel)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// Opens the connection the writer thread will own: WAL, full sync on every commit, the
+/// schema migrated, and the scratch table `claim_due` uses.
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open(format!(
+            "the filesystem does not support SQLite's WAL mode (journal mode is {mode})"
+        )));
+    }
+    // Accepted means durable: NORMAL may lose the last commits on power loss.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn)?;
+    conn.execute_batch(
+        "CREATE TEMP TABLE claim_exclude (
+             team_id TEXT NOT NULL,
+             channel TEXT NOT NULL,
+             PRIMARY KEY (team_id, channel)
+         ) WITHOUT ROWID;",
+    )?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection; the writer must have created the database first.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > known {
+        return Err(StoreError::Open(format!(
+            "the database has schema version {applied}, newer than the {known} this herald knows; \
+             use a newer herald"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}

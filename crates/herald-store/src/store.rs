@@ -1,0 +1,122 @@
+//! The `Store` trait: everything the engine and the admin API need from durable storage.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use herald_core::{Event, TeamId, Timestamp};
+
+use crate::error::StoreError;
+use crate::model::{
+    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
+    LeaseToken, NewAttempt, NewDelivery, Next,
+};
+
+/// What every [`Store`] method returns: a boxed future, so that the trait stays
+/// object-safe and the engine can hold an `Arc<dyn Store>`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The durable record of events and the queue of their deliveries.
+///
+/// Methods that a team can reach take a scope, `Option<&TeamId>`: `None` is an admin, who
+/// sees every team; with `Some(team)` rows of other teams behave exactly as if they did
+/// not exist (`None` / [`StoreError::NotFound`]).
+///
+/// Times are always passed in (`now`), never read from the clock, so that callers and
+/// tests control them.
+pub trait Store: Send + Sync + 'static {
+    /// Stores events with their fan-out deliveries (new deliveries are pending and due at
+    /// `now`), all in one transaction, and returns once it is durable. The result has one
+    /// entry per event, in order. An event whose `(team, id)` is already stored, or appears
+    /// earlier in `batch`, is a [`Accepted::Duplicate`] and its deliveries are dropped.
+    /// If anything fails, nothing of the batch is stored. A future dropped after the
+    /// request was queued may still store the batch; retrying it is safe (idempotency).
+    fn accept(
+        &self,
+        batch: Vec<(Event, Vec<NewDelivery>)>,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Vec<Accepted>>;
+
+    /// Leases up to `limit` pending deliveries that are due at `now`, oldest due first,
+    /// for `lease`. A delivery whose lease has run out (its worker died) is due again.
+    /// Deliveries to the `(team, channel)` pairs in `exclude_channels` are left alone.
+    fn claim_due<'a>(
+        &'a self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+        exclude_channels: &'a [(TeamId, String)],
+    ) -> StoreFuture<'a, Vec<Claimed>>;
+
+    /// Records an attempt and the delivery's new state in one transaction, provided the
+    /// delivery is still held under `lease` (else [`StoreError::LeaseLost`], nothing
+    /// changed). A lease that ran out but was not taken over still counts.
+    fn finish<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        attempt: NewAttempt,
+        next: Next,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Gives a claimed delivery back without recording an attempt (graceful shutdown): it
+    /// is claimable again at once. Fenced like [`Store::finish`].
+    fn release<'a>(&'a self, delivery_id: &'a str, lease: &'a LeaseToken) -> StoreFuture<'a, ()>;
+
+    /// Makes a dead, skipped or pending delivery due at `now` (an operator's "retry now").
+    /// A delivery being attempted right now (live lease) is left as it is. Attempts
+    /// already made still count. [`StoreError::NotRetryable`] for a succeeded delivery.
+    fn retry_now<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        delivery_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, DeliveryRecord>;
+
+    /// An event with its deliveries (in creation order). With the admin scope and an id
+    /// used by several teams, the earliest stored of them.
+    fn get_event<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        event_id: &'a str,
+    ) -> StoreFuture<'a, Option<(Event, Vec<DeliveryRecord>)>>;
+
+    /// A delivery with its attempts (first attempt first).
+    fn get_delivery<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        delivery_id: &'a str,
+    ) -> StoreFuture<'a, Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
+
+    /// Deliveries matching `filter`, newest first, one page at a time; the filter's `team`
+    /// is the caller's scope.
+    fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, DeliveryPage>;
+
+    /// Sets (or replaces) the state of `(state.team, state.channel)`.
+    fn set_channel_state(&self, state: ChannelState) -> StoreFuture<'_, ()>;
+
+    /// Forgets the state of a channel; `false` if it had none.
+    fn clear_channel_state<'a>(
+        &'a self,
+        team: &'a TeamId,
+        channel: &'a str,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Channel states in scope, ordered by team then channel.
+    fn channel_states<'a>(&'a self, team: Option<&'a TeamId>)
+    -> StoreFuture<'a, Vec<ChannelState>>;
+
+    /// How many deliveries are pending (due or not, leased or not).
+    fn queue_depth(&self) -> StoreFuture<'_, u64>;
+
+    /// Up to `limit` (clamped to `1..=MAX_PAGE_SIZE`) events in scope stored after the event
+    /// `after_event_id`, in the order they were stored: the replay behind SSE
+    /// `Last-Event-ID`. [`StoreError::NotFound`] if that event is not in scope.
+    fn events_after<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        after_event_id: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Event>>;
+}
