@@ -1,0 +1,169 @@
+//! herald-channels: the [`Channel`] trait and the channels that deliver notifications.
+//!
+//! One module per channel (`webhook`, `file`; Telegram and email come later). A channel
+//! turns one [`Outgoing`] message into one [`SendOutcome`]; it never retries, sleeps or
+//! records anything itself: the engine decides how many attempts to make and when.
+//!
+//! Architecture invariant: a channel's errors name their cause precisely and never contain
+//! a secret (signing secrets, tokens, URL paths that may carry tokens).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod file;
+pub mod webhook;
+
+pub use file::FileChannel;
+pub use webhook::{HttpOptions, WebhookChannel, WebhookClient};
+
+/// How much of a response body an outcome keeps, in bytes.
+pub const RESPONSE_SNIPPET_LIMIT: usize = 4096;
+
+/// The format of a formatter's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Text,
+    Markdown,
+    Html,
+    Json,
+}
+
+/// A formatter's output for one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendered {
+    pub format: Format,
+    pub subject: Option<String>,
+    pub body: String,
+    /// A plain-text version of `body` for channels that can carry both (email).
+    pub text_alternative: Option<String>,
+}
+
+/// One attempt at delivering one event through one channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Stable across retries of the same delivery; the webhook `webhook-id`.
+    pub delivery_id: &'a str,
+    pub event: &'a herald_core::Event,
+    /// 1-based.
+    pub attempt: u32,
+    /// A formatter's output; `None` means the channel's built-in rendering.
+    pub rendered: Option<&'a Rendered>,
+}
+
+/// What became of one attempt.
+///
+/// `response` is the first [`RESPONSE_SNIPPET_LIMIT`] bytes of the response body, cut on a
+/// character boundary, or `None` when there was no (non-empty) body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Delivered {
+        status: Option<u16>,
+        response: Option<String>,
+    },
+    /// A transient failure. `after` is the server's `Retry-After`, if it sent one; the
+    /// engine clamps it to its own schedule.
+    Retry {
+        after: Option<Duration>,
+        status: Option<u16>,
+        error: String,
+        response: Option<String>,
+    },
+    /// Retrying will not help (a configuration problem such as an address refused by the
+    /// SSRF guard).
+    Permanent {
+        status: Option<u16>,
+        error: String,
+        response: Option<String>,
+    },
+    /// The receiver asked never to be called again (HTTP 410 Gone): disable the channel.
+    Disable {
+        status: Option<u16>,
+        error: String,
+        response: Option<String>,
+    },
+}
+
+impl SendOutcome {
+    /// `delivered`, `retry`, `permanent` or `disable`: for logs, metrics and tests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendOutcome::Delivered { .. } => "delivered",
+            SendOutcome::Retry { .. } => "retry",
+            SendOutcome::Permanent { .. } => "permanent",
+            SendOutcome::Disable { .. } => "disable",
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SendOutcome::Delivered { status, .. }
+            | SendOutcome::Retry { status, .. }
+            | SendOutcome::Permanent { status, .. }
+            | SendOutcome::Disable { status, .. } => *status,
+        }
+    }
+
+    /// The error text; `None` for `Delivered`.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            SendOutcome::Delivered { .. } => None,
+            SendOutcome::Retry { error, .. }
+            | SendOutcome::Permanent { error, .. }
+            | SendOutcome::Disable { error, .. } => Some(error),
+        }
+    }
+
+    pub fn response(&self) -> Option<&str> {
+        match self {
+            SendOutcome::Delivered { response, .. }
+            | SendOutcome::Retry { response, .. }
+            | SendOutcome::Permanent { response, .. }
+            | SendOutcome::Disable { response, .. } => response.as_deref(),
+        }
+    }
+}
+
+impl fmt::Display for SendOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendOutcome::Delivered {
+                status: Some(s), ..
+            } => write!(f, "delivered (HTTP {s})"),
+            SendOutcome::Delivered { status: None, .. } => f.write_str("delivered"),
+            SendOutcome::Retry {
+                after: Some(after),
+                error,
+                ..
+            } => write!(f, "retry after {}: {error}", fmt_duration(*after)),
+            SendOutcome::Retry { error, .. } => write!(f, "retry: {error}"),
+            SendOutcome::Permanent { error, .. } => write!(f, "permanent failure: {error}"),
+            SendOutcome::Disable { error, .. } => write!(f, "disable the channel: {error}"),
+        }
+    }
+}
+
+/// The future a [`Channel::send`] returns.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>>;
+
+/// A way of delivering a notification. Object-safe: the engine holds `Arc<dyn Channel>`.
+pub trait Channel: Send + Sync + 'static {
+    /// `"webhook"`, `"file"`, …
+    fn kind(&self) -> &'static str;
+
+    /// Makes one attempt. Never panics on a receiver's misbehaviour and never retries.
+    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a>;
+}
+
+/// `15s`, `300ms`, `1500ms`: how durations appear in error messages.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
