@@ -1,7 +1,9 @@
 //! The `herald` binary: command-line wiring only; the work lives in the library crates.
 
 mod check;
+mod client;
 mod explain;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +29,38 @@ enum CheckFormat {
     Short,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: ingest, delivery workers and the HTTP API.
+    Serve {
+        #[arg(
+            long,
+            short,
+            env = "HERALD_CONFIG",
+            default_value = "config/herald.toml"
+        )]
+        config: PathBuf,
+        /// Log lines as text or as JSON objects (`RUST_LOG` sets the level).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Publish an event to a running herald.
+    Send(client::SendArgs),
+    /// List deliveries of a running herald.
+    Deliveries(client::DeliveriesArgs),
+    /// Make a dead or failing delivery due now.
+    Retry {
+        #[command(flatten)]
+        target: client::Target,
+        /// The delivery id (`dlv_…`).
+        id: String,
+    },
     /// Validate the configuration and report every problem with its location.
     Check {
         /// The configuration file (same as --config).
@@ -68,6 +100,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { config, log_format } => {
+            init_logging(log_format);
+            runtime()
+                .and_then(|rt| rt.block_on(serve::run(&config)))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Send(args) => runtime()
+            .and_then(|rt| rt.block_on(client::send(args)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Deliveries(args) => runtime()
+            .and_then(|rt| rt.block_on(client::deliveries(args)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Retry { target, id } => runtime()
+            .and_then(|rt| rt.block_on(client::retry(target, id)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Check {
             path,
             config,
@@ -89,5 +136,25 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

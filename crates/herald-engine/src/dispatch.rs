@@ -1,0 +1,263 @@
+//! The dispatcher: claims due deliveries within the worker and per-channel limits, runs
+//! each attempt as a task, records its outcome, and on shutdown drains or releases.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use herald_channels::{Outgoing, SendOutcome};
+use herald_store::{ChannelState, Claimed, NewAttempt, Next, StoreError};
+use tokio::task::JoinSet;
+
+use crate::engine::{Inner, Snapshot};
+use crate::now;
+
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    loop {
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a delivery attempt task failed");
+            }
+        }
+        if inner.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let snapshot = inner.snapshot();
+        let workers = snapshot.config.delivery.workers;
+        let per_channel = snapshot.config.delivery.concurrency_per_channel;
+        let want = workers
+            .saturating_sub(tasks.len())
+            .min(inner.options.claim_batch);
+        let mut more_due = false;
+        if want > 0 {
+            let exclude = excluded(&inner, per_channel);
+            match inner
+                .store
+                .claim_due(now(), want, snapshot.lease(), &exclude)
+                .await
+            {
+                Ok(claims) => {
+                    more_due = claims.len() == want;
+                    for claim in claims {
+                        start(&inner, &snapshot, &mut tasks, claim, per_channel).await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "claiming due deliveries failed"),
+            }
+        }
+        if more_due && tasks.len() < workers {
+            continue;
+        }
+        tokio::select! {
+            () = inner.wake.notified() => {}
+            () = inner.stop.notified() => {}
+            () = tokio::time::sleep(inner.options.poll_interval) => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a delivery attempt task failed");
+                }
+            }
+        }
+    }
+    drain(&inner, tasks).await;
+}
+
+/// Channels not to claim for now: those at their concurrency cap, and disabled ones.
+fn excluded(inner: &Inner, per_channel: usize) -> Vec<(herald_core::TeamId, String)> {
+    let mut out: Vec<_> = inner
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .per_channel
+        .iter()
+        .filter(|(_, n)| **n >= per_channel)
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(
+        inner
+            .disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned(),
+    );
+    out
+}
+
+/// Starts an attempt for `claim`, or hands the claim back if its channel is full.
+async fn start(
+    inner: &Arc<Inner>,
+    snapshot: &Arc<Snapshot>,
+    tasks: &mut JoinSet<()>,
+    claim: Claimed,
+    per_channel: usize,
+) {
+    let key = (claim.delivery.team.clone(), claim.delivery.channel.clone());
+    let admitted = {
+        let mut state = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = state.per_channel.entry(key).or_default();
+        if *n >= per_channel {
+            false
+        } else {
+            *n += 1;
+            state
+                .leases
+                .insert(claim.delivery.id.clone(), claim.lease.clone());
+            true
+        }
+    };
+    if !admitted {
+        // One claim can return more deliveries of a channel than it has room for.
+        if let Err(e) = inner.store.release(&claim.delivery.id, &claim.lease).await {
+            tracing::warn!(delivery = %claim.delivery.id, error = %e, "releasing an over-cap claim failed");
+        }
+        return;
+    }
+    tasks.spawn(attempt(inner.clone(), snapshot.clone(), claim));
+}
+
+async fn attempt(inner: Arc<Inner>, snapshot: Arc<Snapshot>, claim: Claimed) {
+    let Claimed {
+        delivery,
+        event,
+        lease,
+        ..
+    } = claim;
+    let key = (delivery.team.clone(), delivery.channel.clone());
+    let number = delivery.attempts + 1;
+    let started_at = now();
+    let clock = Instant::now();
+    let channel = snapshot.channels.get(&key);
+    let outcome = match channel {
+        None => SendOutcome::Permanent {
+            status: None,
+            error: format!(
+                "channel `{}` is no longer configured for team `{}`",
+                delivery.channel, delivery.team
+            ),
+            response: None,
+        },
+        Some(channel) => {
+            let msg = Outgoing {
+                delivery_id: &delivery.id,
+                event: &event,
+                attempt: number,
+                rendered: None,
+            };
+            // The channel enforces the configured timeout; this is a backstop.
+            let limit = snapshot.config.delivery.timeout + std::time::Duration::from_secs(5);
+            match tokio::time::timeout(limit, channel.send(&msg)).await {
+                Ok(outcome) => outcome,
+                Err(_) => SendOutcome::Retry {
+                    after: None,
+                    status: None,
+                    error: format!("timed out after {}s", limit.as_secs()),
+                    response: None,
+                },
+            }
+        }
+    };
+    let elapsed = clock.elapsed();
+    let finished = now();
+    let next = snapshot
+        .policy
+        .next(number, &outcome, finished, fastrand::f64());
+    if let SendOutcome::Disable { error, .. } = &outcome {
+        let state = ChannelState {
+            team: delivery.team.clone(),
+            channel: delivery.channel.clone(),
+            disabled: true,
+            paused_until: None,
+            reason: Some(error.clone()),
+            since: finished,
+        };
+        inner
+            .disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        if let Err(e) = inner.store.set_channel_state(state).await {
+            tracing::error!(team = %delivery.team, channel = %delivery.channel, error = %e, "recording the disabled channel failed");
+        }
+        tracing::warn!(team = %delivery.team, channel = %delivery.channel, reason = %error, "channel disabled");
+    }
+    let label = match (&outcome, &next) {
+        (_, Next::Succeeded) => "succeeded",
+        (SendOutcome::Disable { .. }, _) => "disabled",
+        (_, Next::Dead) => "dead",
+        (_, Next::Skipped) => "skipped",
+        (_, Next::RetryAt(_)) => "retrying",
+    };
+    match &outcome {
+        SendOutcome::Delivered { .. } => {
+            tracing::debug!(delivery = %delivery.id, attempt = number, "delivered");
+        }
+        other => tracing::info!(
+            delivery = %delivery.id, team = %delivery.team, channel = %delivery.channel,
+            attempt = number, outcome = label, error = other.error().unwrap_or(""), "attempt failed"
+        ),
+    }
+    let kind = channel.map_or("unknown", |c| c.kind());
+    metrics::counter!("herald_deliveries_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "outcome" => label).increment(1);
+    metrics::histogram!("herald_attempt_duration_seconds", "kind" => kind)
+        .record(elapsed.as_secs_f64());
+    let record = NewAttempt {
+        started_at,
+        duration_ms: elapsed.as_millis() as u64,
+        status_code: outcome.status(),
+        error: outcome.error().map(str::to_string),
+        response: outcome.response().map(str::to_string),
+    };
+    match inner
+        .store
+        .finish(&delivery.id, &lease, record, next, finished)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost { .. }) => {
+            tracing::warn!(delivery = %delivery.id, "lease lost before the attempt was recorded; another worker owns it");
+        }
+        Err(e) => {
+            tracing::error!(delivery = %delivery.id, error = %e, "recording an attempt failed")
+        }
+    }
+    {
+        let mut state = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = state.per_channel.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.per_channel.remove(&key);
+            }
+        }
+        state.leases.remove(&delivery.id);
+    }
+    inner.wake.notify_one();
+}
+
+/// Waits for attempts in flight up to the grace period, then aborts the rest and releases
+/// their leases so another process (or this one, restarted) claims them at once.
+async fn drain(inner: &Inner, mut tasks: JoinSet<()>) {
+    let grace = tokio::time::sleep(inner.options.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            () = &mut grace => break,
+        }
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let leases: Vec<_> = inner
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .leases
+        .drain()
+        .collect();
+    for (id, lease) in leases {
+        if let Err(e) = inner.store.release(&id, &lease).await {
+            tracing::warn!(delivery = %id, error = %e, "releasing a lease at shutdown failed");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Who is calling: `Authorization: Bearer <team key | admin token>`.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use herald_config::Config;
+use herald_engine::Caller;
+
+use crate::error::ApiError;
+
+pub fn caller(config: &Config, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <API key>` header"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <API key>`"))?;
+    if config
+        .server
+        .admin_token
+        .as_ref()
+        .is_some_and(|admin| admin.constant_time_eq(token))
+    {
+        return Ok(Caller::Admin);
+    }
+    config
+        .team_for_key(token)
+        .map(|team| Caller::Team(team.clone()))
+        .ok_or_else(|| unauthorized("unknown API key"))
+}
+
+pub fn admin_only(caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::Team(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this route needs the admin token",
+        )),
+    }
+}

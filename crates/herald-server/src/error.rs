@@ -1,0 +1,92 @@
+//! The one API error type: a JSON body `{"error": {"code", "message", "field"?}}` with a
+//! precise 4xx for the caller's mistakes and an opaque 500 (details logged) for ours.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use herald_engine::IngestError;
+use herald_store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+
+    /// Our fault: log the details, tell the caller only that it happened.
+    pub fn internal(context: &str, err: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = field.into();
+        }
+        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> ApiError {
+        let field = e.field().map(str::to_string);
+        let (status, code) = match &e {
+            IngestError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            IngestError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_event"),
+            IngestError::UnknownType { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event_type")
+            }
+            IngestError::WrongTeam { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            IngestError::Store(inner) => return ApiError::internal("storing events failed", inner),
+        };
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+            field,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match &e {
+            StoreError::NotFound => ApiError::not_found("delivery"),
+            StoreError::NotRetryable { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_retryable", e.to_string())
+            }
+            StoreError::InvalidCursor => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+            }
+            _ => ApiError::internal("store operation failed", &e),
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The routes of the API (see docs/api.md), one small handler each.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_core::TeamId;
+use herald_engine::{Caller, IngestReply};
+use herald_store::{DeliveryFilter, DeliveryStatus};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{admin_only, caller};
+use crate::error::ApiError;
+use crate::{AppState, reload};
+
+/// The OpenAPI document, kept next to the routes it describes.
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/{id}", get(get_delivery))
+        .route("/v1/deliveries/{id}/retry", post(retry))
+        .route("/v1/channels", get(channels))
+        .route("/v1/channels/{team}/{channel}/enable", post(enable_channel))
+        .route("/v1/admin/reload", post(admin_reload))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+}
+
+fn who(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    caller(&state.engine.config(), headers)
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        let got = if content_type.is_empty() {
+            "none".to_string()
+        } else {
+            format!("`{content_type}`")
+        };
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content-type must be application/json, got {got}"),
+        ));
+    }
+    let limit = state.engine.config().server.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than the limit of {limit} bytes ([server] max_body_bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let reply = state.engine.ingest(&caller, &bytes).await?;
+    Ok(match reply {
+        IngestReply::One {
+            id,
+            duplicate: false,
+        } => (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response(),
+        IngestReply::One {
+            id,
+            duplicate: true,
+        } => (StatusCode::OK, Json(json!({ "id": id, "duplicate": true }))).into_response(),
+        IngestReply::Many { ids, duplicates } => {
+            let status = if duplicates.len() == ids.len() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            (
+                status,
+                Json(json!({ "ids": ids, "duplicates": duplicates })),
+            )
+                .into_response()
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct TeamQuery {
+    team: Option<String>,
+}
+
+/// The team a read is limited to: the caller's own, or for the admin the optional `team`.
+fn scope(caller: &Caller, team: Option<&str>) -> Result<Option<TeamId>, ApiError> {
+    match (caller, team) {
+        (Caller::Team(t), _) => Ok(Some(t.clone())),
+        (Caller::Admin, Some(t)) => TeamId::parse(t).map(Some).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("team: {e}"),
+            )
+        }),
+        (Caller::Admin, None) => Ok(None),
+    }
+}
+
+async fn get_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TeamQuery>,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let team = scope(&caller, q.team.as_deref())?;
+    match state.engine.store().get_event(team.as_ref(), &id).await? {
+        Some((event, deliveries)) => {
+            Ok(Json(json!({ "event": event, "deliveries": deliveries })).into_response())
+        }
+        None => Err(ApiError::not_found("event")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DeliveryQuery {
+    status: Option<String>,
+    channel: Option<String>,
+    event_type: Option<String>,
+    event_id: Option<String>,
+    team: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<DeliveryStatus>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("status: `{s}` is not one of pending, succeeded, dead, skipped"),
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(herald_store::DEFAULT_PAGE_SIZE);
+    if limit == 0 || limit > herald_store::MAX_PAGE_SIZE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!(
+                "limit: must be between 1 and {}",
+                herald_store::MAX_PAGE_SIZE
+            ),
+        ));
+    }
+    let filter = DeliveryFilter {
+        team: scope(&caller, q.team.as_deref())?,
+        status,
+        channel: q.channel,
+        event_type: q.event_type,
+        event_id: q.event_id,
+        limit,
+        cursor: q.cursor,
+    };
+    let page = state.engine.store().list_deliveries(&filter).await?;
+    Ok(Json(page).into_response())
+}
+
+async fn get_delivery(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    match state
+        .engine
+        .store()
+        .get_delivery(caller.scope(), &id)
+        .await?
+    {
+        Some((delivery, attempts)) => {
+            Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
+        }
+        None => Err(ApiError::not_found("delivery")),
+    }
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let delivery = state.engine.retry(&caller, &id).await?;
+    Ok(Json(json!({ "delivery": delivery })).into_response())
+}
+
+async fn channels(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let channels = state.engine.channels(&caller).await?;
+    Ok(Json(json!({ "channels": channels })).into_response())
+}
+
+async fn enable_channel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((team, channel)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let team = TeamId::parse(&team).map_err(|_| ApiError::not_found("channel"))?;
+    let visible = caller.scope().is_none_or(|t| *t == team);
+    if !visible || state.engine.config().channel(&team, &channel).is_none() {
+        return Err(ApiError::not_found("channel"));
+    }
+    let was_disabled = state.engine.enable_channel(&team, &channel).await?;
+    Ok(Json(
+        json!({ "team": team, "channel": channel, "state": "ok", "was_disabled": was_disabled }),
+    )
+    .into_response())
+}
+
+async fn admin_reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_only(&who(&state, &headers)?)?;
+    match reload(&state).await {
+        Ok(()) => {
+            tracing::info!("configuration reloaded");
+            Ok(Json(json!({ "reloaded": true })).into_response())
+        }
+        Err(problems) => {
+            tracing::error!("reload refused; the running configuration stays:\n{problems}");
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                problems,
+            ))
+        }
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.engine.is_ready() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.engine.store().queue_depth().await {
+        Ok(depth) => metrics::gauge!("herald_queue_depth").set(depth as f64),
+        Err(e) => tracing::warn!(error = %e, "reading the queue depth for /metrics failed"),
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,183 @@
+//! `herald send`, `herald deliveries`, `herald retry`: small clients of the HTTP API.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+/// Where the server is and who we are.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The server's base URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8650")]
+    pub url: String,
+    /// A team API key or the admin token.
+    #[arg(long, env = "HERALD_KEY", hide_env_values = true)]
+    pub key: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The event as JSON (a file, or `-` for standard input).
+    #[arg(long, conflicts_with_all = ["event_type", "outcome", "meta", "id", "team"])]
+    pub event: Option<PathBuf>,
+    /// Build the event from flags instead: its type.
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "event")]
+    pub event_type: Option<String>,
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// A metadata entry, `key=value`; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub team: Option<String>,
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Sends the request; prints the JSON reply; fails with the server's message on non-2xx.
+async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let resp = req.send().await.context("contacting herald")?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("(no message)");
+        let code = body["error"]["code"].as_str().unwrap_or("error");
+        anyhow::bail!("HTTP {status}: {code}: {message}");
+    }
+    Ok(body)
+}
+
+pub async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let body: Vec<u8> = match &args.event {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the event from standard input")?;
+            buf
+        }
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => {
+            let mut metadata = BTreeMap::new();
+            for entry in &args.meta {
+                let (k, v) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--meta `{entry}`: write key=value"))?;
+                metadata.insert(k.to_string(), v.to_string());
+            }
+            let mut event = json!({ "event": args.event_type, "metadata": metadata });
+            for (field, value) in [
+                ("outcome", &args.outcome),
+                ("id", &args.id),
+                ("team_id", &args.team),
+            ] {
+                if let Some(v) = value {
+                    event[field] = json!(v);
+                }
+            }
+            serde_json::to_vec(&event)?
+        }
+    };
+    let url = format!("{}/v1/events", args.target.url.trim_end_matches('/'));
+    let reply = call(
+        client()?
+            .post(url)
+            .bearer_auth(&args.target.key)
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await?;
+    println!("{reply}");
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeliveriesArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// pending, succeeded, dead or skipped.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only the deliveries of this event.
+    #[arg(long)]
+    pub event: Option<String>,
+    #[arg(long)]
+    pub channel: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print the raw JSON page.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn deliveries(args: DeliveriesArgs) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
+    for (name, value) in [
+        ("status", &args.status),
+        ("event_id", &args.event),
+        ("channel", &args.channel),
+    ] {
+        if let Some(v) = value {
+            query.push((name, v.clone()));
+        }
+    }
+    let url = format!("{}/v1/deliveries", args.target.url.trim_end_matches('/'));
+    let page = call(
+        client()?
+            .get(url)
+            .bearer_auth(&args.target.key)
+            .query(&query),
+    )
+    .await?;
+    if args.json {
+        println!("{page}");
+        return Ok(());
+    }
+    let rows = page["deliveries"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36} {:<10} {:<8} {:<16} {:<20} LAST ERROR",
+        "ID", "STATUS", "ATTEMPTS", "CHANNEL", "EVENT TYPE"
+    );
+    for d in &rows {
+        println!(
+            "{:<36} {:<10} {:<8} {:<16} {:<20} {}",
+            d["id"].as_str().unwrap_or(""),
+            d["status"].as_str().unwrap_or(""),
+            d["attempts"],
+            d["channel"].as_str().unwrap_or(""),
+            d["event_type"].as_str().unwrap_or(""),
+            d["last_error"].as_str().unwrap_or("")
+        );
+    }
+    if rows.is_empty() {
+        println!("(no deliveries)");
+    }
+    Ok(())
+}
+
+pub async fn retry(target: Target, id: String) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/v1/deliveries/{id}/retry",
+        target.url.trim_end_matches('/')
+    );
+    let reply = call(client()?.post(url).bearer_auth(&target.key)).await?;
+    println!(
+        "delivery {} is {} (due now)",
+        reply["delivery"]["id"].as_str().unwrap_or(&id),
+        reply["delivery"]["status"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
