@@ -10,6 +10,7 @@ use herald_store::{ChannelState, Claimed, NewAttempt, Next, StoreError};
 use tokio::task::JoinSet;
 
 use crate::engine::{Inner, Snapshot};
+use crate::live::LiveMessage;
 use crate::now;
 
 pub(crate) async fn run(inner: Arc<Inner>) {
@@ -163,25 +164,7 @@ async fn attempt(inner: Arc<Inner>, snapshot: Arc<Snapshot>, claim: Claimed) {
     let next = snapshot
         .policy
         .next(number, &outcome, finished, fastrand::f64());
-    if let SendOutcome::Disable { error, .. } = &outcome {
-        let state = ChannelState {
-            team: delivery.team.clone(),
-            channel: delivery.channel.clone(),
-            disabled: true,
-            paused_until: None,
-            reason: Some(error.clone()),
-            since: finished,
-        };
-        inner
-            .disabled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone());
-        if let Err(e) = inner.store.set_channel_state(state).await {
-            tracing::error!(team = %delivery.team, channel = %delivery.channel, error = %e, "recording the disabled channel failed");
-        }
-        tracing::warn!(team = %delivery.team, channel = %delivery.channel, reason = %error, "channel disabled");
-    }
+    record_channel_health(&inner, &key, &outcome, finished).await;
     let label = match (&outcome, &next) {
         (_, Next::Succeeded) => "succeeded",
         (SendOutcome::Disable { .. }, _) => "disabled",
@@ -222,6 +205,16 @@ async fn attempt(inner: Arc<Inner>, snapshot: Arc<Snapshot>, claim: Claimed) {
             tracing::error!(delivery = %delivery.id, error = %e, "recording an attempt failed")
         }
     }
+    inner.bus.publish(LiveMessage::Delivery {
+        team: delivery.team.clone(),
+        delivery_id: delivery.id.clone(),
+        event_id: delivery.event_id.clone(),
+        event_type: delivery.event_type.clone(),
+        channel: delivery.channel.clone(),
+        status: label,
+        attempt: number,
+        error: outcome.error().map(str::to_string),
+    });
     {
         let mut state = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = state.per_channel.get_mut(&key) {
@@ -260,4 +253,77 @@ async fn drain(inner: &Inner, mut tasks: JoinSet<()>) {
             tracing::warn!(delivery = %id, error = %e, "releasing a lease at shutdown failed");
         }
     }
+}
+
+/// Keeps the channel's recorded health in step with what the attempt showed: a 410
+/// disables it, a permanent failure marks it failing, a success clears "failing".
+async fn record_channel_health(
+    inner: &Inner,
+    key: &(herald_core::TeamId, String),
+    outcome: &SendOutcome,
+    at: herald_core::Timestamp,
+) {
+    let (team, channel) = key;
+    let change = match outcome {
+        SendOutcome::Disable { error, .. } => {
+            inner
+                .disabled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone());
+            Some(("disabled", Some(error.clone())))
+        }
+        SendOutcome::Permanent { error, .. } => {
+            inner
+                .failing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone());
+            Some(("failing", Some(error.clone())))
+        }
+        SendOutcome::Delivered { .. } => {
+            let was = inner
+                .failing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
+            was.then_some(("ok", None))
+        }
+        SendOutcome::Retry { .. } => None,
+    };
+    let Some((state, reason)) = change else {
+        return;
+    };
+    let result = match state {
+        "ok" => inner
+            .store
+            .clear_channel_state(team, channel)
+            .await
+            .map(|_| ()),
+        _ => {
+            inner
+                .store
+                .set_channel_state(ChannelState {
+                    team: team.clone(),
+                    channel: channel.clone(),
+                    disabled: state == "disabled",
+                    paused_until: None,
+                    reason: reason.clone(),
+                    since: at,
+                })
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(%team, %channel, error = %e, "recording the channel state failed");
+    }
+    if state != "ok" {
+        tracing::warn!(%team, %channel, state, reason = reason.as_deref().unwrap_or(""), "channel state changed");
+    }
+    inner.bus.publish(LiveMessage::Channel {
+        team: team.clone(),
+        channel: channel.clone(),
+        state,
+        reason,
+    });
 }

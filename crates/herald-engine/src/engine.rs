@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::channels::{Channels, build_channels};
 use crate::ingest::{IngestError, IngestReply, plan};
+use crate::live::{LiveBus, LiveMessage};
 use crate::retry::RetryPolicy;
 use crate::{dispatch, now};
 
@@ -106,6 +107,9 @@ pub(crate) struct Inner {
     pub in_flight: Mutex<InFlight>,
     /// Channels disabled (e.g. by a 410); their deliveries wait.
     pub disabled: Mutex<HashSet<(TeamId, String)>>,
+    /// Channels whose last attempt failed permanently (blocked bot, SMTP 5xx, …).
+    pub failing: Mutex<HashSet<(TeamId, String)>>,
+    pub bus: LiveBus,
 }
 
 impl Inner {
@@ -150,14 +154,13 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<Engine, String> {
         let snapshot = Snapshot::build(config)?;
-        let disabled = store
+        let states = store
             .channel_states(None)
             .await
-            .map_err(|e| format!("reading channel states: {e}"))?
-            .into_iter()
-            .filter(|s| s.disabled)
-            .map(|s| (s.team, s.channel))
-            .collect();
+            .map_err(|e| format!("reading channel states: {e}"))?;
+        let (disabled, failing): (Vec<_>, Vec<_>) = states.into_iter().partition(|s| s.disabled);
+        let disabled = disabled.into_iter().map(|s| (s.team, s.channel)).collect();
+        let failing = failing.into_iter().map(|s| (s.team, s.channel)).collect();
         let inner = Arc::new(Inner {
             store,
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -168,12 +171,19 @@ impl Engine {
             running: AtomicBool::new(true),
             in_flight: Mutex::new(InFlight::default()),
             disabled: Mutex::new(disabled),
+            failing: Mutex::new(failing),
+            bus: LiveBus::default(),
         });
         let handle = tokio::spawn(dispatch::run(inner.clone()));
         Ok(Engine {
             inner,
             dispatcher: Arc::new(Mutex::new(Some(handle))),
         })
+    }
+
+    /// The live bus: subscribe to follow events and delivery state changes.
+    pub fn bus(&self) -> &LiveBus {
+        &self.inner.bus
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -197,6 +207,14 @@ impl Engine {
         let snapshot = self.inner.snapshot();
         let now = now();
         let plan = plan(&snapshot.config, caller, body, now)?;
+        for (event, deliveries) in &plan.events {
+            if deliveries.is_none() {
+                self.inner.bus.publish(LiveMessage::Event {
+                    durable: false,
+                    event: Arc::new(event.clone()),
+                });
+            }
+        }
         let mut durable = Vec::new();
         let mut any_delivery = false;
         for (event, deliveries) in &plan.events {
@@ -229,6 +247,12 @@ impl Engine {
                 duplicates.push(i);
             } else {
                 metrics::counter!("herald_events_accepted_total", "team" => event.team_id.to_string()).increment(1);
+                if deliveries.is_some() {
+                    self.inner.bus.publish(LiveMessage::Event {
+                        durable: true,
+                        event: Arc::new(event.clone()),
+                    });
+                }
             }
             ids.push(id);
         }
@@ -288,11 +312,23 @@ impl Engine {
     /// Re-enables a disabled channel. Returns false if it was not disabled.
     pub async fn enable_channel(&self, team: &TeamId, channel: &str) -> Result<bool, StoreError> {
         let was = self.inner.store.clear_channel_state(team, channel).await?;
+        let key = (team.clone(), channel.to_string());
         self.inner
             .disabled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(team.clone(), channel.to_string()));
+            .remove(&key);
+        self.inner
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        self.inner.bus.publish(LiveMessage::Channel {
+            team: team.clone(),
+            channel: channel.to_string(),
+            state: "ok",
+            reason: None,
+        });
         self.inner.wake.notify_one();
         Ok(was)
     }
@@ -315,12 +351,16 @@ impl Engine {
             }
             for (name, channel) in &t.channels {
                 let state = states.get(&(team.clone(), name.clone()));
-                let disabled = state.is_some_and(|s| s.disabled);
+                let label = match state {
+                    Some(s) if s.disabled => "disabled",
+                    Some(s) if s.reason.is_some() => "failing",
+                    _ => "ok",
+                };
                 out.push(ChannelStatus {
                     team: team.clone(),
                     channel: name.clone(),
                     kind: channel.kind(),
-                    state: if disabled { "disabled" } else { "ok" },
+                    state: label,
                     reason: state.and_then(|s| s.reason.clone()),
                     since: state.map(|s| s.since),
                 });

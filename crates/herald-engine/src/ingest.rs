@@ -191,3 +191,6 @@ fn classify(e: EventError) -> IngestError {
         EventError::Invalid { field, message } => IngestError::Invalid { field, message },
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,11 +9,13 @@ mod channels;
 mod dispatch;
 mod engine;
 mod ingest;
+mod live;
 mod retry;
 
 pub use channels::build_channels;
 pub use engine::{Caller, ChannelStatus, Engine, EngineOptions, Snapshot};
 pub use ingest::{IngestError, IngestReply, MAX_BATCH};
+pub use live::{BUS_CAPACITY, LiveBus, LiveMessage};
 pub use retry::RetryPolicy;
 
 use herald_core::Timestamp;

@@ -7,17 +7,29 @@ use herald_engine::Caller;
 use crate::error::ApiError;
 
 pub fn caller(config: &Config, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    caller_from(config, headers, None)
+}
+
+/// Like [`caller`], also accepting a token from the query string (`access_token`), which
+/// is all a browser's EventSource or WebSocket can send. The header wins when both exist.
+pub fn caller_from(
+    config: &Config,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Caller, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <API key>` header"))?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <API key>`"))?;
+    let token = match headers.get(header::AUTHORIZATION) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <API key>`"))?,
+        None => query_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <API key>` header"))?,
+    };
     if config
         .server
         .admin_token

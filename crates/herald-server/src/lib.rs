@@ -5,6 +5,7 @@
 mod auth;
 mod error;
 mod routes;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

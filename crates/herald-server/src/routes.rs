@@ -19,6 +19,9 @@ use crate::{AppState, reload};
 /// The OpenAPI document, kept next to the routes it describes.
 const OPENAPI: &str = include_str!("openapi.json");
 
+/// The dashboard: one page of HTML and plain JavaScript over this API.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/events", post(ingest))
@@ -29,6 +32,9 @@ pub fn router() -> Router<AppState> {
         .route("/v1/channels", get(channels))
         .route("/v1/channels/{team}/{channel}/enable", post(enable_channel))
         .route("/v1/admin/reload", post(admin_reload))
+        .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
+        .route("/v1/stream", get(crate::stream::sse))
+        .route("/v1/ws", get(crate::stream::ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

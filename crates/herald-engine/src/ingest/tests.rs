@@ -1,0 +1,169 @@
+//! Data-driven tests of ingest planning: validation, tenancy and fan-out.
+
+use super::*;
+
+const CONFIG: &str = r#"
+[server]
+admin_token = "admin"
+[[event_types]]
+name = "capsule.create"
+[[event_types]]
+name = "host.down"
+[[event_types]]
+name = "ui.blip"
+transient = true
+
+[teams.acme]
+api_keys = ["acme-key"]
+[teams.acme.channels.a]
+type = "file"
+path = "a.jsonl"
+[teams.acme.channels.b]
+type = "file"
+path = "b.jsonl"
+[[teams.acme.subscriptions]]
+channel = "a"
+events = ["*"]
+[[teams.acme.subscriptions]]
+channel = "a"
+events = ["capsule.*"]
+[[teams.acme.subscriptions]]
+channel = "b"
+events = ["host.down"]
+
+[teams.globex]
+api_keys = ["globex-key"]
+[teams.globex.channels.g]
+type = "file"
+path = "g.jsonl"
+[[teams.globex.subscriptions]]
+channel = "g"
+events = ["*"]
+"#;
+
+fn config() -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let outcome = herald_config::load_with_env(&path, &|_| None);
+    outcome
+        .config
+        .unwrap_or_else(|| panic!("{}", outcome.diagnostics))
+}
+
+/// Plans `body` for `caller`; renders the plan as `type team -> channels` per event, or
+/// the error with its field.
+fn check(caller: &Caller, body: &str) -> String {
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    match plan(&config(), caller, body.as_bytes(), now) {
+        Ok(plan) => plan
+            .events
+            .iter()
+            .map(|(e, d)| match d {
+                None => format!("{} {} -> live only", e.event, e.team_id),
+                Some(d) => {
+                    let chans: Vec<String> = d
+                        .iter()
+                        .map(|d| format!("{}#{}", d.channel, d.subscription))
+                        .collect();
+                    format!("{} {} -> [{}]", e.event, e.team_id, chans.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("error {:?}: {e}", e.field()),
+    }
+}
+
+#[test]
+fn planning() {
+    let acme = Caller::Team(TeamId::parse("acme").unwrap());
+    let admin = Caller::Admin;
+    let cases: &[(&Caller, &str, &str)] = &[
+        (
+            &acme,
+            r#"{"event":"capsule.create"}"#,
+            "capsule.create acme -> [a#0]",
+        ),
+        (
+            &acme,
+            r#"{"event":"host.down"}"#,
+            "host.down acme -> [a#0, b#2]",
+        ),
+        (&acme, r#"{"event":"ui.blip"}"#, "ui.blip acme -> live only"),
+        (
+            &acme,
+            r#"{"event":"host.down","team_id":"acme"}"#,
+            "host.down acme -> [a#0, b#2]",
+        ),
+        (
+            &acme,
+            r#"{"event":"host.down","team_id":"globex"}"#,
+            r#"error Some("team_id"): team_id: this API key belongs to team `acme` and cannot publish for team `globex`"#,
+        ),
+        (
+            &acme,
+            r#"{"event":"disk.full"}"#,
+            r#"error Some("event"): event: event type `disk.full` is not declared in [[event_types]]"#,
+        ),
+        (
+            &acme,
+            r#"[{"event":"host.down"},{"event":"nope"}]"#,
+            r#"error Some("[1].event"): [1].event: event type `nope` is not declared in [[event_types]]"#,
+        ),
+        (
+            &acme,
+            r#"[{"event":"host.down"},{"event":"x","actor":{"type":"bot"}}]"#,
+            r#"error Some("[1].actor.type"): [1].actor.type: unknown variant `bot`, expected one of `user`, `api_key`, `system` at line 1 column 57"#,
+        ),
+        (
+            &acme,
+            r#"[{"event":"host.down"},{"event":"capsule.create","id":""}]"#,
+            r#"error Some("[1].id"): [1].id: must not be empty"#,
+        ),
+        (
+            &acme,
+            "[]",
+            r#"error Some("(body)"): (body): the batch is empty"#,
+        ),
+        (
+            &acme,
+            "{",
+            "error None: malformed JSON at line 1 column 1: EOF while parsing an object",
+        ),
+        (
+            &admin,
+            r#"{"event":"host.down"}"#,
+            r#"error Some("team_id"): team_id: missing: the admin token publishes for any team, so name it"#,
+        ),
+        (
+            &admin,
+            r#"{"event":"host.down","team_id":"globex"}"#,
+            "host.down globex -> [g#0]",
+        ),
+        (
+            &admin,
+            r#"{"event":"host.down","team_id":"initech"}"#,
+            r#"error Some("team_id"): team_id: team `initech` is not configured"#,
+        ),
+    ];
+    for (caller, body, want) in cases {
+        assert_eq!(check(caller, body), *want, "body {body}");
+    }
+}
+
+#[test]
+fn batches_are_bounded() {
+    let acme = Caller::Team(TeamId::parse("acme").unwrap());
+    let one = r#"{"event":"host.down"}"#;
+    let body = format!("[{}]", vec![one; MAX_BATCH + 1].join(","));
+    assert_eq!(
+        check(&acme, &body),
+        r#"error Some("(body)"): (body): the batch holds 1001 events; at most 1000 are allowed"#
+    );
+    let body = format!("[{}]", vec![one; MAX_BATCH].join(","));
+    assert_eq!(
+        check(&acme, &body).matches("host.down acme").count(),
+        MAX_BATCH
+    );
+}

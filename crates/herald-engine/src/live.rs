@@ -1,0 +1,117 @@
+//! The live bus: every accepted event (durable ones after their commit, transient ones at
+//! once) and every delivery or channel state change, broadcast in process to the live
+//! stream's subscribers. Publishing with nobody listening is normal and costs a check.
+
+use std::sync::Arc;
+
+use herald_core::{Event, TeamId};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// How many messages the bus holds for a slow subscriber before it lags.
+pub const BUS_CAPACITY: usize = 1024;
+
+/// One message on the bus. Serialised flat, tagged by `kind`, as the WebSocket sends it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LiveMessage {
+    /// An accepted event. `durable = false` for transient types (never stored).
+    Event { durable: bool, event: Arc<Event> },
+    /// A delivery attempt ended (`status`: succeeded, retrying, dead, disabled, skipped).
+    Delivery {
+        team: TeamId,
+        delivery_id: String,
+        event_id: String,
+        event_type: String,
+        channel: String,
+        status: &'static str,
+        attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A channel changed state (`state`: disabled, failing, ok).
+    Channel {
+        team: TeamId,
+        channel: String,
+        state: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl LiveMessage {
+    pub fn team(&self) -> &TeamId {
+        match self {
+            LiveMessage::Event { event, .. } => &event.team_id,
+            LiveMessage::Delivery { team, .. } | LiveMessage::Channel { team, .. } => team,
+        }
+    }
+
+    /// The event type this message is about, for stream filters (none for channel changes).
+    pub fn event_type(&self) -> Option<&str> {
+        match self {
+            LiveMessage::Event { event, .. } => Some(&event.event),
+            LiveMessage::Delivery { event_type, .. } => Some(event_type),
+            LiveMessage::Channel { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveBus {
+    tx: broadcast::Sender<Arc<LiveMessage>>,
+}
+
+impl Default for LiveBus {
+    fn default() -> Self {
+        LiveBus::new(BUS_CAPACITY)
+    }
+}
+
+impl LiveBus {
+    pub fn new(capacity: usize) -> LiveBus {
+        let (tx, _) = broadcast::channel(capacity);
+        LiveBus { tx }
+    }
+
+    pub fn publish(&self, message: LiveMessage) {
+        if self.tx.receiver_count() > 0 {
+            // An error only means every receiver went away in between: nothing to do.
+            let _ = self.tx.send(Arc::new(message));
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_with_nobody_listening_is_fine_and_lag_is_reported() {
+        let bus = LiveBus::new(2);
+        let channel = |n: usize| LiveMessage::Channel {
+            team: TeamId::parse("acme").unwrap(),
+            channel: format!("c{n}"),
+            state: "ok",
+            reason: None,
+        };
+        bus.publish(channel(0));
+        let mut rx = bus.subscribe();
+        for n in 1..=4 {
+            bus.publish(channel(n));
+        }
+        match rx.try_recv() {
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => assert_eq!(missed, 2),
+            other => panic!("expected a lag, got {other:?}"),
+        }
+        let next = rx.try_recv().unwrap();
+        assert!(matches!(&*next, LiveMessage::Channel { channel, .. } if channel == "c3"));
+        let json = serde_json::to_value(&*next).unwrap();
+        assert_eq!(json["kind"], "channel");
+        assert_eq!(json["team"], "acme");
+    }
+}

@@ -1,0 +1,266 @@
+//! The live stream: `GET /v1/stream` (Server-Sent Events) and `GET /v1/ws` (WebSocket),
+//! the same messages for both, limited to the caller's team and optional type patterns.
+//!
+//! SSE resume: each durable event carries `id: <event id>`; a client reconnecting with
+//! `Last-Event-ID` first gets the durable events stored since then (transient events are
+//! never stored, so they cannot be replayed), then the live stream. A client that falls
+//! more than the bus capacity behind gets a `lagged` message saying how many it missed and
+//! keeps streaming.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use herald_core::{Pattern, TeamId};
+use herald_engine::{Caller, LiveMessage};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::AppState;
+use crate::auth::caller_from;
+use crate::error::ApiError;
+
+/// Most stored events replayed after a `Last-Event-ID`.
+const MAX_REPLAY: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    /// Comma-separated patterns, e.g. `capsule.*,host.down`.
+    events: Option<String>,
+    /// For browsers' EventSource/WebSocket, which cannot set headers.
+    access_token: Option<String>,
+}
+
+/// What a subscriber sees: its team (or all for the admin) and matching types.
+struct Filter {
+    team: Option<TeamId>,
+    patterns: Vec<Pattern>,
+}
+
+impl Filter {
+    fn parse(caller: &Caller, events: Option<&str>) -> Result<Filter, ApiError> {
+        let patterns = events
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                Pattern::parse(p).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("events: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Filter {
+            team: caller.scope().cloned(),
+            patterns,
+        })
+    }
+
+    fn admits(&self, message: &LiveMessage) -> bool {
+        if self.team.as_ref().is_some_and(|t| t != message.team()) {
+            return false;
+        }
+        match message.event_type() {
+            Some(t) => self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(t)),
+            None => true,
+        }
+    }
+}
+
+/// One item of either stream.
+enum Item {
+    Message(Arc<LiveMessage>),
+    Lagged(u64),
+    /// The `Last-Event-ID` is unknown (or pruned): nothing could be replayed.
+    Reset(String),
+}
+
+impl Item {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Item::Message(m) => serde_json::to_value(&**m).unwrap_or_default(),
+            Item::Lagged(missed) => json!({"kind": "lagged", "missed": missed}),
+            Item::Reset(reason) => json!({"kind": "reset", "reason": reason}),
+        }
+    }
+
+    fn to_sse(&self) -> SseEvent {
+        let name = match self {
+            Item::Message(m) => match &**m {
+                LiveMessage::Event { .. } => "event",
+                LiveMessage::Delivery { .. } => "delivery",
+                LiveMessage::Channel { .. } => "channel",
+            },
+            Item::Lagged(_) => "lagged",
+            Item::Reset(_) => "reset",
+        };
+        let mut e = SseEvent::default()
+            .event(name)
+            .data(self.to_json().to_string());
+        if let Item::Message(m) = self
+            && let LiveMessage::Event {
+                durable: true,
+                event,
+            } = &**m
+        {
+            e = e.id(event.id.clone());
+        }
+        e
+    }
+}
+
+/// Subscribes first, then reads the replay, so nothing committed in between is missed;
+/// live messages already replayed are skipped.
+async fn items(
+    state: &AppState,
+    filter: Filter,
+    last_event_id: Option<String>,
+) -> impl Stream<Item = Item> + Send + 'static {
+    let rx = state.engine.bus().subscribe();
+    let mut replay: VecDeque<Item> = VecDeque::new();
+    let mut replayed: HashSet<String> = HashSet::new();
+    if let Some(last) = last_event_id {
+        let mut after = last;
+        loop {
+            match state
+                .engine
+                .store()
+                .events_after(filter.team.as_ref(), &after, 500)
+                .await
+            {
+                Ok(events) => {
+                    let done = events.len() < 500 || replayed.len() >= MAX_REPLAY;
+                    for event in events {
+                        after = event.id.clone();
+                        replayed.insert(event.id.clone());
+                        let m = LiveMessage::Event {
+                            durable: true,
+                            event: Arc::new(event),
+                        };
+                        if filter.admits(&m) {
+                            replay.push_back(Item::Message(Arc::new(m)));
+                        }
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                Err(herald_store::StoreError::NotFound) => {
+                    replay.push_back(Item::Reset(format!(
+                        "Last-Event-ID `{after}` is unknown; nothing was replayed"
+                    )));
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "replaying events for a stream failed");
+                    replay.push_back(Item::Reset("replay failed; see the server log".into()));
+                    break;
+                }
+            }
+        }
+    }
+    stream::unfold(
+        (rx, replay, replayed, filter),
+        |(mut rx, mut replay, replayed, filter)| async move {
+            if let Some(item) = replay.pop_front() {
+                return Some((item, (rx, replay, replayed, filter)));
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(m) => {
+                        if !filter.admits(&m) {
+                            continue;
+                        }
+                        if let LiveMessage::Event {
+                            durable: true,
+                            event,
+                        } = &*m
+                            && replayed.contains(&event.id)
+                        {
+                            continue;
+                        }
+                        return Some((Item::Message(m), (rx, replay, replayed, filter)));
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        return Some((Item::Lagged(missed), (rx, replay, replayed, filter)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
+}
+
+pub async fn sse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
+    let filter = Filter::parse(&caller, q.events.as_deref())?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|s| !s.is_empty());
+    let items = items(&state, filter, last).await;
+    let events = futures_util::StreamExt::map(items, |item| Ok::<_, Infallible>(item.to_sse()));
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("heartbeat"),
+        )
+        .into_response())
+}
+
+pub async fn ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
+    let filter = Filter::parse(&caller, q.events.as_deref())?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let items = items(&state, filter, None).await;
+        forward(socket, items).await;
+    }))
+}
+
+async fn forward(mut socket: WebSocket, items: impl Stream<Item = Item> + Send + 'static) {
+    use futures_util::StreamExt as _;
+    let mut items = std::pin::pin!(items);
+    let mut ping = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            item = items.next() => {
+                let Some(item) = item else { break };
+                if socket.send(Message::Text(item.to_json().to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
