@@ -139,7 +139,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 
 /// An event as a publisher sends it: `id`, `timestamp` and `team_id` may be absent.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an event object")]
 pub struct RawEvent {
     #[serde(default)]
     pub id: Option<String>,
@@ -231,19 +231,30 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> EventError 
             };
             EventError::invalid(field, inner.to_string())
         }
-        _ => {
-            let full = inner.to_string();
-            // serde_json appends " at line L column C"; keep only the cause.
-            let message = match full.rfind(" at line ") {
-                Some(i) => full[..i].to_string(),
-                None => full,
-            };
-            EventError::Malformed {
-                line: inner.line(),
-                column: inner.column(),
-                message,
-            }
-        }
+        // serde_json appends " at line L column C"; keep only the cause.
+        _ => json_error_plain(inner),
+    }
+}
+
+/// Parses `bytes` as exactly one JSON value: anything after it (a second object, stray
+/// text) is malformed, never silently dropped.
+fn parse_whole<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EventError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| json_error_plain(e))?;
+    Ok(value)
+}
+
+fn json_error_plain(inner: serde_json::Error) -> EventError {
+    let full = inner.to_string();
+    let message = match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    EventError::Malformed {
+        line: inner.line(),
+        column: inner.column(),
+        message,
     }
 }
 
@@ -257,18 +268,14 @@ pub enum Body {
 impl RawEvent {
     /// Parses one event from JSON, naming the offending field on error.
     pub fn from_json(bytes: &[u8]) -> Result<RawEvent, EventError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let event = serde_path_to_error::deserialize(de).map_err(json_error)?;
-        Ok(event)
+        parse_whole(bytes)
     }
 
     /// Parses a body that is either one event object or an array of them.
     pub fn body_from_json(bytes: &[u8]) -> Result<Body, EventError> {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
-            let de = &mut serde_json::Deserializer::from_slice(bytes);
-            let events: Vec<RawEvent> = serde_path_to_error::deserialize(de).map_err(json_error)?;
-            Ok(Body::Many(events))
+            parse_whole(bytes).map(Body::Many)
         } else {
             RawEvent::from_json(bytes).map(|e| Body::One(Box::new(e)))
         }

@@ -153,6 +153,13 @@ fn batches_name_the_element() {
     );
     let ok = RawEvent::body_from_json(br#" [{"event": "a"}, {"event": "b"}]"#).unwrap();
     assert!(matches!(ok, Body::Many(v) if v.len() == 2));
+    let trailing = RawEvent::body_from_json(br#"[{"event": "a"}] x"#).unwrap_err();
+    assert!(
+        trailing
+            .to_string()
+            .starts_with("malformed JSON at line 1 column 18: trailing characters"),
+        "{trailing}"
+    );
     let one = RawEvent::body_from_json(br#"{"event": "a"}"#).unwrap();
     assert!(matches!(one, Body::One(e) if e.event == "a"));
 }
