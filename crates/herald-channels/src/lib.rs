@@ -1,8 +1,10 @@
 //! herald-channels: the [`Channel`] trait and the channels that deliver notifications.
 //!
-//! One module per channel (`webhook`, `file`; Telegram and email come later). A channel
+//! One module per channel (`webhook`, `telegram`, `file`; email comes later). A channel
 //! turns one [`Outgoing`] message into one [`SendOutcome`]; it never retries, sleeps or
-//! records anything itself: the engine decides how many attempts to make and when.
+//! records anything itself: the engine decides how many attempts to make and when. One
+//! exception: the Telegram channel waits for its turn under Telegram's flood limits and
+//! waits out a `429 retry_after` (bounded), since those are pacing, not failures.
 //!
 //! Architecture invariant: a channel's errors name their cause precisely and never contain
 //! a secret (signing secrets, tokens, URL paths that may carry tokens).
@@ -14,10 +16,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod email;
 pub mod file;
+pub mod telegram;
 pub mod webhook;
 
+pub use email::{EmailChannel, Mailer, MailerOptions};
 pub use file::FileChannel;
+pub use telegram::{TelegramBot, TelegramChannel};
 pub use webhook::{HttpOptions, WebhookChannel, WebhookClient};
 
 /// How much of a response body an outcome keeps, in bytes.
@@ -157,6 +163,13 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Makes one attempt. Never panics on a receiver's misbehaviour and never retries.
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a>;
+
+    /// Something an operator should act on, shown by the API next to the channel (the
+    /// Telegram channel: "chat X was upgraded to a supergroup Y; update chat_id in the
+    /// config"). `None` when all is well.
+    fn notice(&self) -> Option<String> {
+        None
+    }
 }
 
 /// `15s`, `300ms`, `1500ms`: how durations appear in error messages.

@@ -1,0 +1,377 @@
+//! The Telegram channel: messages to a chat (or forum topic) through a bot, via teloxide.
+//!
+//! One [`TelegramBot`] per bot token, shared by every [`TelegramChannel`] of the process:
+//! it holds the HTTP client, the flood control and what it learnt about migrated chats.
+//! A channel is a chat id, an optional topic, a parse mode and `disable_notification`.
+//!
+//! **Rendering.** Without a formatter, an event becomes [`render`]'s message, escaped for
+//! the channel's parse mode. A formatter's output is sent with the parse mode its format
+//! implies (`html` → HTML, `markdown` → MarkdownV2 as given, `text`/`json` → plain).
+//!
+//! **Long messages are split, then truncated.** Telegram takes at most 4,096 characters
+//! after entity parsing ([`MAX_MESSAGE_LEN`], counted in UTF-16 units). A longer message
+//! is split into ordered parts labelled `(1/3) `, `(2/3) `…, cut at a line break near the
+//! limit where there is one; the cut is made in the visible text, before escaping, so it
+//! never falls inside an escape or a tag, and a style cut in two is closed and reopened.
+//! At most [`MAX_PARTS`] parts are sent: beyond that the text is cut and the last part
+//! ends with `[… truncated: N more characters not shown]`, because a chat flooded with
+//! dozens of parts (taking a minute of the chat's rate limit) helps nobody. A formatter's
+//! HTML or MarkdownV2 that does not fit is split the same way and sent as HTML parts.
+//! Parts already delivered are remembered per delivery id, so a retried delivery resumes
+//! at the first missing part instead of repeating the others.
+//!
+//! **Limits.** Sends wait for Telegram's limits in herald's own flood control (see the
+//! `limiter` module for why teloxide's `Throttle` adaptor is not used), so the Bot API
+//! never has to refuse. A `429` with `retry_after` is waited out inside the send and the
+//! message sent again: not a failed attempt. A wait longer than
+//! [`TelegramOptions::max_retry_wait`] returns [`SendOutcome::Retry`] with `after`.
+//!
+//! **Errors.** `migrate_to_chat_id`: the message goes to the new chat at once, later sends
+//! go there directly, and [`Channel::notice`] tells the operator to update `chat_id`.
+//! 4xx answers (blocked, kicked, chat not found, can't parse entities, message too long,
+//! a bad token) are [`SendOutcome::Permanent`] with Telegram's description; 5xx, network
+//! errors and unreadable replies are [`SendOutcome::Retry`]. No error text contains the
+//! bot token: teloxide puts it in every URL, so every text is scrubbed.
+//!
+//! **Commands.** [`run_commands`] long-polls for `/start` and `/status` in chats the bot is
+//! in, independently of sending.
+
+mod commands;
+mod limiter;
+mod markup;
+mod render;
+mod send;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use herald_core::Secret;
+use reqwest::Url;
+use reqwest::redirect::Policy;
+
+use crate::{Channel, Outgoing, SendFuture};
+
+pub use commands::{POLL_TIMEOUT, StatusFn, run_commands, start_reply};
+pub use limiter::Limits;
+pub use render::{
+    MARKDOWN_V2_RESERVED, MAX_MESSAGE_LEN, MAX_PARTS, escape_html, escape_markdown_v2,
+    escape_markdown_v2_code, render, telegram_len, truncation_marker,
+};
+
+/// Telegram's Bot API.
+pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
+
+/// How a channel's messages are marked up (`parse_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ParseMode {
+    #[default]
+    Html,
+    MarkdownV2,
+    /// No `parse_mode`: the text is shown as is.
+    Plain,
+}
+
+/// Options of a [`TelegramBot`]; the defaults suit Telegram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelegramOptions {
+    /// The flood control applied before each message leaves.
+    pub limits: Limits,
+    /// Longest a send waits out Telegram's `retry_after` (all 429s of the send together);
+    /// beyond it the send returns `Retry { after }` for the engine to schedule.
+    pub max_retry_wait: Duration,
+    /// Longest a send waits for its turn under [`Limits`] before giving up with `Retry`.
+    pub max_queue_wait: Duration,
+    /// One Bot API request, connect to last byte.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for TelegramOptions {
+    fn default() -> Self {
+        TelegramOptions {
+            limits: Limits::TELEGRAM,
+            max_retry_wait: Duration::from_secs(60),
+            max_queue_wait: Duration::from_secs(30),
+            timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a bot cannot be built. Never contains the token.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the telegram bot_token is empty")]
+    EmptyToken,
+    #[error(
+        "the telegram bot_token contains whitespace, `/`, `?` or `#`; a token looks like `123456:ABC-DEF…`"
+    )]
+    TokenShape,
+    #[error("the telegram api_url is not an http(s) URL with a host: {0}")]
+    ApiUrl(String),
+    #[error("{what} must be greater than zero")]
+    ZeroTimeout { what: &'static str },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+/// One Telegram bot: the teloxide client for one token, its flood control and what it
+/// learnt about migrated chats. Cheap to clone; share one among all channels of a token.
+#[derive(Clone)]
+pub struct TelegramBot {
+    inner: Arc<BotInner>,
+}
+
+struct BotInner {
+    bot: teloxide::Bot,
+    token: Secret,
+    api_url: Url,
+    options: TelegramOptions,
+    limiter: limiter::Limiter,
+    /// Group id → the supergroup it became (`migrate_to_chat_id`), for this process's life.
+    migrations: Mutex<HashMap<i64, i64>>,
+}
+
+/// Shows the API's origin only: never the token.
+impl fmt::Debug for TelegramBot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramBot")
+            .field("api", &self.inner.api_url.origin().ascii_serialization())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramBot {
+    /// A bot with Telegram's limits and default timeouts. Checks the token's shape and
+    /// the URL; touches no network.
+    pub fn new(token: &Secret, api_url: &str) -> Result<TelegramBot, ConfigError> {
+        TelegramBot::with_options(token, api_url, TelegramOptions::default())
+    }
+
+    pub fn with_options(
+        token: &Secret,
+        api_url: &str,
+        options: TelegramOptions,
+    ) -> Result<TelegramBot, ConfigError> {
+        let raw = token.expose();
+        if raw.is_empty() {
+            return Err(ConfigError::EmptyToken);
+        }
+        if raw
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#'))
+        {
+            return Err(ConfigError::TokenShape);
+        }
+        let api_url = parse_api_url(api_url)?;
+        if options.timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout { what: "timeout" });
+        }
+        if options.connect_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout {
+                what: "connect timeout",
+            });
+        }
+        let client = http_client(&options, options.timeout)?;
+        let bot = teloxide::Bot::with_client(raw, client).set_api_url(api_url.clone());
+        Ok(TelegramBot {
+            inner: Arc::new(BotInner {
+                bot,
+                token: token.clone(),
+                api_url,
+                limiter: limiter::Limiter::new(options.limits),
+                options,
+                migrations: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The Bot API base URL in use.
+    pub fn api_url(&self) -> &Url {
+        &self.inner.api_url
+    }
+
+    pub fn options(&self) -> &TelegramOptions {
+        &self.inner.options
+    }
+
+    /// The supergroup `chat` was migrated to, if a send to it was told so (followed to
+    /// the end of a chain of migrations).
+    pub fn migrated_to(&self, chat: i64) -> Option<i64> {
+        let migrations = self.migrations();
+        let mut current = *migrations.get(&chat)?;
+        // A chain longer than the map would be a cycle; stop there.
+        for _ in 0..migrations.len() {
+            match migrations.get(&current) {
+                Some(&next) if next != chat => current = next,
+                _ => break,
+            }
+        }
+        Some(current)
+    }
+
+    fn migrations(&self) -> MutexGuard<'_, HashMap<i64, i64>> {
+        self.inner
+            .migrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_migration(&self, from: i64, to: i64) {
+        if from != to {
+            self.migrations().insert(from, to);
+        }
+    }
+
+    /// A teloxide bot for long polling: its requests may last `poll` plus the timeout.
+    fn polling_bot(&self, poll: Duration) -> Result<teloxide::Bot, ConfigError> {
+        let client = http_client(&self.inner.options, poll + self.inner.options.timeout)?;
+        Ok(
+            teloxide::Bot::with_client(self.inner.token.expose(), client)
+                .set_api_url(self.inner.api_url.clone()),
+        )
+    }
+
+    /// Removes the token from `text` (teloxide's URLs carry it), in every spelling a URL
+    /// or error message might use.
+    fn scrub(&self, text: &str) -> String {
+        scrub_token(text, self.inner.token.expose())
+    }
+}
+
+fn parse_api_url(api_url: &str) -> Result<Url, ConfigError> {
+    let mut url = Url::parse(api_url.trim()).map_err(|e| ConfigError::ApiUrl(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::ApiUrl(format!(
+            "scheme `{}` is not supported",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() || url.cannot_be_a_base() {
+        return Err(ConfigError::ApiUrl("no host".to_string()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::ApiUrl(
+            "a query or fragment cannot be part of it".to_string(),
+        ));
+    }
+    // teloxide appends `bot<token>/<method>` as path segments: drop a trailing slash so
+    // a self-hosted `https://host/tg/` does not become `/tg//bot…`.
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty();
+    }
+    Ok(url)
+}
+
+fn http_client(
+    options: &TelegramOptions,
+    timeout: Duration,
+) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(Policy::none())
+        .timeout(timeout)
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .user_agent(crate::webhook::DEFAULT_USER_AGENT)
+        .build()
+        .map_err(ConfigError::Client)
+}
+
+pub(crate) fn scrub_token(text: &str, token: &str) -> String {
+    if token.is_empty() {
+        return text.to_string();
+    }
+    let mut out = text.replace(token, "[redacted]");
+    let encoded = token.replace(':', "%3A");
+    out = out.replace(&encoded, "[redacted]");
+    if let Some((_, secret)) = token.split_once(':')
+        && secret.len() >= 8
+    {
+        out = out.replace(secret, "[redacted]");
+    }
+    out
+}
+
+/// One chat (or forum topic) that receives messages through a [`TelegramBot`].
+#[derive(Debug, Clone)]
+pub struct TelegramChannel {
+    inner: Arc<ChannelInner>,
+}
+
+#[derive(Debug)]
+struct ChannelInner {
+    bot: TelegramBot,
+    chat_id: i64,
+    message_thread_id: Option<i32>,
+    parse_mode: ParseMode,
+    disable_notification: bool,
+    /// Delivery id → parts already delivered, for a delivery split into several messages
+    /// whose later part failed.
+    progress: Mutex<HashMap<String, send::Progress>>,
+}
+
+impl TelegramChannel {
+    pub fn new(
+        bot: TelegramBot,
+        chat_id: i64,
+        message_thread_id: Option<i32>,
+        parse_mode: ParseMode,
+        disable_notification: bool,
+    ) -> TelegramChannel {
+        TelegramChannel {
+            inner: Arc::new(ChannelInner {
+                bot,
+                chat_id,
+                message_thread_id,
+                parse_mode,
+                disable_notification,
+                progress: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The chat id from the configuration.
+    pub fn chat_id(&self) -> i64 {
+        self.inner.chat_id
+    }
+
+    /// Where messages go now: the configured chat, or the supergroup it was migrated to.
+    pub fn current_chat_id(&self) -> i64 {
+        self.inner
+            .bot
+            .migrated_to(self.inner.chat_id)
+            .unwrap_or(self.inner.chat_id)
+    }
+
+    pub fn message_thread_id(&self) -> Option<i32> {
+        self.inner.message_thread_id
+    }
+
+    pub fn parse_mode(&self) -> ParseMode {
+        self.inner.parse_mode
+    }
+}
+
+impl Channel for TelegramChannel {
+    fn kind(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
+        Box::pin(send::send(self, msg))
+    }
+
+    fn notice(&self) -> Option<String> {
+        let from = self.inner.chat_id;
+        let to = self.inner.bot.migrated_to(from)?;
+        Some(format!(
+            "chat {from} was upgraded to a supergroup {to}; update chat_id in the config (messages go to {to} until then)"
+        ))
+    }
+}
