@@ -1,0 +1,33 @@
+//! `herald-load`: load for a running herald — `ingest` measures accepted events/s,
+//! `e2e` measures delivery from publish to webhook receipt. Only ever targets loopback.
+
+mod e2e;
+mod ingest;
+mod publish;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator for herald (see crates/herald-loadgen/README.md for the benchmarks).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// N clients POST single events back to back for a fixed time: events/s and latency.
+    Ingest(ingest::Args),
+    /// Publish M events at R/s to herald and receive its webhooks in-process: deliveries/s,
+    /// publish → received latency, missing and duplicate deliveries, server memory.
+    E2e(e2e::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Ingest(args) => ingest::run(args).await,
+        Command::E2e(args) => e2e::run(args).await,
+    }
+}

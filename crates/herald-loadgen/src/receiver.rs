@@ -1,0 +1,254 @@
+//! The webhook receiver behind `herald-receiver` and `herald-load e2e`: checks Standard
+//! Webhooks signatures, prints one JSON line per delivery and/or hands each one to a recorder.
+
+use std::future::Future;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::ALLOW;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald_channels::webhook::{DEFAULT_TOLERANCE, verify};
+use herald_core::Secret;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+/// The metadata key under which `herald-load` puts an event's publish time (unix nanoseconds).
+pub const SENT_AT_KEY: &str = "sent_at_ns";
+
+/// How one receiver behaves.
+#[derive(Debug, Clone)]
+pub struct ReceiverOptions {
+    /// When set, every request must carry a valid Standard Webhooks signature (else 401).
+    pub secret: Option<Secret>,
+    /// The answer to every accepted delivery.
+    pub status: StatusCode,
+    /// Print one JSON line per request to stdout.
+    pub print: bool,
+    /// This receiver's number in [`Arrival::receiver`].
+    pub index: usize,
+    /// Where accepted deliveries are reported; `None` records nothing.
+    pub arrivals: Option<UnboundedSender<Arrival>>,
+    /// Counts requests refused for their signature.
+    pub rejected: Option<Arc<AtomicU64>>,
+}
+
+impl Default for ReceiverOptions {
+    fn default() -> Self {
+        ReceiverOptions {
+            secret: None,
+            status: StatusCode::OK,
+            print: false,
+            index: 0,
+            arrivals: None,
+            rejected: None,
+        }
+    }
+}
+
+/// One accepted delivery, as a load run records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub receiver: usize,
+    pub webhook_id: Option<String>,
+    /// The body's `id`, when the body is a herald event.
+    pub event_id: Option<String>,
+    /// `metadata.sent_at_ns` of the event, when present and a number.
+    pub sent_at_ns: Option<u64>,
+    pub received_at_ns: u64,
+}
+
+/// A receiver serving in the background; dropping it stops it.
+#[derive(Debug)]
+pub struct RunningReceiver {
+    addr: SocketAddr,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl RunningReceiver {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/`, what a herald webhook channel should point at.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for RunningReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` and serves in the background until the returned value is dropped.
+pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> io::Result<RunningReceiver> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(serve(listener, options, std::future::pending()));
+    Ok(RunningReceiver { addr, task })
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    options: ReceiverOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Every path accepts webhooks: channels may point at `/`, `/hook` or anything else.
+pub fn router(options: ReceiverOptions) -> Router {
+    Router::new()
+        .fallback(receive)
+        .with_state(Arc::new(options))
+}
+
+async fn receive(
+    State(options): State<Arc<ReceiverOptions>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method != Method::POST {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(ALLOW, "POST")],
+            "webhooks are POSTed here\n",
+        )
+            .into_response();
+    }
+    let now = SystemTime::now();
+    let webhook_id = header(&headers, "webhook-id");
+    let checked = check_signature(options.secret.as_ref(), &headers, &body, now);
+    let wants_body = options.print || (options.arrivals.is_some() && checked.is_ok());
+    let parsed = wants_body.then(|| parse_body(&body));
+
+    if options.print {
+        let line = Line {
+            received_at: rfc3339(now),
+            webhook_id,
+            verified: checked == Ok(true),
+            body: parsed.as_ref().unwrap_or(&Value::Null),
+            error: checked.as_ref().err().map(String::as_str),
+        };
+        print_line(&line);
+    }
+
+    match checked {
+        Ok(_) => {
+            if let Some(arrivals) = &options.arrivals {
+                let body = parsed.as_ref().unwrap_or(&Value::Null);
+                // The recorder goes away only when a run is over; late deliveries are moot then.
+                let _ = arrivals.send(Arrival {
+                    receiver: options.index,
+                    webhook_id: webhook_id.map(str::to_string),
+                    event_id: body.get("id").and_then(Value::as_str).map(str::to_string),
+                    sent_at_ns: body
+                        .get("metadata")
+                        .and_then(|m| m.get(SENT_AT_KEY))
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok()),
+                    received_at_ns: unix_nanos(now),
+                });
+            }
+            options.status.into_response()
+        }
+        Err(reason) => {
+            if let Some(rejected) = &options.rejected {
+                rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({ "error": reason })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `Ok(true)` when a signature was checked and is valid, `Ok(false)` when there is no secret
+/// to check against, `Err(reason)` when a check was required and failed.
+pub fn check_signature(
+    secret: Option<&Secret>,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<bool, String> {
+    let Some(secret) = secret else {
+        return Ok(false);
+    };
+    let required = |name: &str| {
+        header(headers, name).ok_or_else(|| format!("missing or non-ASCII {name} header"))
+    };
+    let id = required("webhook-id")?;
+    let timestamp = required("webhook-timestamp")?;
+    let signature = required("webhook-signature")?;
+    verify(
+        secret,
+        id,
+        timestamp,
+        body,
+        signature,
+        now,
+        DEFAULT_TOLERANCE,
+    )
+    .map(|()| true)
+    .map_err(|e| e.to_string())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The body as JSON, or as a string when it is not JSON.
+fn parse_body(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    received_at: String,
+    webhook_id: Option<&'a str>,
+    verified: bool,
+    body: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn print_line(line: &Line<'_>) {
+    let mut out = io::stdout().lock();
+    // A closed stdout (`| head`) must not take the receiver down: the answer still goes out.
+    if serde_json::to_writer(&mut out, line).is_ok() {
+        let _ = out.write_all(b"\n");
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Unix nanoseconds of `t`; 0 before 1970.
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
