@@ -43,6 +43,8 @@ pub fn load_with_env(path: &Path, env: Env<'_>) -> LoadOutcome {
         base_dir,
         diags: Diagnostics::default(),
         sections: Sections::default(),
+        plugin_names: Vec::new(),
+        formatter_settings: BTreeMap::new(),
     };
     loader.file(path.to_path_buf(), None);
     let config = loader.build(path);
@@ -65,7 +67,11 @@ const DEFAULT_RETRY_SCHEDULE: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 3600
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
 const TEAM_KEYS: &str = "api_keys, channels, subscriptions, description";
-const TOP_KEYS: &str = "include, server, store, delivery, telegram, email, event_types, teams";
+const TOP_KEYS: &str =
+    "include, server, store, delivery, telegram, email, plugins, event_types, teams";
+const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(5);
+const MIN_PLUGIN_MEMORY: u64 = 1024 * 1024;
+const MAX_PLUGIN_MEMORY: u64 = 256 * 1024 * 1024;
 const CHANNEL_KINDS: &str = "webhook, telegram, email, file";
 
 /// A value and the file it came from.
@@ -94,6 +100,8 @@ struct Sections {
     email: Option<In<RawEmail>>,
     event_types: Vec<In<RawEventType>>,
     teams: BTreeMap<String, TeamDraft>,
+    /// `[plugins.NAME]`; `None` when the table could not be read.
+    plugins: Vec<(String, Option<In<RawPlugin>>)>,
 }
 
 struct Loader<'e> {
@@ -101,6 +109,10 @@ struct Loader<'e> {
     base_dir: PathBuf,
     diags: Diagnostics,
     sections: Sections,
+    /// Every declared plugin name, valid or not, so a subscription naming a broken
+    /// plugin is not also told the plugin does not exist.
+    plugin_names: Vec<String>,
+    formatter_settings: BTreeMap<herald_core::SubscriptionId, BTreeMap<String, String>>,
 }
 
 fn at(file: usize, span: std::ops::Range<usize>) -> Option<Location> {
@@ -182,6 +194,11 @@ impl Loader<'_> {
                         self.sections.email = self.de(value, file).map(|value| In { file, value });
                     }
                 }
+                "plugins" => {
+                    if main_only(self, "plugins") {
+                        self.plugins(value, file);
+                    }
+                }
                 "event_types" => self.event_types(value, file),
                 "teams" => self.teams(value, file),
                 other => self.error(
@@ -261,6 +278,137 @@ impl Loader<'_> {
                 _ => return None,
             }
         }
+    }
+
+    fn plugins(&mut self, value: Spanned<DeValue<'_>>, file: usize) {
+        let span = value.span();
+        let DeValue::Table(plugins) = value.into_inner() else {
+            self.error(
+                "`plugins` must be a table of plugins ([plugins.NAME])",
+                at(file, span),
+            );
+            return;
+        };
+        for (name, body) in plugins {
+            let loc = Location {
+                file,
+                span: name.span(),
+            };
+            let name = name.get_ref().to_string();
+            if let Err(err) = check_name("plugin", &name) {
+                self.error(err, Some(loc));
+                continue;
+            }
+            let raw = self
+                .de::<RawPlugin>(body, file)
+                .map(|value| In { file, value });
+            self.sections.plugins.push((name, raw));
+        }
+    }
+
+    /// Resolves `[plugins.*]`. Only the entries without a problem are returned.
+    fn plugin_configs(
+        &mut self,
+        raws: Vec<(String, Option<In<RawPlugin>>)>,
+    ) -> BTreeMap<String, PluginConfig> {
+        let mut out = BTreeMap::new();
+        for (name, raw) in raws {
+            self.plugin_names.push(name.clone());
+            let Some(In { file, value }) = raw else {
+                continue;
+            };
+            let mut ok = true;
+            if value.path.get_ref().is_empty() {
+                self.error(
+                    "a plugin `path` must not be empty",
+                    at(file, value.path.span()),
+                );
+                ok = false;
+            }
+            let timeout = match &value.timeout {
+                Some(t) => match self.duration(t, file, "plugin timeout") {
+                    Some(d) if d < Duration::from_millis(1) || d > MAX_PLUGIN_TIMEOUT => {
+                        self.error(
+                            "plugin timeout must be between 1ms and 5s",
+                            at(file, t.span()),
+                        );
+                        None
+                    }
+                    other => other,
+                },
+                None => Some(DEFAULT_PLUGIN_TIMEOUT),
+            };
+            let memory_limit = match &value.memory_limit {
+                Some(m) => match parse_size(m.get_ref()) {
+                    Ok(n) if (MIN_PLUGIN_MEMORY..=MAX_PLUGIN_MEMORY).contains(&n) => Some(n),
+                    Ok(_) => {
+                        self.error(
+                            "memory_limit must be between 1MiB and 256MiB",
+                            at(file, m.span()),
+                        );
+                        None
+                    }
+                    Err(err) => {
+                        self.error(err, at(file, m.span()));
+                        None
+                    }
+                },
+                None => Some(DEFAULT_PLUGIN_MEMORY_LIMIT),
+            };
+            let settings = self.settings(value.settings, file);
+            let (Some(timeout), Some(memory_limit), Some(settings), true) =
+                (timeout, memory_limit, settings, ok)
+            else {
+                continue;
+            };
+            let location = Location {
+                file,
+                span: value.path.span(),
+            };
+            out.insert(
+                name.clone(),
+                PluginConfig {
+                    name,
+                    path: self.base_dir.join(value.path.into_inner()),
+                    timeout,
+                    memory_limit,
+                    settings,
+                    location,
+                },
+            );
+        }
+        out
+    }
+
+    /// Plugin settings: strings, numbers and booleans, handed to the plugin as strings.
+    fn settings(
+        &mut self,
+        raw: BTreeMap<String, Spanned<toml::Value>>,
+        file: usize,
+    ) -> Option<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (key, value) in raw {
+            let text = match value.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    self.error(
+                        format!(
+                            "setting `{key}` must be a string, number or boolean, not {}",
+                            other.type_str()
+                        ),
+                        at(file, value.span()),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            out.insert(key, text);
+        }
+        ok.then_some(out)
     }
 
     fn event_types(&mut self, value: Spanned<DeValue<'_>>, file: usize) {
@@ -382,7 +530,7 @@ impl Loader<'_> {
                 span: name.span(),
             };
             let name = name.get_ref().to_string();
-            if let Err(err) = check_channel_name(&name) {
+            if let Err(err) = check_name("channel", &name) {
                 self.error(err, Some(loc));
                 continue;
             }
@@ -590,6 +738,7 @@ impl Loader<'_> {
             Some(In { file, value }) => self.email(value, file),
             None => None,
         };
+        let plugins = self.plugin_configs(sections.plugins);
         let registry = self.registry(sections.event_types);
         let (teams, subscriptions) = self.teams_and_subscriptions(
             sections.teams,
@@ -607,6 +756,8 @@ impl Loader<'_> {
             email,
             teams,
             matcher: Matcher::new(registry, subscriptions),
+            plugins,
+            formatter_settings: std::mem::take(&mut self.formatter_settings),
         })
     }
 
@@ -958,18 +1109,46 @@ impl Loader<'_> {
                 }
             }
         }
-        if let Some(f) = &raw.formatter {
+        if let Some(f) = &raw.formatter
+            && !self.plugin_names.contains(f.get_ref())
+        {
+            let known = if self.plugin_names.is_empty() {
+                format!("; declare it under [plugins.{}] with a path", f.get_ref())
+            } else {
+                format!(" (configured: {})", self.plugin_names.join(", "))
+            };
             self.error(
-                format!("formatter `{}` is not a configured plugin", f.get_ref()),
+                format!(
+                    "formatter `{}` is not a configured plugin{known}",
+                    f.get_ref()
+                ),
                 at(file, f.span()),
             );
             ok = false;
         }
+        let id = herald_core::SubscriptionId {
+            team: team.clone(),
+            index,
+        };
+        if let Some(settings) = raw.formatter_settings {
+            let span = settings.span();
+            if raw.formatter.is_none() {
+                self.error(
+                    "formatter_settings needs a formatter: add formatter = \"PLUGIN\"",
+                    at(file, span),
+                );
+                ok = false;
+            }
+            match self.settings(settings.into_inner(), file) {
+                Some(settings) if ok => {
+                    self.formatter_settings.insert(id.clone(), settings);
+                }
+                Some(_) => {}
+                None => ok = false,
+            }
+        }
         ok.then(|| Subscription {
-            id: herald_core::SubscriptionId {
-                team: team.clone(),
-                index,
-            },
+            id,
             name: raw.name,
             channel: raw.channel.into_inner(),
             patterns,
@@ -981,7 +1160,33 @@ impl Loader<'_> {
     }
 }
 
-fn check_channel_name(name: &str) -> Result<(), String> {
+/// `16MiB`, `512 KiB`, `1GiB`, or a number of bytes.
+fn parse_size(value: &toml::Value) -> Result<u64, String> {
+    let bad = |v: &str| {
+        format!("invalid memory_limit `{v}`: write e.g. \"16MiB\", \"512KiB\" or a number of bytes")
+    };
+    let text = match value {
+        toml::Value::Integer(n) => return u64::try_from(*n).map_err(|_| bad(&n.to_string())),
+        toml::Value::String(s) => s.as_str(),
+        other => return Err(bad(&other.to_string())),
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad(text))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        _ => return Err(bad(text)),
+    };
+    n.checked_mul(scale).ok_or_else(|| bad(text))
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name
@@ -991,7 +1196,7 @@ fn check_channel_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid channel name `{name}`: use 1–64 letters, digits, `_` and `-`"
+            "invalid {what} name `{name}`: use 1–64 letters, digits, `_` and `-`"
         ))
     }
 }

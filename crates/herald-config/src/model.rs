@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use herald_core::{Matcher, Secret, TeamId};
+use herald_core::{Matcher, Secret, Subscription, SubscriptionId, TeamId};
+
+use crate::diagnostic::Location;
 
 /// The whole, validated configuration. Relative paths are already resolved against the
 /// directory of the main configuration file.
@@ -21,6 +23,10 @@ pub struct Config {
     pub teams: BTreeMap<TeamId, TeamConfig>,
     /// The event-type registry and every team's subscriptions, indexed.
     pub matcher: Matcher,
+    /// WASM formatter plugins (`[plugins.NAME]`), by name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Each subscription's own `formatter_settings`, when it has some.
+    pub formatter_settings: BTreeMap<SubscriptionId, BTreeMap<String, String>>,
 }
 
 impl Config {
@@ -40,6 +46,42 @@ impl Config {
     pub fn channel(&self, team: &TeamId, name: &str) -> Option<&ChannelConfig> {
         self.teams.get(team)?.channels.get(name)
     }
+
+    /// The plugin that renders `sub`'s messages, if it names one, and the settings to
+    /// give it: the plugin's `settings` overlaid with the subscription's
+    /// `formatter_settings`.
+    pub fn formatter(
+        &self,
+        sub: &Subscription,
+    ) -> Option<(&PluginConfig, BTreeMap<String, String>)> {
+        let plugin = self.plugins.get(sub.formatter.as_deref()?)?;
+        let mut settings = plugin.settings.clone();
+        if let Some(own) = self.formatter_settings.get(&sub.id) {
+            settings.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Some((plugin, settings))
+    }
+}
+
+/// Default `[plugins.NAME] timeout`.
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default `[plugins.NAME] memory_limit`, in bytes.
+pub const DEFAULT_PLUGIN_MEMORY_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// A WASM formatter plugin (`[plugins.NAME]`).
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    /// The component file, resolved against the main configuration file's directory.
+    pub path: PathBuf,
+    /// Longest one render may take.
+    pub timeout: Duration,
+    /// Most linear memory one render may use, in bytes.
+    pub memory_limit: u64,
+    /// Given to every render of this plugin; subscriptions may add or override keys.
+    pub settings: BTreeMap<String, String>,
+    /// Where `path` is written: problems with the plugin file are reported there.
+    pub location: Location,
 }
 
 #[derive(Debug, Clone)]

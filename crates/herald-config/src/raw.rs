@@ -74,10 +74,23 @@ pub(crate) struct RawSubscription {
     #[serde(default = "yes")]
     pub active: bool,
     pub formatter: Option<Spanned<String>>,
+    pub formatter_settings: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// `[plugins.NAME]`: a WASM formatter plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlugin {
+    pub path: Spanned<String>,
+    pub timeout: Option<Spanned<String>>,
+    /// Bytes as an integer, or a string such as "16MiB".
+    pub memory_limit: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 // Channel kinds. Each carries `type` so the table can be handed over whole, keeping the

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 /// Prints the diagnostics of loading `path`; exit 0 when there is no error (warnings
 /// allowed), 1 otherwise.
 pub fn run(path: &Path, short: bool) -> anyhow::Result<ExitCode> {
-    let outcome = herald_config::load(path);
+    let mut outcome = herald_config::load(path);
+    check_plugins(&mut outcome)?;
     let diags = &outcome.diagnostics;
     let text = if short {
         diags.render_short()
@@ -20,9 +21,13 @@ pub fn run(path: &Path, short: bool) -> anyhow::Result<ExitCode> {
     match &outcome.config {
         Some(config) => {
             let subs = config.matcher.subscriptions().len();
+            let plugins = match config.plugins.len() {
+                0 => String::new(),
+                n => format!(", {n} plugins"),
+            };
             let channels: usize = config.teams.values().map(|t| t.channels.len()).sum();
             println!(
-                "{}: ok — {} teams, {} channels, {} subscriptions, {} event types{}",
+                "{}: ok — {} teams, {} channels, {} subscriptions, {} event types{plugins}{}",
                 path.display(),
                 config.teams.len(),
                 channels,
@@ -44,4 +49,32 @@ pub fn run(path: &Path, short: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Loads every configured plugin as the server would; each failure becomes an error at
+/// the plugin's `path`.
+fn check_plugins(outcome: &mut herald_config::LoadOutcome) -> anyhow::Result<()> {
+    let Some(config) = &outcome.config else {
+        return Ok(());
+    };
+    if config.plugins.is_empty() {
+        return Ok(());
+    }
+    // No artifact cache: `check` must not write into the data directory.
+    let host = herald_plugins::PluginHost::new(herald_plugins::HostOptions::default())?;
+    for check in herald_plugins::check_config(config, &host) {
+        if let Err(e) = check.result {
+            outcome.diagnostics.items.push(herald_config::Diagnostic {
+                severity: herald_config::Severity::Error,
+                message: format!("plugin `{}`: {e}", check.name),
+                location: Some(check.location),
+                label: Some("this plugin".into()),
+                help: None,
+            });
+        }
+    }
+    if outcome.diagnostics.has_errors() {
+        outcome.config = None;
+    }
+    Ok(())
 }

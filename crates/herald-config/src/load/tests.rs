@@ -92,7 +92,7 @@ fn valid_base_config_has_no_diagnostics() {
 fn unknown_top_level_key() {
     check(
         &format!("{SUB}\n[servr]\nlisten = \"x\"\n"),
-        "herald.toml:22:2: error: unknown key `servr`; expected one of include, server, store, delivery, telegram, email, event_types, teams",
+        "herald.toml:22:2: error: unknown key `servr`; expected one of include, server, store, delivery, telegram, email, plugins, event_types, teams",
     );
 }
 
@@ -124,7 +124,7 @@ fn unknown_key_in_a_team() {
 fn unknown_key_in_a_subscription() {
     check(
         "\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nevent = \"host.down\"\n",
-        "herald.toml:21:1: error: unknown field `event`, expected one of `name`, `channel`, `events`, `outcome`, `metadata`, `active`, `formatter`",
+        "herald.toml:21:1: error: unknown field `event`, expected one of `name`, `channel`, `events`, `outcome`, `metadata`, `active`, `formatter`, `formatter_settings`",
     );
 }
 
@@ -259,7 +259,138 @@ fn other_mistakes() {
         &format!(
             "{SUB}[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter = \"slack\"\n"
         ),
-        "herald.toml:24:13: error: formatter `slack` is not a configured plugin",
+        "herald.toml:24:13: error: formatter `slack` is not a configured plugin; declare it under [plugins.slack] with a path",
+    );
+}
+
+const PLUGIN: &str = "[plugins.slack]\npath = \"plugins/slack.wasm\"\n";
+
+#[test]
+fn plugins_and_formatters_resolve() {
+    let extra = format!(
+        "{PLUGIN}timeout = \"20ms\"\nmemory_limit = \"32MiB\"\nsettings = {{ channel = \"#ops\", max = 3, compact = true }}\n\
+         [plugins.card]\npath = \"/abs/card.wasm\"\n\
+         [[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter = \"slack\"\nformatter_settings = {{ channel = \"#alerts\", extra = 1.5 }}\n\
+         [[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter = \"card\"\n"
+    );
+    check(&extra, "");
+    let files = Files::new(&[("herald.toml", &format!("{BASE}{extra}"))]);
+    let config = files.load().config.unwrap();
+    let slack = &config.plugins["slack"];
+    assert_eq!(slack.path, files.dir.join("plugins/slack.wasm"));
+    assert_eq!(slack.timeout, Duration::from_millis(20));
+    assert_eq!(slack.memory_limit, 32 * 1024 * 1024);
+    let card = &config.plugins["card"];
+    assert_eq!(card.path, Path::new("/abs/card.wasm"));
+    assert_eq!(card.timeout, DEFAULT_PLUGIN_TIMEOUT);
+    assert_eq!(card.memory_limit, DEFAULT_PLUGIN_MEMORY_LIMIT);
+    assert!(card.settings.is_empty());
+    assert_eq!(
+        files
+            .load()
+            .diagnostics
+            .locate(&Diagnostic::error("", Some(slack.location.clone()))),
+        format!("{}:18:8", files.dir.join("herald.toml").display())
+    );
+
+    let subs = config.matcher.subscriptions();
+    let (plugin, settings) = config
+        .formatter(&subs[0])
+        .expect("slack formats subscription 0");
+    assert_eq!(plugin.name, "slack");
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // The subscription's settings override the plugin's, key by key.
+    assert_eq!(
+        settings,
+        [
+            ("channel", "#alerts"),
+            ("compact", "true"),
+            ("extra", "1.5"),
+            ("max", "3")
+        ]
+    );
+    let (plugin, settings) = config.formatter(&subs[1]).unwrap();
+    assert_eq!((plugin.name.as_str(), settings.len()), ("card", 0));
+}
+
+#[test]
+fn plugin_mistakes() {
+    check(
+        &format!("{PLUGIN}fuel = 1\n{SUB}"),
+        "herald.toml:19:1: error: unknown field `fuel`, expected one of `path`, `timeout`, `memory_limit`, `settings`",
+    );
+    check(
+        &format!("[plugins.slack]\ntimeout = \"10ms\"\n{SUB}"),
+        "herald.toml:17:1: error: missing field `path`",
+    );
+    check(
+        &format!("{PLUGIN}timeout = \"10s\"\n{SUB}"),
+        "herald.toml:19:11: error: plugin timeout must be between 1ms and 5s",
+    );
+    check(
+        &format!("{PLUGIN}timeout = \"soon\"\n{SUB}"),
+        "herald.toml:19:11: error: invalid plugin timeout `soon`: expected number at 0 (write e.g. \"5s\", \"30m\", \"2h\")",
+    );
+    check(
+        &format!("{PLUGIN}memory_limit = \"16 MB\"\n{SUB}"),
+        "herald.toml:19:16: error: invalid memory_limit `16 MB`: write e.g. \"16MiB\", \"512KiB\" or a number of bytes",
+    );
+    check(
+        &format!("{PLUGIN}memory_limit = \"1GiB\"\n{SUB}"),
+        "herald.toml:19:16: error: memory_limit must be between 1MiB and 256MiB",
+    );
+    check(&format!("{PLUGIN}memory_limit = 1048576\n{SUB}"), "");
+    check(
+        &format!("{PLUGIN}settings = {{ ok = \"x\", nested = {{ a = 1 }}, list = [1] }}\n{SUB}"),
+        "herald.toml:19:33: error: setting `nested` must be a string, number or boolean, not table\n\
+         herald.toml:19:51: error: setting `list` must be a string, number or boolean, not array",
+    );
+    check(
+        &format!("[plugins.\"no spaces\"]\npath = \"x.wasm\"\n{SUB}"),
+        "herald.toml:17:10: error: invalid plugin name `no spaces`: use 1–64 letters, digits, `_` and `-`",
+    );
+    check(
+        &format!(
+            "{PLUGIN}[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter = \"slak\"\n"
+        ),
+        "herald.toml:22:13: error: formatter `slak` is not a configured plugin (configured: slack)",
+    );
+    check(
+        &format!(
+            "{PLUGIN}[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter_settings = {{ a = \"b\" }}\n"
+        ),
+        "herald.toml:22:22: error: formatter_settings needs a formatter: add formatter = \"PLUGIN\"",
+    );
+    check(
+        &format!(
+            "{PLUGIN}[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter = \"slack\"\nformatter_settings = {{ a = [] }}\n"
+        ),
+        "herald.toml:23:28: error: setting `a` must be a string, number or boolean, not array",
+    );
+    // A broken plugin is reported once, not again by every subscription that uses it.
+    check(
+        &format!(
+            "{PLUGIN}timeout = \"1h\"\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter = \"slack\"\n"
+        ),
+        "herald.toml:19:11: error: plugin timeout must be between 1ms and 5s",
+    );
+}
+
+#[test]
+fn plugins_belong_in_the_main_file() {
+    let files = Files::new(&[
+        (
+            "herald.toml",
+            &format!("include = [\"teams/*.toml\"]\n{BASE}{SUB}"),
+        ),
+        ("teams/p.toml", "[plugins.x]\npath = \"x.wasm\"\n"),
+    ]);
+    assert_eq!(
+        files.short().trim_end(),
+        "teams/p.toml:1:2: error: `plugins` may only be set in the main configuration file"
     );
 }
 
