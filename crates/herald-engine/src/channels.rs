@@ -1,16 +1,16 @@
 //! Building the channel adapters a configuration declares.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_channels::telegram::{ParseMode as TelegramParseMode, TelegramOptions};
 use herald_channels::webhook::DEFAULT_USER_AGENT;
 use herald_channels::{
-    Channel, FileChannel, HttpOptions, Outgoing, SendOutcome, WebhookChannel, WebhookClient,
+    Channel, EmailChannel, FileChannel, HttpOptions, Mailer, TelegramBot, TelegramChannel,
+    WebhookChannel, WebhookClient,
 };
-use herald_config::{ChannelConfig, Config};
+use herald_config::{ChannelConfig, Config, ParseMode};
 use herald_core::TeamId;
 
 /// Every channel of every team, keyed by (team, channel name).
@@ -26,6 +26,37 @@ pub fn build_channels(config: &Config) -> Result<Channels, String> {
         user_agent: DEFAULT_USER_AGENT.to_string(),
     })
     .map_err(|e| format!("building the HTTP client: {e}"))?;
+    // One mailer (connection pool) and one bot (rate limiter) shared by their channels.
+    let mailer = match &config.email {
+        Some(e) => Some(
+            Mailer::new(
+                &e.smtp_url,
+                &e.from,
+                e.username.as_ref(),
+                e.password.as_ref(),
+                timeout,
+            )
+            .map_err(|err| format!("[email]: {err}"))?,
+        ),
+        None => None,
+    };
+    let bot = match &config.telegram {
+        Some(t) => {
+            // Every wait of one send fits the attempt limit the engine enforces.
+            let options = TelegramOptions {
+                max_retry_wait: timeout,
+                max_queue_wait: timeout,
+                timeout,
+                connect_timeout: timeout.min(Duration::from_secs(5)),
+                ..TelegramOptions::default()
+            };
+            Some(
+                TelegramBot::with_options(&t.bot_token, &t.api_url, options)
+                    .map_err(|err| format!("[telegram]: {err}"))?,
+            )
+        }
+        None => None,
+    };
     let mut channels: Channels = HashMap::new();
     for (team, team_config) in &config.teams {
         for (name, channel) in &team_config.channels {
@@ -35,36 +66,41 @@ pub fn build_channels(config: &Config) -> Result<Channels, String> {
                         .map_err(|e| format!("channel `{name}` of team `{team}`: {e}"))?,
                 ),
                 ChannelConfig::File(f) => Arc::new(FileChannel::new(f.path.clone())),
-                ChannelConfig::Telegram(_) | ChannelConfig::Email(_) => {
-                    Arc::new(Unsupported(channel.kind()))
+                ChannelConfig::Telegram(t) => {
+                    let bot = bot.clone().ok_or_else(|| {
+                        format!("channel `{name}` of team `{team}` needs a [telegram] section")
+                    })?;
+                    let mode = match t.parse_mode {
+                        ParseMode::Html => TelegramParseMode::Html,
+                        ParseMode::MarkdownV2 => TelegramParseMode::MarkdownV2,
+                        ParseMode::Plain => TelegramParseMode::Plain,
+                    };
+                    Arc::new(TelegramChannel::new(
+                        bot,
+                        t.chat_id,
+                        t.message_thread_id,
+                        mode,
+                        t.disable_notification,
+                    ))
+                }
+                ChannelConfig::Email(e) => {
+                    let mailer = mailer.clone().ok_or_else(|| {
+                        format!("channel `{name}` of team `{team}` needs an [email] section")
+                    })?;
+                    Arc::new(
+                        EmailChannel::new(
+                            mailer,
+                            team.clone(),
+                            e.to.clone(),
+                            e.cc.clone(),
+                            e.subject_prefix.clone(),
+                        )
+                        .map_err(|err| format!("channel `{name}` of team `{team}`: {err}"))?,
+                    )
                 }
             };
             channels.insert((team.clone(), name.clone()), adapter);
         }
     }
     Ok(channels)
-}
-
-/// A channel kind this build cannot send through yet: every attempt fails permanently
-/// with a message saying so, so its deliveries are dead letters that can be retried later.
-struct Unsupported(&'static str);
-
-impl Channel for Unsupported {
-    fn kind(&self) -> &'static str {
-        self.0
-    }
-
-    fn send<'a>(
-        &'a self,
-        _msg: &'a Outgoing<'a>,
-    ) -> Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>> {
-        let kind = self.0;
-        Box::pin(async move {
-            SendOutcome::Permanent {
-                status: None,
-                error: format!("the {kind} channel is not available in this build of herald"),
-                response: None,
-            }
-        })
-    }
 }

@@ -130,53 +130,102 @@ async fn attempt(inner: Arc<Inner>, snapshot: Arc<Snapshot>, claim: Claimed) {
     let started_at = now();
     let clock = Instant::now();
     let channel = snapshot.channels.get(&key);
-    let outcome = match channel {
-        None => SendOutcome::Permanent {
+    // A formatter plugin renders first; any failure falls back to the built-in formatter.
+    let mut plugin_error = None;
+    let mut skipped = None;
+    let mut rendered = None;
+    if let (Some(channel), Some((name, settings))) = (
+        channel,
+        snapshot
+            .formatters
+            .get(&(delivery.team.clone(), delivery.subscription as usize)),
+    ) {
+        let plugins = inner.plugins.clone();
+        let (name, settings, kind) = (name.clone(), settings.clone(), channel.kind());
+        let for_plugin = event.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            plugins.format(&name, &for_plugin, kind, &settings)
+        })
+        .await;
+        let name = &snapshot.formatters[&(delivery.team.clone(), delivery.subscription as usize)].0;
+        match result {
+            Ok(Ok(herald_plugins::PluginOutput::Rendered(r))) => rendered = Some(r),
+            Ok(Ok(herald_plugins::PluginOutput::Skip(reason))) => {
+                skipped = Some(format!("skipped by formatter `{name}`: {reason}"))
+            }
+            Ok(Err(e)) => {
+                plugin_error = Some(format!(
+                    "formatter `{name}` failed ({e}); sent with the built-in formatter"
+                ))
+            }
+            Err(e) => {
+                plugin_error = Some(format!(
+                    "formatter `{name}` failed ({e}); sent with the built-in formatter"
+                ))
+            }
+        }
+        if let Some(error) = &plugin_error {
+            tracing::warn!(delivery = %delivery.id, "{error}");
+        }
+    }
+    let outcome = match (channel, &skipped) {
+        (_, Some(_)) => None,
+        (None, None) => Some(SendOutcome::Permanent {
             status: None,
             error: format!(
                 "channel `{}` is no longer configured for team `{}`",
                 delivery.channel, delivery.team
             ),
             response: None,
-        },
-        Some(channel) => {
+        }),
+        (Some(channel), None) => {
             let msg = Outgoing {
                 delivery_id: &delivery.id,
                 event: &event,
                 attempt: number,
-                rendered: None,
+                rendered: rendered.as_ref(),
             };
             // The channel enforces the configured timeout; this is a backstop.
-            let limit = snapshot.config.delivery.timeout + std::time::Duration::from_secs(5);
-            match tokio::time::timeout(limit, channel.send(&msg)).await {
-                Ok(outcome) => outcome,
-                Err(_) => SendOutcome::Retry {
-                    after: None,
-                    status: None,
-                    error: format!("timed out after {}s", limit.as_secs()),
-                    response: None,
+            let limit = snapshot.attempt_limit();
+            Some(
+                match tokio::time::timeout(limit, channel.send(&msg)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => SendOutcome::Retry {
+                        after: None,
+                        status: None,
+                        error: format!("timed out after {}s", limit.as_secs()),
+                        response: None,
+                    },
                 },
-            }
+            )
         }
     };
     let elapsed = clock.elapsed();
     let finished = now();
-    let next = snapshot
-        .policy
-        .next(number, &outcome, finished, fastrand::f64());
-    record_channel_health(&inner, &key, &outcome, finished).await;
+    let next = match &outcome {
+        Some(outcome) => snapshot
+            .policy
+            .next(number, outcome, finished, fastrand::f64()),
+        None => Next::Skipped,
+    };
+    if let Some(outcome) = &outcome {
+        record_channel_health(&inner, &key, outcome, finished).await;
+    }
     let label = match (&outcome, &next) {
         (_, Next::Succeeded) => "succeeded",
-        (SendOutcome::Disable { .. }, _) => "disabled",
+        (Some(SendOutcome::Disable { .. }), _) => "disabled",
         (_, Next::Dead) => "dead",
         (_, Next::Skipped) => "skipped",
         (_, Next::RetryAt(_)) => "retrying",
     };
     match &outcome {
-        SendOutcome::Delivered { .. } => {
+        Some(SendOutcome::Delivered { .. }) => {
             tracing::debug!(delivery = %delivery.id, attempt = number, "delivered");
         }
-        other => tracing::info!(
+        None => {
+            tracing::info!(delivery = %delivery.id, attempt = number, "skipped by its formatter")
+        }
+        Some(other) => tracing::info!(
             delivery = %delivery.id, team = %delivery.team, channel = %delivery.channel,
             attempt = number, outcome = label, error = other.error().unwrap_or(""), "attempt failed"
         ),
@@ -185,13 +234,26 @@ async fn attempt(inner: Arc<Inner>, snapshot: Arc<Snapshot>, claim: Claimed) {
     metrics::counter!("herald_deliveries_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "outcome" => label).increment(1);
     metrics::histogram!("herald_attempt_duration_seconds", "kind" => kind)
         .record(elapsed.as_secs_f64());
+    // The attempt's error: the send's, the formatter's fallback, or the skip reason.
+    let error = [
+        outcome.as_ref().and_then(|o| o.error()).map(str::to_string),
+        plugin_error,
+        skipped,
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
     let record = NewAttempt {
         started_at,
         duration_ms: elapsed.as_millis() as u64,
-        status_code: outcome.status(),
-        error: outcome.error().map(str::to_string),
-        response: outcome.response().map(str::to_string),
+        status_code: outcome.as_ref().and_then(SendOutcome::status),
+        error: (!error.is_empty()).then(|| error.join("; ")),
+        response: outcome
+            .as_ref()
+            .and_then(|o| o.response())
+            .map(str::to_string),
     };
+    let record_error = record.error.clone();
     match inner
         .store
         .finish(&delivery.id, &lease, record, next, finished)
@@ -213,7 +275,7 @@ async fn attempt(inner: Arc<Inner>, snapshot: Arc<Snapshot>, claim: Claimed) {
         channel: delivery.channel.clone(),
         status: label,
         attempt: number,
-        error: outcome.error().map(str::to_string),
+        error: record_error,
     });
     {
         let mut state = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());

@@ -60,6 +60,9 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub(crate) channels: Channels,
     pub(crate) policy: RetryPolicy,
+    /// (team, subscription index) → (formatter plugin, its merged settings), for the
+    /// subscriptions that name a formatter.
+    pub(crate) formatters: HashMap<(TeamId, usize), (String, herald_plugins::Settings)>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -75,17 +78,37 @@ impl Snapshot {
     fn build(config: Config) -> Result<Snapshot, String> {
         let channels = build_channels(&config)?;
         let policy = RetryPolicy::new(config.delivery.retry_schedule.clone());
+        let formatters = config
+            .matcher
+            .subscriptions()
+            .iter()
+            .filter_map(|sub| {
+                let (plugin, settings) = config.formatter(sub)?;
+                Some((
+                    (sub.id.team.clone(), sub.id.index),
+                    (plugin.name.clone(), settings),
+                ))
+            })
+            .collect();
         Ok(Snapshot {
             config: Arc::new(config),
             channels,
             policy,
+            formatters,
         })
+    }
+
+    /// The longest one attempt may take before the engine gives up on it. A channel may
+    /// spend up to three timeouts in one send (Telegram: waiting its turn under the rate
+    /// limits, waiting out a 429, the request itself); webhook and email use one.
+    pub(crate) fn attempt_limit(&self) -> Duration {
+        self.config.delivery.timeout * 3 + Duration::from_secs(10)
     }
 
     /// How long a claimed delivery stays leased: longer than any attempt can take, so a
     /// live worker never loses its lease to another.
     pub(crate) fn lease(&self) -> Duration {
-        self.config.delivery.timeout + Duration::from_secs(30)
+        self.attempt_limit() + self.config.delivery.timeout + Duration::from_secs(20)
     }
 }
 
@@ -103,6 +126,9 @@ pub(crate) struct Inner {
     pub wake: Notify,
     pub stop: Notify,
     pub stopping: AtomicBool,
+    /// Set when shutdown begins, while requests in flight still finish: not ready, and
+    /// live streams end (they would otherwise hold the server open forever).
+    pub draining: tokio::sync::watch::Sender<bool>,
     pub running: AtomicBool,
     pub in_flight: Mutex<InFlight>,
     /// Channels disabled (e.g. by a 410); their deliveries wait.
@@ -110,6 +136,10 @@ pub(crate) struct Inner {
     /// Channels whose last attempt failed permanently (blocked bot, SMTP 5xx, …).
     pub failing: Mutex<HashSet<(TeamId, String)>>,
     pub bus: LiveBus,
+    /// The formatter plugins; hot-swapped on their own (file watcher, reload).
+    pub plugins: Arc<herald_plugins::PluginSet>,
+    /// Polls plugin files for changes while the engine runs; stops when dropped.
+    pub _plugin_watcher: Option<herald_plugins::Watcher>,
 }
 
 impl Inner {
@@ -134,6 +164,17 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A formatter plugin and its health, for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginState {
+    pub name: String,
+    pub version: String,
+    /// `loaded` or `quarantined` (after repeated failures, until reloaded).
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+}
+
 /// A channel and its health, for the API.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChannelStatus {
@@ -144,6 +185,9 @@ pub struct ChannelStatus {
     pub state: &'static str,
     pub reason: Option<String>,
     pub since: Option<herald_core::Timestamp>,
+    /// Something the operator should act on, e.g. a Telegram chat that migrated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 impl Engine {
@@ -153,6 +197,16 @@ impl Engine {
         store: Arc<dyn Store>,
         options: EngineOptions,
     ) -> Result<Engine, String> {
+        let host = herald_plugins::PluginHost::new(herald_plugins::host_options_for(&config))
+            .map_err(|e| format!("starting the plugin host: {e}"))?;
+        let plugins = Arc::new(herald_plugins::PluginSet::new(
+            host,
+            herald_plugins::DEFAULT_QUARANTINE_AFTER,
+        ));
+        for (name, error) in plugins.insert_all(herald_plugins::specs_from_config(&config)) {
+            tracing::error!(plugin = %name, %error, "formatter plugin not loaded; its subscriptions use the built-in formatter");
+        }
+        let watcher = (!plugins.names().is_empty()).then(|| plugins.watch(Duration::from_secs(1)));
         let snapshot = Snapshot::build(config)?;
         let states = store
             .channel_states(None)
@@ -168,11 +222,14 @@ impl Engine {
             wake: Notify::new(),
             stop: Notify::new(),
             stopping: AtomicBool::new(false),
+            draining: tokio::sync::watch::Sender::new(false),
             running: AtomicBool::new(true),
             in_flight: Mutex::new(InFlight::default()),
             disabled: Mutex::new(disabled),
             failing: Mutex::new(failing),
             bus: LiveBus::default(),
+            plugins,
+            _plugin_watcher: watcher,
         });
         let handle = tokio::spawn(dispatch::run(inner.clone()));
         Ok(Engine {
@@ -196,7 +253,20 @@ impl Engine {
 
     /// Whether delivery workers run (false once shutdown began).
     pub fn is_ready(&self) -> bool {
-        self.inner.running.load(Ordering::SeqCst) && !self.inner.stopping.load(Ordering::SeqCst)
+        self.inner.running.load(Ordering::SeqCst)
+            && !self.inner.stopping.load(Ordering::SeqCst)
+            && !*self.inner.draining.borrow()
+    }
+
+    /// Marks the engine not ready (for load balancers) while it still serves the requests
+    /// in flight; call when a shutdown signal arrives, before `shutdown`.
+    pub fn begin_draining(&self) {
+        self.inner.draining.send_replace(true);
+    }
+
+    /// Turns true when shutdown begins; live streams watch it to end.
+    pub fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.draining.subscribe()
     }
 
     /// Validates, matches and durably stores `body`; replies only after the commit.
@@ -273,6 +343,22 @@ impl Engine {
     /// Channels disabled by a 410 are re-enabled.
     pub async fn reload(&self, config: Config) -> Result<(), String> {
         let snapshot = Snapshot::build(config)?;
+        let plugins = self.inner.plugins.clone();
+        let specs = herald_plugins::specs_from_config(&snapshot.config);
+        let results = tokio::task::spawn_blocking(move || plugins.sync(specs))
+            .await
+            .map_err(|e| format!("reloading plugins failed: {e}"))?;
+        for (name, result) in results {
+            match result {
+                Ok(herald_plugins::Reload::Swapped { version }) => {
+                    tracing::info!(plugin = %name, %version, "formatter plugin loaded")
+                }
+                Ok(herald_plugins::Reload::Unchanged) => {}
+                Err(error) => {
+                    tracing::error!(plugin = %name, %error, "formatter plugin not reloaded; the previous version (or the built-in formatter) keeps serving")
+                }
+            }
+        }
         *self
             .inner
             .snapshot
@@ -333,9 +419,30 @@ impl Engine {
         Ok(was)
     }
 
+    /// The formatter plugins and their state (admin view; plugins are global).
+    pub fn plugins(&self) -> Vec<PluginState> {
+        self.inner
+            .plugins
+            .status()
+            .into_iter()
+            .map(|p| PluginState {
+                state: if p.quarantined.is_some() {
+                    "quarantined"
+                } else {
+                    "loaded"
+                },
+                last_error: p.quarantined,
+                name: p.name,
+                version: p.version,
+                consecutive_failures: p.consecutive_failures,
+            })
+            .collect()
+    }
+
     /// Every configured channel the caller may see, with its state.
     pub async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelStatus>, StoreError> {
-        let config = self.config();
+        let snapshot = self.inner.snapshot();
+        let config = snapshot.config.clone();
         let states: HashMap<(TeamId, String), ChannelState> = self
             .inner
             .store
@@ -363,6 +470,10 @@ impl Engine {
                     state: label,
                     reason: state.and_then(|s| s.reason.clone()),
                     since: state.map(|s| s.since),
+                    notice: snapshot
+                        .channels
+                        .get(&(team.clone(), name.clone()))
+                        .and_then(|c| c.notice()),
                 });
             }
         }

@@ -13,9 +13,9 @@ mod live;
 mod retry;
 
 pub use channels::build_channels;
-pub use engine::{Caller, ChannelStatus, Engine, EngineOptions, Snapshot};
+pub use engine::{Caller, ChannelStatus, Engine, EngineOptions, PluginState, Snapshot};
 pub use ingest::{IngestError, IngestReply, MAX_BATCH};
-pub use live::{BUS_CAPACITY, LiveBus, LiveMessage};
+pub use live::{BUS_CAPACITY, BusMessage, LiveBus, LiveMessage};
 pub use retry::RetryPolicy;
 
 use herald_core::Timestamp;

@@ -57,9 +57,25 @@ impl LiveMessage {
     }
 }
 
+/// A message as it travels on the bus: serialised once at publish time, so a thousand
+/// subscribers share one JSON text instead of each encoding it again.
+#[derive(Debug)]
+pub struct BusMessage {
+    pub message: LiveMessage,
+    /// `message` as the flat JSON object both streams send.
+    pub json: String,
+}
+
+impl BusMessage {
+    pub fn new(message: LiveMessage) -> BusMessage {
+        let json = serde_json::to_string(&message).unwrap_or_else(|_| "{}".to_string());
+        BusMessage { message, json }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LiveBus {
-    tx: broadcast::Sender<Arc<LiveMessage>>,
+    tx: broadcast::Sender<Arc<BusMessage>>,
 }
 
 impl Default for LiveBus {
@@ -77,11 +93,11 @@ impl LiveBus {
     pub fn publish(&self, message: LiveMessage) {
         if self.tx.receiver_count() > 0 {
             // An error only means every receiver went away in between: nothing to do.
-            let _ = self.tx.send(Arc::new(message));
+            let _ = self.tx.send(Arc::new(BusMessage::new(message)));
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
         self.tx.subscribe()
     }
 }
@@ -109,8 +125,8 @@ mod tests {
             other => panic!("expected a lag, got {other:?}"),
         }
         let next = rx.try_recv().unwrap();
-        assert!(matches!(&*next, LiveMessage::Channel { channel, .. } if channel == "c3"));
-        let json = serde_json::to_value(&*next).unwrap();
+        assert!(matches!(&next.message, LiveMessage::Channel { channel, .. } if channel == "c3"));
+        let json: serde_json::Value = serde_json::from_str(&next.json).unwrap();
         assert_eq!(json["kind"], "channel");
         assert_eq!(json["team"], "acme");
     }

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/deliveries/{id}/retry", post(retry))
         .route("/v1/channels", get(channels))
         .route("/v1/channels/{team}/{channel}/enable", post(enable_channel))
+        .route("/v1/plugins", get(plugins))
         .route("/v1/admin/reload", post(admin_reload))
         .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
         .route("/v1/stream", get(crate::stream::sse))
@@ -42,6 +43,43 @@ pub fn router() -> Router<AppState> {
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no route for {method} {}", uri.path()),
+                )
+            },
+        )
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{} does not accept {method}", uri.path()),
+                )
+            },
+        )
+}
+
+/// `Query`, with a malformed query string reported as a JSON `invalid_query` error.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
+    }
 }
 
 fn who(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -120,6 +158,13 @@ struct TeamQuery {
 /// The team a read is limited to: the caller's own, or for the admin the optional `team`.
 fn scope(caller: &Caller, team: Option<&str>) -> Result<Option<TeamId>, ApiError> {
     match (caller, team) {
+        (Caller::Team(t), Some(asked)) if asked != t.as_str() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this API key belongs to team `{t}`; only the admin token may ask for another team"
+            ),
+        )),
         (Caller::Team(t), _) => Ok(Some(t.clone())),
         (Caller::Admin, Some(t)) => TeamId::parse(t).map(Some).map_err(|e| {
             ApiError::new(
@@ -136,7 +181,7 @@ async fn get_event(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<TeamQuery>,
+    ApiQuery(q): ApiQuery<TeamQuery>,
 ) -> Result<Response, ApiError> {
     let caller = who(&state, &headers)?;
     let team = scope(&caller, q.team.as_deref())?;
@@ -162,7 +207,7 @@ struct DeliveryQuery {
 async fn list_deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<DeliveryQuery>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Response, ApiError> {
     let caller = who(&state, &headers)?;
     let status = match q.status.as_deref() {
@@ -250,6 +295,11 @@ async fn enable_channel(
         json!({ "team": team, "channel": channel, "state": "ok", "was_disabled": was_disabled }),
     )
     .into_response())
+}
+
+async fn plugins(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    who(&state, &headers)?;
+    Ok(Json(json!({ "plugins": state.engine.plugins() })).into_response())
 }
 
 async fn admin_reload(

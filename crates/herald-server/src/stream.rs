@@ -12,14 +12,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use herald_core::{Pattern, TeamId};
-use herald_engine::{Caller, LiveMessage};
+use herald_engine::{BusMessage, Caller, LiveMessage};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -81,24 +81,25 @@ impl Filter {
 
 /// One item of either stream.
 enum Item {
-    Message(Arc<LiveMessage>),
+    Message(Arc<BusMessage>),
     Lagged(u64),
     /// The `Last-Event-ID` is unknown (or pruned): nothing could be replayed.
     Reset(String),
 }
 
 impl Item {
-    fn to_json(&self) -> serde_json::Value {
+    /// The message as JSON text; bus messages were serialised once, at publish time.
+    fn to_json(&self) -> String {
         match self {
-            Item::Message(m) => serde_json::to_value(&**m).unwrap_or_default(),
-            Item::Lagged(missed) => json!({"kind": "lagged", "missed": missed}),
-            Item::Reset(reason) => json!({"kind": "reset", "reason": reason}),
+            Item::Message(m) => m.json.clone(),
+            Item::Lagged(missed) => json!({"kind": "lagged", "missed": missed}).to_string(),
+            Item::Reset(reason) => json!({"kind": "reset", "reason": reason}).to_string(),
         }
     }
 
     fn to_sse(&self) -> SseEvent {
         let name = match self {
-            Item::Message(m) => match &**m {
+            Item::Message(m) => match &m.message {
                 LiveMessage::Event { .. } => "event",
                 LiveMessage::Delivery { .. } => "delivery",
                 LiveMessage::Channel { .. } => "channel",
@@ -106,14 +107,12 @@ impl Item {
             Item::Lagged(_) => "lagged",
             Item::Reset(_) => "reset",
         };
-        let mut e = SseEvent::default()
-            .event(name)
-            .data(self.to_json().to_string());
+        let mut e = SseEvent::default().event(name).data(self.to_json());
         if let Item::Message(m) = self
             && let LiveMessage::Event {
                 durable: true,
                 event,
-            } = &**m
+            } = &m.message
         {
             e = e.id(event.id.clone());
         }
@@ -150,7 +149,7 @@ async fn items(
                             event: Arc::new(event),
                         };
                         if filter.admits(&m) {
-                            replay.push_back(Item::Message(Arc::new(m)));
+                            replay.push_back(Item::Message(Arc::new(BusMessage::new(m))));
                         }
                     }
                     if done {
@@ -171,30 +170,40 @@ async fn items(
             }
         }
     }
+    // The stream ends when the server begins shutting down, so an open stream cannot
+    // hold a graceful shutdown open forever.
+    let draining = state.engine.draining();
     stream::unfold(
-        (rx, replay, replayed, filter),
-        |(mut rx, mut replay, replayed, filter)| async move {
+        (rx, replay, replayed, filter, draining),
+        |(mut rx, mut replay, replayed, filter, mut draining)| async move {
             if let Some(item) = replay.pop_front() {
-                return Some((item, (rx, replay, replayed, filter)));
+                return Some((item, (rx, replay, replayed, filter, draining)));
             }
             loop {
-                match rx.recv().await {
+                let received = tokio::select! {
+                    received = rx.recv() => received,
+                    _ = draining.wait_for(|d| *d) => return None,
+                };
+                match received {
                     Ok(m) => {
-                        if !filter.admits(&m) {
+                        if !filter.admits(&m.message) {
                             continue;
                         }
                         if let LiveMessage::Event {
                             durable: true,
                             event,
-                        } = &*m
+                        } = &m.message
                             && replayed.contains(&event.id)
                         {
                             continue;
                         }
-                        return Some((Item::Message(m), (rx, replay, replayed, filter)));
+                        return Some((Item::Message(m), (rx, replay, replayed, filter, draining)));
                     }
                     Err(RecvError::Lagged(missed)) => {
-                        return Some((Item::Lagged(missed), (rx, replay, replayed, filter)));
+                        return Some((
+                            Item::Lagged(missed),
+                            (rx, replay, replayed, filter, draining),
+                        ));
                     }
                     Err(RecvError::Closed) => return None,
                 }
@@ -206,7 +215,7 @@ async fn items(
 pub async fn sse(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
+    crate::routes::ApiQuery(q): crate::routes::ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
     let filter = Filter::parse(&caller, q.events.as_deref())?;
@@ -229,7 +238,7 @@ pub async fn sse(
 pub async fn ws(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
+    crate::routes::ApiQuery(q): crate::routes::ApiQuery<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
@@ -248,7 +257,7 @@ async fn forward(mut socket: WebSocket, items: impl Stream<Item = Item> + Send +
         tokio::select! {
             item = items.next() => {
                 let Some(item) = item else { break };
-                if socket.send(Message::Text(item.to_json().to_string().into())).await.is_err() {
+                if socket.send(Message::Text(item.to_json().into())).await.is_err() {
                     break;
                 }
             }

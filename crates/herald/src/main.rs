@@ -3,6 +3,7 @@
 mod check;
 mod client;
 mod explain;
+mod plugin;
 mod serve;
 
 use std::path::PathBuf;
@@ -76,6 +77,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: CheckFormat,
     },
+    /// Work on WASM formatter plugins (`herald plugin test PATH --event FILE --channel KIND`).
+    Plugin {
+        #[command(subcommand)]
+        command: plugin::PluginCommand,
+    },
     /// Show which subscriptions an event matches, and why the others do not.
     Explain {
         #[arg(
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
             &path.unwrap_or(config),
             matches!(format, CheckFormat::Short),
         ),
+        Command::Plugin { command } => plugin::run(command),
         Command::Explain {
             config,
             event,

@@ -47,18 +47,24 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tracing::info!(address = %bound, "listening");
 
     tokio::spawn(reload_on_sighup(state.clone()));
+    let (stop_commands, stop_rx) = tokio::sync::watch::channel(false);
+    let commands = start_telegram_commands(&engine, stop_rx)?;
     let app = herald_server::router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal(engine.clone()))
         .await
         .context("serving HTTP")?;
     tracing::info!("no longer accepting requests; finishing attempts in flight");
+    let _ = stop_commands.send(true);
+    if let Some(commands) = commands {
+        let _ = commands.await;
+    }
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(engine: Engine) {
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -70,6 +76,7 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+    engine.begin_draining();
 }
 
 async fn reload_on_sighup(state: AppState) {
@@ -89,5 +96,72 @@ async fn reload_on_sighup(state: AppState) {
                 )
             }
         }
+    }
+}
+
+/// With `[telegram] commands = true`, answers `/start` and `/status` in chats.
+fn start_telegram_commands(
+    engine: &Engine,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let config = engine.config();
+    let Some(telegram) = config.telegram.as_ref().filter(|t| t.commands) else {
+        return Ok(None);
+    };
+    let bot = herald_channels::TelegramBot::new(&telegram.bot_token, &telegram.api_url)
+        .map_err(|e| anyhow::anyhow!("[telegram]: {e}"))?;
+    let engine = engine.clone();
+    let status: herald_channels::telegram::StatusFn =
+        Arc::new(move |chat_id, thread| chat_status(&engine.config(), chat_id, thread));
+    Ok(Some(tokio::spawn(herald_channels::telegram::run_commands(
+        bot, status, stop,
+    ))))
+}
+
+/// What `/status` answers in a chat: the subscriptions whose channel points at it.
+fn chat_status(config: &herald_config::Config, chat_id: i64, thread: Option<i32>) -> String {
+    let mut lines = Vec::new();
+    for (team, t) in &config.teams {
+        for (name, channel) in &t.channels {
+            let herald_config::ChannelConfig::Telegram(tg) = channel else {
+                continue;
+            };
+            if tg.chat_id != chat_id
+                || (tg.message_thread_id.is_some() && tg.message_thread_id != thread)
+            {
+                continue;
+            }
+            for sub in config.matcher.subscriptions() {
+                if sub.id.team == *team && sub.channel == *name {
+                    let patterns: Vec<String> =
+                        sub.patterns.iter().map(ToString::to_string).collect();
+                    let mut line = format!("{} → {name}: {}", sub.id, patterns.join(", "));
+                    if let Some(o) = sub.outcome {
+                        line.push_str(&format!(" (outcome {o})"));
+                    }
+                    if !sub.metadata.is_empty() {
+                        let m: Vec<String> = sub
+                            .metadata
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        line.push_str(&format!(" [{}]", m.join(", ")));
+                    }
+                    if !sub.active {
+                        line.push_str(" (inactive)");
+                    }
+                    lines.push(line);
+                }
+            }
+        }
+    }
+    if lines.is_empty() {
+        "No subscription points at this chat yet. Send /start for the configuration snippet."
+            .to_string()
+    } else {
+        format!(
+            "Subscriptions delivering to this chat:\n{}",
+            lines.join("\n")
+        )
     }
 }
