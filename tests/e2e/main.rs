@@ -2,5 +2,14 @@
 //!
 //! One test binary for everything (link time on two cores adds up); each module is one area.
 
+mod api;
+mod browser;
+mod channels;
 mod cli;
+mod client;
+mod delivery;
+mod harness;
+mod plugins;
+mod process;
+mod stream;
 mod support;

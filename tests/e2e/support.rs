@@ -16,6 +16,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// A scratch directory owned by one test, removed on drop.
+#[derive(Debug)]
 pub struct Scratch {
     pub dir: PathBuf,
 }
