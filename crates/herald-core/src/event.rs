@@ -241,7 +241,7 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> EventError 
 fn parse_whole<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EventError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-    de.end().map_err(|e| json_error_plain(e))?;
+    de.end().map_err(json_error_plain)?;
     Ok(value)
 }
 
