@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod email;
+mod error_chain;
 pub mod file;
 pub mod telegram;
 pub mod webhook;

@@ -307,20 +307,9 @@ fn scrub(outcome: SendOutcome, mailer: &MailerInner) -> SendOutcome {
     }
 }
 
-/// `err` and its causes, outermost first, looking inside wrapping `io::Error`s (whose
-/// `source` skips the error they wrap).
+/// `err` and its causes, outermost first (see [`crate::error_chain::chain`]).
 fn chain<'e>(err: &'e SmtpError) -> impl Iterator<Item = &'e (dyn StdError + 'static)> {
-    fn next<'e>(e: &&'e (dyn StdError + 'static)) -> Option<&'e (dyn StdError + 'static)> {
-        let e: &'e (dyn StdError + 'static) = *e;
-        match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => e.source(),
-        }
-    }
-    std::iter::successors(Some(err as &(dyn StdError + 'static)), next)
+    crate::error_chain::chain(err)
 }
 
 /// The innermost io::Error kind in the chain that says more than `Other`.

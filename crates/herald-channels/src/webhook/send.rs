@@ -278,21 +278,9 @@ fn classify_error(err: &reqwest::Error, target: &Target, channel: &WebhookChanne
     retry(format!("request to {target} failed: {}", causes(err)))
 }
 
-/// `err` and its causes, outermost first. `io::Error::source` skips the error an
-/// `io::Error` wraps (hyper-rustls wraps rustls' `InvalidData` error in an `Other` one),
-/// so wrapped errors are visited through `get_ref` instead.
+/// `err` and its causes, outermost first (see [`crate::error_chain::chain`]).
 fn chain<'e>(err: &'e reqwest::Error) -> impl Iterator<Item = &'e (dyn StdError + 'static)> {
-    fn next<'e>(e: &&'e (dyn StdError + 'static)) -> Option<&'e (dyn StdError + 'static)> {
-        let e: &'e (dyn StdError + 'static) = *e;
-        match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => e.source(),
-        }
-    }
-    std::iter::successors(Some(err as &(dyn StdError + 'static)), next)
+    crate::error_chain::chain(err)
 }
 
 /// The first error of type `E` in `err`'s chain.
