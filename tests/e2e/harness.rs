@@ -742,7 +742,7 @@ impl Herald {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("herald is not running").id()
     }
 

@@ -8,6 +8,7 @@ mod channels;
 mod cli;
 mod client;
 mod delivery;
+mod delivery_core;
 mod harness;
 mod plugins;
 mod process;

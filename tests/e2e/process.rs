@@ -48,14 +48,15 @@ fn a_pending_retry_survives_a_graceful_restart() {
 fn every_accepted_event_is_delivered_after_kill_9_under_load() {
     const EVENTS: usize = 300;
     const THREADS: usize = 8;
-    // Slow receivers (4 attempts in flight per channel, 50 ms each) keep a backlog of
-    // accepted but undelivered events at the moment of the kill.
+    // Slow receivers (4 attempts in flight per channel, pinned, 50 ms each) keep a backlog
+    // of accepted but undelivered events at the moment of the kill.
     let slow_ok = || Answer::status(200).after(Duration::from_millis(50));
     let a = Receiver::scripted("a", [], slow_ok());
     let b = Receiver::scripted("b", [], slow_ok());
     let mut h = Herald::start(
         "process-kill9",
         &Conf::new()
+            .concurrency_per_channel(4)
             .webhook("acme", "a", &a)
             .webhook("acme", "b", &b)
             .subscribe("acme", "a", &["*"])

@@ -816,8 +816,9 @@ impl Loader<'_> {
                 retry_schedule: default_schedule,
                 timeout: DEFAULT_TIMEOUT,
                 allow_private_networks: false,
-                concurrency_per_channel: 4,
-                workers: 64,
+                concurrency_per_channel: None,
+                max_concurrency_per_channel: DEFAULT_MAX_CONCURRENCY_PER_CHANNEL,
+                workers: DEFAULT_WORKERS,
             });
         };
         let mut ok = true;
@@ -862,9 +863,19 @@ impl Loader<'_> {
             Some(n) => Some(*n.get_ref() as usize),
             None => Some(default as usize),
         };
-        let concurrency_per_channel =
-            bounded(&value.concurrency_per_channel, 4, "concurrency_per_channel");
-        let workers = bounded(&value.workers, 64, "workers");
+        // Absent: adaptive (learnt per channel up to the ceiling); set: pinned.
+        let concurrency_per_channel = match &value.concurrency_per_channel {
+            Some(_) => {
+                bounded(&value.concurrency_per_channel, 1, "concurrency_per_channel").map(Some)
+            }
+            None => Some(None),
+        };
+        let max_concurrency_per_channel = bounded(
+            &value.max_concurrency_per_channel,
+            DEFAULT_MAX_CONCURRENCY_PER_CHANNEL as u32,
+            "max_concurrency_per_channel",
+        );
+        let workers = bounded(&value.workers, DEFAULT_WORKERS as u32, "workers");
         if !ok {
             return None;
         }
@@ -873,6 +884,7 @@ impl Loader<'_> {
             timeout: timeout?,
             allow_private_networks: value.allow_private_networks,
             concurrency_per_channel: concurrency_per_channel?,
+            max_concurrency_per_channel: max_concurrency_per_channel?,
             workers: workers?,
         })
     }

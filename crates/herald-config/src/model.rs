@@ -105,11 +105,20 @@ pub struct DeliveryConfig {
     /// Total time one attempt may take (connect, send, read the response).
     pub timeout: Duration,
     pub allow_private_networks: bool,
-    /// Most attempts in flight at once per channel.
-    pub concurrency_per_channel: usize,
+    /// Attempts in flight at once per channel, pinned; `None` (the default) learns each
+    /// channel's limit from its latency and errors, up to `max_concurrency_per_channel`.
+    pub concurrency_per_channel: Option<usize>,
+    /// The ceiling of a learnt per-channel limit.
+    pub max_concurrency_per_channel: usize,
     /// Most attempts in flight at once overall.
     pub workers: usize,
 }
+
+/// The default ceiling of a channel's learnt concurrency limit.
+pub const DEFAULT_MAX_CONCURRENCY_PER_CHANNEL: usize = 64;
+/// The default limit on attempts in flight overall: room for four channels at their
+/// ceiling, so one slow endpoint at its ceiling never takes every slot.
+pub const DEFAULT_WORKERS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct TelegramConfig {

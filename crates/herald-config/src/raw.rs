@@ -30,6 +30,7 @@ pub(crate) struct RawDelivery {
     #[serde(default)]
     pub allow_private_networks: bool,
     pub concurrency_per_channel: Option<Spanned<u32>>,
+    pub max_concurrency_per_channel: Option<Spanned<u32>>,
     pub workers: Option<Spanned<u32>>,
 }
 

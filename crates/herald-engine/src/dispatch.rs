@@ -1,391 +1,218 @@
-//! The dispatcher: claims due deliveries within the worker and per-channel limits, runs
-//! each attempt as a task, records its outcome, and on shutdown drains or releases.
+//! The dispatcher: starts attempts from the scheduler's lanes within the worker and
+//! per-channel limits, feeds what each attempt showed back into its channel's limit, and
+//! reads the store only when it holds work nobody has in memory — at start-up, when a
+//! retry falls due (a timer on the earliest due time, never a poll), after a retry or
+//! re-enable request, and to refill a lane that spilled. On shutdown it drains.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use herald_channels::{Outgoing, SendOutcome};
-use herald_store::{ChannelState, Claimed, NewAttempt, Next, StoreError};
-use tokio::task::JoinSet;
+use herald_store::{Claimed, Finish, LeaseToken, StoreError};
+use tokio::sync::mpsc;
+use tokio::task::{Id, JoinSet};
 
-use crate::engine::{Inner, Snapshot};
-use crate::live::LiveMessage;
+use crate::attempt::{Ended, attempt};
+use crate::concurrency::Signal;
+use crate::finisher::run_finisher;
 use crate::now;
+use crate::scheduler::{ChannelKey, Job};
+use crate::state::Inner;
+
+/// An attempt in flight, by task: what to give back if it dies or shutdown aborts it.
+struct Running {
+    key: ChannelKey,
+    delivery_id: String,
+    lease: LeaseToken,
+}
 
 pub(crate) async fn run(inner: Arc<Inner>) {
-    let mut tasks: JoinSet<()> = JoinSet::new();
+    let (finishes, finished) = mpsc::unbounded_channel();
+    let finisher = tokio::spawn(run_finisher(inner.clone(), finished));
+    let mut tasks: JoinSet<Ended> = JoinSet::new();
+    let mut running: HashMap<Id, Running> = HashMap::new();
     loop {
-        while let Some(done) = tasks.try_join_next() {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a delivery attempt task failed");
-            }
-        }
         if inner.stopping.load(Ordering::SeqCst) {
             break;
         }
-        let snapshot = inner.snapshot();
-        let workers = snapshot.config.delivery.workers;
-        let per_channel = snapshot.config.delivery.concurrency_per_channel;
-        let want = workers
-            .saturating_sub(tasks.len())
-            .min(inner.options.claim_batch);
-        let mut more_due = false;
-        if want > 0 {
-            let exclude = excluded(&inner, per_channel);
-            match inner
-                .store
-                .claim_due(now(), want, snapshot.lease(), &exclude)
-                .await
-            {
-                Ok(claims) => {
-                    more_due = claims.len() == want;
-                    for claim in claims {
-                        start(&inner, &snapshot, &mut tasks, claim, per_channel).await;
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "claiming due deliveries failed"),
-            }
+        if store_is_due(&inner) {
+            read_store(&inner).await;
         }
-        if more_due && tasks.len() < workers {
-            continue;
-        }
+        start_ready(&inner, &mut tasks, &mut running, &finishes);
+        let sleep = store_sleep(&inner);
         tokio::select! {
             () = inner.wake.notified() => {}
-            () = inner.stop.notified() => {}
-            () = tokio::time::sleep(inner.options.poll_interval) => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "a delivery attempt task failed");
+            () = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {}
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                ended(&inner, &mut running, done);
+                // Reap what else ended meanwhile before starting more.
+                while let Some(done) = tasks.try_join_next_with_id() {
+                    ended(&inner, &mut running, done);
                 }
             }
         }
     }
-    drain(&inner, tasks).await;
+    drain(&inner, tasks, running).await;
+    // The finisher ends once every sender is gone: ours now, the attempts' with them.
+    drop(finishes);
+    if let Err(e) = finisher.await {
+        tracing::error!(error = %e, "the finisher ended abnormally");
+    }
+    release_waiting(&inner).await;
 }
 
-/// Channels not to claim for now: those at their concurrency cap, and disabled ones.
-fn excluded(inner: &Inner, per_channel: usize) -> Vec<(herald_core::TeamId, String)> {
-    let mut out: Vec<_> = inner
-        .in_flight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .per_channel
-        .iter()
-        .filter(|(_, n)| **n >= per_channel)
-        .map(|(k, _)| k.clone())
-        .collect();
-    out.extend(
-        inner
-            .disabled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned(),
-    );
-    out
-}
-
-/// Starts an attempt for `claim`, or hands the claim back if its channel is full.
-async fn start(
+/// Starts every attempt the lanes and the worker limit allow.
+fn start_ready(
     inner: &Arc<Inner>,
-    snapshot: &Arc<Snapshot>,
-    tasks: &mut JoinSet<()>,
-    claim: Claimed,
-    per_channel: usize,
+    tasks: &mut JoinSet<Ended>,
+    running: &mut HashMap<Id, Running>,
+    finishes: &mpsc::UnboundedSender<Finish>,
 ) {
-    let key = (claim.delivery.team.clone(), claim.delivery.channel.clone());
-    let admitted = {
-        let mut state = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let n = state.per_channel.entry(key).or_default();
-        if *n >= per_channel {
-            false
-        } else {
-            *n += 1;
-            state
-                .leases
-                .insert(claim.delivery.id.clone(), claim.lease.clone());
-            true
+    let snapshot = inner.snapshot();
+    let workers = snapshot.config.delivery.workers;
+    let now = Instant::now();
+    loop {
+        let Some(job) = inner.scheduler().next(workers, now) else {
+            break;
+        };
+        let info = Running {
+            key: job.key(),
+            delivery_id: job.delivery.id.clone(),
+            lease: job.lease.clone(),
+        };
+        let handle = tasks.spawn(attempt(
+            inner.clone(),
+            snapshot.clone(),
+            job,
+            finishes.clone(),
+        ));
+        running.insert(handle.id(), info);
+    }
+}
+
+/// Feeds an ended attempt back into its lane. A task that panicked frees its slot too,
+/// and its delivery is attempted again after a restart (it was never finished).
+fn ended(
+    inner: &Inner,
+    running: &mut HashMap<Id, Running>,
+    done: Result<(Id, Ended), tokio::task::JoinError>,
+) {
+    let (id, key, rtt, signal) = match done {
+        Ok((id, ended)) => (id, ended.key, ended.rtt, ended.signal),
+        Err(e) => {
+            let id = e.id();
+            let Some(info) = running.get(&id) else {
+                return;
+            };
+            tracing::error!(delivery = %info.delivery_id, error = %e, "a delivery attempt task failed; the delivery is attempted again after a restart");
+            (id, info.key.clone(), Duration::ZERO, Signal::Neutral)
         }
     };
-    if !admitted {
-        // One claim can return more deliveries of a channel than it has room for.
-        if let Err(e) = inner.store.release(&claim.delivery.id, &claim.lease).await {
-            tracing::warn!(delivery = %claim.delivery.id, error = %e, "releasing an over-cap claim failed");
-        }
-        return;
+    running.remove(&id);
+    if let Some(limit) = inner.scheduler().done(&key, rtt, signal, Instant::now()) {
+        tracing::debug!(team = %key.0, channel = %key.1, limit, "concurrency limit changed");
     }
-    tasks.spawn(attempt(inner.clone(), snapshot.clone(), claim));
 }
 
-async fn attempt(inner: Arc<Inner>, snapshot: Arc<Snapshot>, claim: Claimed) {
-    let Claimed {
-        delivery,
-        event,
-        lease,
-        ..
-    } = claim;
-    let key = (delivery.team.clone(), delivery.channel.clone());
-    let number = delivery.attempts + 1;
-    let started_at = now();
-    let clock = Instant::now();
-    let channel = snapshot.channels.get(&key);
-    // A formatter plugin renders first; any failure falls back to the built-in formatter.
-    let mut plugin_error = None;
-    let mut skipped = None;
-    let mut rendered = None;
-    if let (Some(channel), Some((name, settings))) = (
-        channel,
-        snapshot
-            .formatters
-            .get(&(delivery.team.clone(), delivery.subscription as usize)),
-    ) {
-        let plugins = inner.plugins.clone();
-        let (name, settings, kind) = (name.clone(), settings.clone(), channel.kind());
-        let for_plugin = event.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            plugins.format(&name, &for_plugin, kind, &settings)
-        })
-        .await;
-        let name = &snapshot.formatters[&(delivery.team.clone(), delivery.subscription as usize)].0;
-        match result {
-            Ok(Ok(herald_plugins::PluginOutput::Rendered(r))) => rendered = Some(r),
-            Ok(Ok(herald_plugins::PluginOutput::Skip(reason))) => {
-                skipped = Some(format!("skipped by formatter `{name}`: {reason}"))
-            }
-            Ok(Err(e)) => {
-                plugin_error = Some(format!(
-                    "formatter `{name}` failed ({e}); sent with the built-in formatter"
-                ))
+fn store_is_due(inner: &Inner) -> bool {
+    let refill = inner.scheduler().take_refill_wanted();
+    let due = inner.store_due.lock().unwrap_or_else(|e| e.into_inner());
+    refill || due.is_some_and(|at| at <= now())
+}
+
+/// How long until the store next holds due work, if it is known to.
+fn store_sleep(inner: &Inner) -> Option<Duration> {
+    let due = (*inner.store_due.lock().unwrap_or_else(|e| e.into_inner()))?;
+    let nanos = due.unix_nanos() - now().unix_nanos();
+    Some(Duration::from_nanos(
+        u64::try_from(nanos.max(0)).unwrap_or(u64::MAX),
+    ))
+}
+
+/// Takes the store's due work into the lanes, page by page, then learns when the next
+/// falls due. Exclusive stores hold what they take; shared ones lease it.
+async fn read_store(inner: &Inner) {
+    *inner.store_due.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    metrics::counter!("herald_store_reads_total").increment(1);
+    let batch = inner.options.claim_batch;
+    let lease = inner.snapshot().lease();
+    let mut exclude;
+    loop {
+        exclude = inner.scheduler().exclusions();
+        let now = now();
+        let claims: Result<Vec<Claimed>, StoreError> = match inner.store.holder() {
+            Some(_) => inner.store.hold_due(now, batch, &exclude).await,
+            None => inner.store.claim_due(now, batch, lease, &exclude).await,
+        };
+        match claims {
+            Ok(claims) => {
+                let n = claims.len();
+                let mut scheduler = inner.scheduler();
+                for claim in claims {
+                    scheduler.push(Job::from(claim));
+                }
+                if n < batch {
+                    break;
+                }
             }
             Err(e) => {
-                plugin_error = Some(format!(
-                    "formatter `{name}` failed ({e}); sent with the built-in formatter"
-                ))
+                tracing::error!(error = %e, "reading due deliveries from the store failed; trying again in a second");
+                inner.store_due_at(crate::after(now, Duration::from_secs(1)));
+                return;
             }
         }
-        if let Some(error) = &plugin_error {
-            tracing::warn!(delivery = %delivery.id, "{error}");
-        }
     }
-    let outcome = match (channel, &skipped) {
-        (_, Some(_)) => None,
-        (None, None) => Some(SendOutcome::Permanent {
-            status: None,
-            error: format!(
-                "channel `{}` is no longer configured for team `{}`",
-                delivery.channel, delivery.team
-            ),
-            response: None,
-        }),
-        (Some(channel), None) => {
-            let msg = Outgoing {
-                delivery_id: &delivery.id,
-                event: &event,
-                attempt: number,
-                rendered: rendered.as_ref(),
-            };
-            // The channel enforces the configured timeout; this is a backstop.
-            let limit = snapshot.attempt_limit();
-            Some(
-                match tokio::time::timeout(limit, channel.send(&msg)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => SendOutcome::Retry {
-                        after: None,
-                        status: None,
-                        error: format!("timed out after {}s", limit.as_secs()),
-                        response: None,
-                    },
-                },
-            )
-        }
-    };
-    let elapsed = clock.elapsed();
-    let finished = now();
-    let next = match &outcome {
-        Some(outcome) => snapshot
-            .policy
-            .next(number, outcome, finished, fastrand::f64()),
-        None => Next::Skipped,
-    };
-    if let Some(outcome) = &outcome {
-        record_channel_health(&inner, &key, outcome, finished).await;
-    }
-    let label = match (&outcome, &next) {
-        (_, Next::Succeeded) => "succeeded",
-        (Some(SendOutcome::Disable { .. }), _) => "disabled",
-        (_, Next::Dead) => "dead",
-        (_, Next::Skipped) => "skipped",
-        (_, Next::RetryAt(_)) => "retrying",
-    };
-    match &outcome {
-        Some(SendOutcome::Delivered { .. }) => {
-            tracing::debug!(delivery = %delivery.id, attempt = number, "delivered");
-        }
-        None => {
-            tracing::info!(delivery = %delivery.id, attempt = number, "skipped by its formatter")
-        }
-        Some(other) => tracing::info!(
-            delivery = %delivery.id, team = %delivery.team, channel = %delivery.channel,
-            attempt = number, outcome = label, error = other.error().unwrap_or(""), "attempt failed"
-        ),
-    }
-    let kind = channel.map_or("unknown", |c| c.kind());
-    metrics::counter!("herald_deliveries_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "outcome" => label).increment(1);
-    metrics::histogram!("herald_attempt_duration_seconds", "kind" => kind)
-        .record(elapsed.as_secs_f64());
-    // The attempt's error: the send's, the formatter's fallback, or the skip reason.
-    let error = [
-        outcome.as_ref().and_then(|o| o.error()).map(str::to_string),
-        plugin_error,
-        skipped,
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>();
-    let record = NewAttempt {
-        started_at,
-        duration_ms: elapsed.as_millis() as u64,
-        status_code: outcome.as_ref().and_then(SendOutcome::status),
-        error: (!error.is_empty()).then(|| error.join("; ")),
-        response: outcome
-            .as_ref()
-            .and_then(|o| o.response())
-            .map(str::to_string),
-    };
-    let record_error = record.error.clone();
-    match inner
-        .store
-        .finish(&delivery.id, &lease, record, next, finished)
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::LeaseLost { .. }) => {
-            tracing::warn!(delivery = %delivery.id, "lease lost before the attempt was recorded; another worker owns it");
-        }
+    match inner.store.next_due(&exclude).await {
+        Ok(Some(at)) => inner.store_due_at(at),
+        Ok(None) => {}
         Err(e) => {
-            tracing::error!(delivery = %delivery.id, error = %e, "recording an attempt failed")
+            tracing::error!(error = %e, "finding the next due delivery failed; trying again in a second");
+            inner.store_due_at(crate::after(now(), Duration::from_secs(1)));
         }
     }
-    inner.bus.publish(LiveMessage::Delivery {
-        team: delivery.team.clone(),
-        delivery_id: delivery.id.clone(),
-        event_id: delivery.event_id.clone(),
-        event_type: delivery.event_type.clone(),
-        channel: delivery.channel.clone(),
-        status: label,
-        attempt: number,
-        error: record_error,
-    });
-    {
-        let mut state = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = state.per_channel.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                state.per_channel.remove(&key);
-            }
-        }
-        state.leases.remove(&delivery.id);
-    }
-    inner.wake.notify_one();
 }
 
-/// Waits for attempts in flight up to the grace period, then aborts the rest and releases
-/// their leases so another process (or this one, restarted) claims them at once.
-async fn drain(inner: &Inner, mut tasks: JoinSet<()>) {
+/// Waits for attempts in flight up to the grace period, then aborts the rest. Their
+/// deliveries are attempted again: at once after a restart (an exclusive store voids its
+/// holds when opened), or when their lease is released (a shared store).
+async fn drain(inner: &Inner, mut tasks: JoinSet<Ended>, mut running: HashMap<Id, Running>) {
     let grace = tokio::time::sleep(inner.options.shutdown_grace);
     tokio::pin!(grace);
     loop {
         tokio::select! {
-            next = tasks.join_next() => if next.is_none() { break },
+            next = tasks.join_next_with_id() => match next {
+                None => break,
+                Some(done) => ended(inner, &mut running, done),
+            },
             () = &mut grace => break,
         }
     }
     tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    let leases: Vec<_> = inner
-        .in_flight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .leases
-        .drain()
-        .collect();
-    for (id, lease) in leases {
-        if let Err(e) = inner.store.release(&id, &lease).await {
-            tracing::warn!(delivery = %id, error = %e, "releasing a lease at shutdown failed");
+    while let Some(done) = tasks.join_next_with_id().await {
+        if let Ok((id, _)) = done {
+            running.remove(&id);
+        }
+    }
+    if inner.store.holder().is_none() {
+        for info in running.into_values() {
+            if let Err(e) = inner.store.release(&info.delivery_id, &info.lease).await {
+                tracing::warn!(delivery = %info.delivery_id, error = %e, "releasing a lease at shutdown failed");
+            }
         }
     }
 }
 
-/// Keeps the channel's recorded health in step with what the attempt showed: a 410
-/// disables it, a permanent failure marks it failing, a success clears "failing".
-async fn record_channel_health(
-    inner: &Inner,
-    key: &(herald_core::TeamId, String),
-    outcome: &SendOutcome,
-    at: herald_core::Timestamp,
-) {
-    let (team, channel) = key;
-    let change = match outcome {
-        SendOutcome::Disable { error, .. } => {
-            inner
-                .disabled
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone());
-            Some(("disabled", Some(error.clone())))
-        }
-        SendOutcome::Permanent { error, .. } => {
-            inner
-                .failing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone());
-            Some(("failing", Some(error.clone())))
-        }
-        SendOutcome::Delivered { .. } => {
-            let was = inner
-                .failing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
-            was.then_some(("ok", None))
-        }
-        SendOutcome::Retry { .. } => None,
-    };
-    let Some((state, reason)) = change else {
+/// A shared store gets back the leases of deliveries still waiting in memory, so another
+/// node takes them at once; an exclusive store needs nothing (its holds end with it).
+async fn release_waiting(inner: &Inner) {
+    if inner.store.holder().is_some() {
         return;
-    };
-    let result = match state {
-        "ok" => inner
-            .store
-            .clear_channel_state(team, channel)
-            .await
-            .map(|_| ()),
-        _ => {
-            inner
-                .store
-                .set_channel_state(ChannelState {
-                    team: team.clone(),
-                    channel: channel.clone(),
-                    disabled: state == "disabled",
-                    paused_until: None,
-                    reason: reason.clone(),
-                    since: at,
-                })
-                .await
+    }
+    let waiting = inner.scheduler().take_waiting();
+    for job in waiting {
+        if let Err(e) = inner.store.release(&job.delivery.id, &job.lease).await {
+            tracing::warn!(delivery = %job.delivery.id, error = %e, "releasing a lease at shutdown failed");
         }
-    };
-    if let Err(e) = result {
-        tracing::error!(%team, %channel, error = %e, "recording the channel state failed");
     }
-    if state != "ok" {
-        tracing::warn!(%team, %channel, state, reason = reason.as_deref().unwrap_or(""), "channel state changed");
-    }
-    inner.bus.publish(LiveMessage::Channel {
-        team: team.clone(),
-        channel: channel.clone(),
-        state,
-        reason,
-    });
 }

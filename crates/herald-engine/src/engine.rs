@@ -1,155 +1,23 @@
-//! The engine: the running pipeline behind the server, with its configuration snapshot.
+//! The engine: the running pipeline behind the server, and its API (ingest, reload,
+//! retries, channel and plugin state). The shared state lives in `state`; this file wires
+//! ingest and the dispatcher to it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use herald_config::Config;
 use herald_core::TeamId;
-use herald_store::{ChannelState, Store, StoreError};
+use herald_store::{ChannelState, NewDelivery, Store, StoreError};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::channels::{Channels, build_channels};
 use crate::ingest::{IngestError, IngestReply, plan};
 use crate::live::{LiveBus, LiveMessage};
-use crate::retry::RetryPolicy;
+use crate::scheduler::{Job, LaneStatus, Scheduler};
+use crate::state::{Caller, EngineOptions, Inner, Snapshot, concurrency_policy};
 use crate::{dispatch, now};
-
-/// Who is calling: a team (through one of its API keys) or the administrator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    Team(TeamId),
-    Admin,
-}
-
-impl Caller {
-    /// The team a read is limited to; `None` for the administrator.
-    pub fn scope(&self) -> Option<&TeamId> {
-        match self {
-            Caller::Team(t) => Some(t),
-            Caller::Admin => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// How often the dispatcher looks for due deliveries when nothing wakes it.
-    pub poll_interval: Duration,
-    /// Most deliveries claimed in one store round trip.
-    pub claim_batch: usize,
-    /// How long shutdown waits for attempts in flight before releasing their leases.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            poll_interval: Duration::from_millis(200),
-            claim_batch: 64,
-            shutdown_grace: Duration::from_secs(20),
-        }
-    }
-}
-
-/// One configuration with the channel adapters built from it. Swapped whole on reload;
-/// attempts in flight keep the snapshot they started with.
-pub struct Snapshot {
-    pub config: Arc<Config>,
-    pub(crate) channels: Channels,
-    pub(crate) policy: RetryPolicy,
-    /// (team, subscription index) → (formatter plugin, its merged settings), for the
-    /// subscriptions that name a formatter.
-    pub(crate) formatters: HashMap<(TeamId, usize), (String, herald_plugins::Settings)>,
-}
-
-impl std::fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("config", &self.config.source)
-            .field("channels", &self.channels.len())
-            .finish()
-    }
-}
-
-impl Snapshot {
-    fn build(config: Config) -> Result<Snapshot, String> {
-        let channels = build_channels(&config)?;
-        let policy = RetryPolicy::new(config.delivery.retry_schedule.clone());
-        let formatters = config
-            .matcher
-            .subscriptions()
-            .iter()
-            .filter_map(|sub| {
-                let (plugin, settings) = config.formatter(sub)?;
-                Some((
-                    (sub.id.team.clone(), sub.id.index),
-                    (plugin.name.clone(), settings),
-                ))
-            })
-            .collect();
-        Ok(Snapshot {
-            config: Arc::new(config),
-            channels,
-            policy,
-            formatters,
-        })
-    }
-
-    /// The longest one attempt may take before the engine gives up on it. A channel may
-    /// spend up to three timeouts in one send (Telegram: waiting its turn under the rate
-    /// limits, waiting out a 429, the request itself); webhook and email use one.
-    pub(crate) fn attempt_limit(&self) -> Duration {
-        self.config.delivery.timeout * 3 + Duration::from_secs(10)
-    }
-
-    /// How long a claimed delivery stays leased: longer than any attempt can take, so a
-    /// live worker never loses its lease to another.
-    pub(crate) fn lease(&self) -> Duration {
-        self.attempt_limit() + self.config.delivery.timeout + Duration::from_secs(20)
-    }
-}
-
-/// The dispatcher's bookkeeping: attempts in flight per channel, and their leases.
-#[derive(Default)]
-pub(crate) struct InFlight {
-    pub per_channel: HashMap<(TeamId, String), usize>,
-    pub leases: HashMap<String, herald_store::LeaseToken>,
-}
-
-pub(crate) struct Inner {
-    pub store: Arc<dyn Store>,
-    pub snapshot: RwLock<Arc<Snapshot>>,
-    pub options: EngineOptions,
-    pub wake: Notify,
-    pub stop: Notify,
-    pub stopping: AtomicBool,
-    /// Set when shutdown begins, while requests in flight still finish: not ready, and
-    /// live streams end (they would otherwise hold the server open forever).
-    pub draining: tokio::sync::watch::Sender<bool>,
-    pub running: AtomicBool,
-    pub in_flight: Mutex<InFlight>,
-    /// Channels disabled (e.g. by a 410); their deliveries wait.
-    pub disabled: Mutex<HashSet<(TeamId, String)>>,
-    /// Channels whose last attempt failed permanently (blocked bot, SMTP 5xx, …).
-    pub failing: Mutex<HashSet<(TeamId, String)>>,
-    pub bus: LiveBus,
-    /// The formatter plugins; hot-swapped on their own (file watcher, reload).
-    pub plugins: Arc<herald_plugins::PluginSet>,
-    /// Polls plugin files for changes while the engine runs; stops when dropped.
-    pub _plugin_watcher: Option<herald_plugins::Watcher>,
-}
-
-impl Inner {
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
 
 /// The running pipeline. Cheap to clone.
 #[derive(Clone)]
@@ -188,6 +56,8 @@ pub struct ChannelStatus {
     /// Something the operator should act on, e.g. a Telegram chat that migrated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+    /// Attempts allowed in flight (learnt or pinned), in flight now, and waiting.
+    pub concurrency: LaneStatus,
 }
 
 impl Engine {
@@ -215,17 +85,18 @@ impl Engine {
         let (disabled, failing): (Vec<_>, Vec<_>) = states.into_iter().partition(|s| s.disabled);
         let disabled = disabled.into_iter().map(|s| (s.team, s.channel)).collect();
         let failing = failing.into_iter().map(|s| (s.team, s.channel)).collect();
+        let policy = concurrency_policy(&snapshot.config);
         let inner = Arc::new(Inner {
             store,
             snapshot: RwLock::new(Arc::new(snapshot)),
             options,
             wake: Notify::new(),
-            stop: Notify::new(),
             stopping: AtomicBool::new(false),
             draining: tokio::sync::watch::Sender::new(false),
             running: AtomicBool::new(true),
-            in_flight: Mutex::new(InFlight::default()),
-            disabled: Mutex::new(disabled),
+            scheduler: Mutex::new(Scheduler::new(policy, disabled)),
+            // Start-up: everything the last process left unfinished is due.
+            store_due: Mutex::new(Some(now())),
             failing: Mutex::new(failing),
             bus: LiveBus::default(),
             plugins,
@@ -269,28 +140,41 @@ impl Engine {
         self.inner.draining.subscribe()
     }
 
-    /// Validates, matches and durably stores `body`; replies only after the commit.
+    /// Validates, matches and durably stores `body`; replies only after the commit. The
+    /// new deliveries then go straight to the dispatcher's lanes: the store is not read
+    /// to find them.
     pub async fn ingest(&self, caller: &Caller, body: &[u8]) -> Result<IngestReply, IngestError> {
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Err(IngestError::ShuttingDown);
         }
         let snapshot = self.inner.snapshot();
         let now = now();
-        let plan = plan(&snapshot.config, caller, body, now)?;
-        for (event, deliveries) in &plan.events {
-            if deliveries.is_none() {
-                self.inner.bus.publish(LiveMessage::Event {
-                    durable: false,
-                    event: Arc::new(event.clone()),
-                });
-            }
-        }
+        let mut plan = plan(&snapshot.config, caller, body, now)?;
+        let holder = self.inner.store.holder().cloned();
         let mut durable = Vec::new();
-        let mut any_delivery = false;
-        for (event, deliveries) in &plan.events {
-            if let Some(deliveries) = deliveries {
-                any_delivery |= !deliveries.is_empty();
-                durable.push((event.clone(), deliveries.clone()));
+        let mut spilled = false;
+        {
+            // Which deliveries the lanes take from the start (held); the rest wait in the
+            // store until a lane has room. A shared store holds nothing in memory.
+            let mut scheduler = self.inner.scheduler();
+            for (event, deliveries) in &mut plan.events {
+                match deliveries {
+                    None => self.inner.bus.publish(LiveMessage::Event {
+                        durable: false,
+                        event: event.clone(),
+                    }),
+                    Some(deliveries) => {
+                        for d in deliveries.iter_mut() {
+                            let key = (event.team_id.clone(), d.channel.clone());
+                            d.held = holder.is_some() && scheduler.has_room(&key);
+                            if !d.held {
+                                scheduler.spilled(&key);
+                                spilled = true;
+                            }
+                        }
+                        durable.push(((**event).clone(), deliveries.clone()));
+                    }
+                }
             }
         }
         let accepted = if durable.is_empty() {
@@ -301,6 +185,7 @@ impl Engine {
         let mut accepted = accepted.into_iter();
         let mut ids = Vec::with_capacity(plan.events.len());
         let mut duplicates = Vec::new();
+        let mut jobs = Vec::new();
         for (i, (event, deliveries)) in plan.events.iter().enumerate() {
             let (id, duplicate) = match deliveries {
                 Some(_) => match accepted.next() {
@@ -317,17 +202,36 @@ impl Engine {
                 duplicates.push(i);
             } else {
                 metrics::counter!("herald_events_accepted_total", "team" => event.team_id.to_string()).increment(1);
-                if deliveries.is_some() {
+                if let Some(deliveries) = deliveries {
                     self.inner.bus.publish(LiveMessage::Event {
                         durable: true,
-                        event: Arc::new(event.clone()),
+                        event: event.clone(),
                     });
+                    if let Some(holder) = &holder {
+                        jobs.extend(
+                            deliveries
+                                .iter()
+                                .filter(|d| d.held)
+                                .map(|d| held_job(event, d, holder, now)),
+                        );
+                    }
                 }
             }
             ids.push(id);
         }
-        if any_delivery {
+        if !jobs.is_empty() {
+            let mut scheduler = self.inner.scheduler();
+            for job in jobs {
+                scheduler.push(job);
+            }
+            drop(scheduler);
             self.inner.wake.notify_one();
+        }
+        if spilled {
+            // Shared store: the dispatcher claims them; exclusive: a lane refills later.
+            if holder.is_none() {
+                self.inner.read_store_now();
+            }
         }
         Ok(if plan.batch {
             IngestReply::Many { ids, duplicates }
@@ -359,24 +263,24 @@ impl Engine {
                 }
             }
         }
+        let policy = concurrency_policy(&snapshot.config);
         *self
             .inner
             .snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
-        let disabled: Vec<(TeamId, String)> = self
-            .inner
-            .disabled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
+        let disabled = {
+            let mut scheduler = self.inner.scheduler();
+            scheduler.set_policy(policy);
+            scheduler.enable_all()
+        };
         for (team, channel) in disabled {
             if let Err(e) = self.inner.store.clear_channel_state(&team, &channel).await {
                 tracing::error!(%team, %channel, error = %e, "could not re-enable channel after reload");
             }
         }
-        self.inner.wake.notify_one();
+        // Deliveries of re-enabled channels wait in the store.
+        self.inner.read_store_now();
         Ok(())
     }
 
@@ -391,7 +295,7 @@ impl Engine {
             .store
             .retry_now(caller.scope(), delivery_id, now())
             .await?;
-        self.inner.wake.notify_one();
+        self.inner.read_store_now();
         Ok(record)
     }
 
@@ -399,11 +303,7 @@ impl Engine {
     pub async fn enable_channel(&self, team: &TeamId, channel: &str) -> Result<bool, StoreError> {
         let was = self.inner.store.clear_channel_state(team, channel).await?;
         let key = (team.clone(), channel.to_string());
-        self.inner
-            .disabled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        self.inner.scheduler().set_disabled(&key, false);
         self.inner
             .failing
             .lock()
@@ -415,7 +315,7 @@ impl Engine {
             state: "ok",
             reason: None,
         });
-        self.inner.wake.notify_one();
+        self.inner.read_store_now();
         Ok(was)
     }
 
@@ -474,6 +374,7 @@ impl Engine {
                         .channels
                         .get(&(team.clone(), name.clone()))
                         .and_then(|c| c.notice()),
+                    concurrency: self.inner.scheduler().status(&(team.clone(), name.clone())),
                 });
             }
         }
@@ -484,7 +385,9 @@ impl Engine {
     /// the leases of those that did not, and returns when the workers have stopped.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-        self.inner.stop.notify_waiters();
+        // `wake` keeps a permit: a dispatcher busy elsewhere (reading the store) returns
+        // from its next wait at once and sees `stopping`.
+        self.inner.wake.notify_one();
         let handle = self
             .dispatcher
             .lock()
@@ -496,5 +399,33 @@ impl Engine {
             tracing::error!(error = %e, "the dispatcher ended abnormally");
         }
         self.inner.running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The job for a delivery the lanes hold from its commit on.
+fn held_job(
+    event: &Arc<herald_core::Event>,
+    d: &NewDelivery,
+    holder: &herald_store::LeaseToken,
+    now: herald_core::Timestamp,
+) -> Job {
+    Job {
+        delivery: herald_store::DeliveryRecord {
+            id: d.id.clone(),
+            event_id: event.id.clone(),
+            team: event.team_id.clone(),
+            channel: d.channel.clone(),
+            subscription: d.subscription,
+            event_type: event.event.clone(),
+            status: herald_store::DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(now),
+            last_error: None,
+            last_status_code: None,
+            created_at: now,
+            updated_at: now,
+        },
+        event: event.clone(),
+        lease: holder.clone(),
     }
 }

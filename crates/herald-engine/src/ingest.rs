@@ -1,13 +1,14 @@
 //! Ingest: from a request body to validated events and their fan-out deliveries.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use herald_config::Config;
 use herald_core::event::Body;
 use herald_core::{Event, EventError, EventKind, RawEvent, TeamId, Timestamp};
 use herald_store::NewDelivery;
 
-use crate::engine::Caller;
+use crate::state::Caller;
 
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -77,7 +78,7 @@ pub enum IngestReply {
 pub(crate) struct Plan {
     pub batch: bool,
     /// In request order: the event, and its deliveries when it is durable.
-    pub events: Vec<(Event, Option<Vec<NewDelivery>>)>,
+    pub events: Vec<(Arc<Event>, Option<Vec<NewDelivery>>)>,
 }
 
 /// Parses and validates `body` for `caller`, matching every durable event.
@@ -158,10 +159,10 @@ pub(crate) fn plan(
                     name: event.event.clone(),
                 });
             }
-            Some(EventKind::Transient) => events.push((event, None)),
+            Some(EventKind::Transient) => events.push((Arc::new(event), None)),
             Some(EventKind::Durable) => {
                 let deliveries = fan_out(config, &event);
-                events.push((event, Some(deliveries)));
+                events.push((Arc::new(event), Some(deliveries)));
             }
         }
     }
@@ -179,6 +180,8 @@ fn fan_out(config: &Config, event: &Event) -> Vec<NewDelivery> {
                 id: format!("dlv_{}", uuid::Uuid::now_v7().simple()),
                 channel: sub.channel.clone(),
                 subscription: sub.id.index as u32,
+                // The engine decides, once it knows whether a lane has room.
+                held: false,
             });
         }
     });

@@ -1,22 +1,35 @@
 //! herald-engine: the delivery pipeline.
 //!
-//! accept (validate, match, write the event and its fan-out rows in one commit) → claim
-//! due deliveries under a lease → send through the channel → record the attempt → done,
-//! retry at a time, or dead. The engine knows the store and the channels only through
-//! their traits.
+//! accept (validate, match, write the event and its fan-out rows in one commit) → the
+//! new deliveries go straight to the dispatcher's in-memory lanes → send through the
+//! channel within its adaptive concurrency limit → record the attempt in a batch → done,
+//! retry at a time (read back from the store when due), or dead. The engine knows the
+//! store and the channels only through their traits.
+//!
+//! Modules: `state` is the shared state; `engine` (the API), `ingest`, `dispatch`,
+//! `attempt` and `finisher` use it and never each other in a loop (engine → dispatch →
+//! attempt / finisher; engine → ingest). `scheduler` and `concurrency` are pure.
 
+mod attempt;
 mod channels;
+mod concurrency;
 mod dispatch;
 mod engine;
+mod finisher;
 mod ingest;
 mod live;
 mod retry;
+mod scheduler;
+mod state;
 
 pub use channels::build_channels;
-pub use engine::{Caller, ChannelStatus, Engine, EngineOptions, PluginState, Snapshot};
+pub use concurrency::INITIAL_LIMIT;
+pub use engine::{ChannelStatus, Engine, PluginState};
 pub use ingest::{IngestError, IngestReply, MAX_BATCH};
 pub use live::{BUS_CAPACITY, BusMessage, LiveBus, LiveMessage};
 pub use retry::RetryPolicy;
+pub use scheduler::LaneStatus;
+pub use state::{Caller, EngineOptions, Snapshot};
 
 use herald_core::Timestamp;
 

@@ -336,6 +336,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Ok(depth) => metrics::gauge!("herald_queue_depth").set(depth as f64),
         Err(e) => tracing::warn!(error = %e, "reading the queue depth for /metrics failed"),
     }
+    match state.engine.channels(&Caller::Admin).await {
+        Ok(channels) => {
+            for c in channels {
+                let labels = [("team", c.team.to_string()), ("channel", c.channel)];
+                let lane = c.concurrency;
+                metrics::gauge!("herald_channel_concurrency_limit", &labels).set(lane.limit as f64);
+                metrics::gauge!("herald_channel_in_flight", &labels).set(lane.in_flight as f64);
+                metrics::gauge!("herald_channel_queued", &labels).set(lane.queued as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading channel states for /metrics failed"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -34,6 +34,13 @@ pub enum StoreError {
     /// The database file was made by a newer herald, or the filesystem lacks what is needed.
     #[error("cannot open the store: {0}")]
     Open(String),
+    /// Another process holds the store directory (embedded store: one process per
+    /// directory, enforced with an exclusive lock on `herald.lock`).
+    #[error(
+        "the store directory {} is in use by another herald process ({holder}); stop it, or point this one at another [store] path",
+        path.display()
+    )]
+    Locked { path: PathBuf, holder: String },
     /// The data directory could not be created.
     #[error("cannot create the data directory {}: {source}", path.display())]
     Io {

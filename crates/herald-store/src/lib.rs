@@ -12,9 +12,15 @@
 //!   [`Accepted::Duplicate`].
 //! - Every outcome of a delivery attempt is fenced by the lease under which it was claimed:
 //!   a worker whose lease was taken over changes nothing ([`StoreError::LeaseLost`]).
+//! - The embedded store is exclusive: one process per data directory (an OS lock on
+//!   `herald.lock`, whose holder's pid is named in the error), so it hands the engine a
+//!   holder token and the engine dispatches from memory (see [`Store`], "The queue
+//!   boundary").
 //! - Every read a team can make is scoped by `Option<&TeamId>` (`None` = admin): a team
 //!   never sees another team's rows, not even as a distinct error.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod error;
 mod model;
 mod sqlite;
@@ -23,7 +29,7 @@ mod store;
 pub use error::StoreError;
 pub use model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DEFAULT_PAGE_SIZE, DeliveryFilter,
-    DeliveryPage, DeliveryRecord, DeliveryStatus, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
+    DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
     NewDelivery, Next,
 };
 pub use sqlite::{SqliteStore, WriteStats};

@@ -21,6 +21,11 @@ pub struct NewDelivery {
     pub channel: String,
     /// Position of the matching subscription in its team's list.
     pub subscription: u32,
+    /// The caller keeps this delivery in its own memory queue from the start: it is stored
+    /// leased to the store's [`crate::Store::holder`] token, so [`crate::Store::claim_due`]
+    /// never hands it out, until an attempt is finished or the store is reopened. Only for
+    /// stores that have a holder (one process owns them); others refuse it.
+    pub held: bool,
 }
 
 /// What became of one event handed to [`crate::Store::accept`].
@@ -169,6 +174,16 @@ pub struct Claimed {
     pub lease: LeaseToken,
     /// When the lease runs out and the delivery becomes claimable by others again.
     pub lease_until: Timestamp,
+}
+
+/// One attempt's outcome for [`crate::Store::finish_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    pub delivery_id: String,
+    pub lease: LeaseToken,
+    pub attempt: NewAttempt,
+    pub next: Next,
+    pub now: Timestamp,
 }
 
 /// What a delivery becomes after an attempt.

@@ -22,15 +22,18 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    LeaseToken, NewAttempt, NewDelivery, Next,
+    Finish, LeaseToken, NewAttempt, NewDelivery, Next,
 };
 use crate::store::{Store, StoreFuture};
-use queries::PreparedEvent;
+use queries::{ClaimLease, PreparedEvent};
 pub use writer::WriteStats;
 use writer::Writer;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "herald.db";
+/// The lock file inside the data directory: held exclusively by the process that has the
+/// store open, and holding that process's id for the error another one gets.
+pub const LOCK_FILE: &str = "herald.lock";
 
 /// Idle read connections kept open; more are opened under load and closed afterwards.
 const MAX_IDLE_READERS: usize = 4;
@@ -43,6 +46,11 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
     readers: Arc<Readers>,
+    /// The token this process holds deliveries under (see [`Store::holder`]).
+    holder: LeaseToken,
+    /// Held open for the store's life: the OS lock on it is what makes this process the
+    /// only one. Declared last so that it is released after the writer has stopped.
+    _lock: std::fs::File,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -56,13 +64,24 @@ impl fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/herald.db`, migrates its schema, and starts the
     /// writer thread.
+    ///
+    /// The store is exclusive: the directory is locked for as long as the store is open,
+    /// and a second open — from this process or another — fails with
+    /// [`StoreError::Locked`] naming the holder's pid. Every lease of a previous process is
+    /// voided, so what it left unfinished is due at once.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.to_owned(),
-            source: Arc::new(source),
-        })?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io {
+                path,
+                source: Arc::new(source),
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let conn = schema::open_writer(&path)?;
+        queries::void_leases(&conn)?;
         let writer = Writer::start(conn)?;
         Ok(SqliteStore {
             readers: Arc::new(Readers {
@@ -71,6 +90,8 @@ impl SqliteStore {
             }),
             path,
             writer,
+            holder: LeaseToken::generate(),
+            _lock: lock,
         })
     }
 
@@ -94,6 +115,47 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Internal("a read task panicked"))?
     }
+}
+
+/// Takes the exclusive lock on `dir/herald.lock` and writes this process's id into it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source: Arc::new(source),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) if pid == std::process::id() => {
+                    format!("pid {pid}, this process: the store is already open here")
+                }
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "pid unknown".to_string(),
+            };
+            return Err(StoreError::Locked {
+                path: dir.to_owned(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(file)
 }
 
 /// A small pool of read-only connections.
@@ -126,6 +188,39 @@ impl Readers {
 }
 
 impl Store for SqliteStore {
+    fn holder(&self) -> Option<&LeaseToken> {
+        Some(&self.holder)
+    }
+
+    fn hold_due<'a>(
+        &'a self,
+        now: Timestamp,
+        limit: usize,
+        exclude_channels: &'a [(TeamId, String)],
+    ) -> StoreFuture<'a, Vec<Claimed>> {
+        let exclude = exclude_channels.to_vec();
+        let lease = ClaimLease::Held(self.holder.clone());
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| queries::claim_due(conn, now, limit, &lease, &exclude)),
+        )
+    }
+
+    fn next_due<'a>(
+        &'a self,
+        exclude_channels: &'a [(TeamId, String)],
+    ) -> StoreFuture<'a, Option<Timestamp>> {
+        let exclude = exclude_channels.to_vec();
+        Box::pin(self.read(move |conn| queries::next_due(conn, &exclude)))
+    }
+
+    fn finish_many(&self, finishes: Vec<Finish>) -> StoreFuture<'_, Vec<Result<(), StoreError>>> {
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| queries::finish_many(conn, &finishes)),
+        )
+    }
+
     fn accept(
         &self,
         batch: Vec<(Event, Vec<NewDelivery>)>,
@@ -139,8 +234,9 @@ impl Store for SqliteStore {
                 .into_iter()
                 .map(PreparedEvent::new)
                 .collect::<Result<Vec<_>, _>>()?;
+            let holder = self.holder.clone();
             self.writer
-                .run(move |conn| queries::accept(conn, &events, now))
+                .run(move |conn| queries::accept(conn, &events, now, &holder))
                 .await
         })
     }
@@ -153,9 +249,10 @@ impl Store for SqliteStore {
         exclude_channels: &'a [(TeamId, String)],
     ) -> StoreFuture<'a, Vec<Claimed>> {
         let exclude = exclude_channels.to_vec();
+        let lease = ClaimLease::For(lease);
         Box::pin(
             self.writer
-                .run(move |conn| queries::claim_due(conn, now, limit, lease, &exclude)),
+                .run(move |conn| queries::claim_due(conn, now, limit, &lease, &exclude)),
         )
     }
 

@@ -9,7 +9,7 @@ use herald_core::{Event, TeamId, Timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    LeaseToken, NewAttempt, NewDelivery, Next,
+    Finish, LeaseToken, NewAttempt, NewDelivery, Next,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -24,7 +24,32 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///
 /// Times are always passed in (`now`), never read from the clock, so that callers and
 /// tests control them.
+///
+/// # The queue boundary
+///
+/// Two kinds of store sit behind this trait, and the engine asks [`Store::holder`] which
+/// one it has:
+///
+/// - **Exclusive** (the embedded [`crate::SqliteStore`]): exactly one process owns the
+///   store (an OS lock on the directory), so claims need no durable lease. `holder()` is
+///   `Some(token)`: the engine stores new deliveries as *held* (leased to that token,
+///   never handed out by a claim), dispatches them from memory, and reads the store for
+///   work only at start-up and when retries fall due ([`Store::next_due`],
+///   [`Store::hold_due`]). Opening the store voids every lease of the previous process, so
+///   after a crash everything unfinished is due at once.
+/// - **Shared** (several processes on one database): `holder()` is `None`; deliveries are
+///   claimed with [`Store::claim_due`] under a lease that expires, and a lease that ran out
+///   is taken over by another process.
+///
+/// Both kinds promise: [`Store::accept`] is durable when it returns; every finish is
+/// fenced by the lease (or holder token) it was claimed under; a finish may be lost in a
+/// crash (the attempt is then made again, with the same delivery id, which is the
+/// `webhook-id`) but never applied twice.
 pub trait Store: Send + Sync + 'static {
+    /// The token this process holds deliveries under, for an exclusive store; `None` for a
+    /// shared one, where only expiring leases are handed out.
+    fn holder(&self) -> Option<&LeaseToken>;
+
     /// Stores events with their fan-out deliveries (new deliveries are pending and due at
     /// `now`), all in one transaction, and returns once it is durable. The result has one
     /// entry per event, in order. An event whose `(team, id)` is already stored, or appears
@@ -47,6 +72,30 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
         exclude_channels: &'a [(TeamId, String)],
     ) -> StoreFuture<'a, Vec<Claimed>>;
+
+    /// Exclusive stores only: like [`Store::claim_due`], but the claimed deliveries are held
+    /// under the [`Store::holder`] token until finished, with no expiry (the process that
+    /// holds them is the only one). An error for a shared store.
+    fn hold_due<'a>(
+        &'a self,
+        now: Timestamp,
+        limit: usize,
+        exclude_channels: &'a [(TeamId, String)],
+    ) -> StoreFuture<'a, Vec<Claimed>>;
+
+    /// When the earliest pending delivery that is not held or leased falls due (it may be
+    /// in the past), leaving out the `(team, channel)` pairs in `exclude_channels`; `None`
+    /// if there is none. The dispatcher sleeps until then instead of polling.
+    fn next_due<'a>(
+        &'a self,
+        exclude_channels: &'a [(TeamId, String)],
+    ) -> StoreFuture<'a, Option<Timestamp>>;
+
+    /// Records many attempts, each as [`Store::finish`] would, in one write. The result has
+    /// one entry per finish, in order; a fenced-off finish ([`StoreError::LeaseLost`])
+    /// changes nothing and does not affect the others. May be committed without a full
+    /// sync: a finish lost to a crash only means the attempt is made again.
+    fn finish_many(&self, finishes: Vec<Finish>) -> StoreFuture<'_, Vec<Result<(), StoreError>>>;
 
     /// Records an attempt and the delivery's new state in one transaction, provided the
     /// delivery is still held under `lease` (else [`StoreError::LeaseLost`], nothing

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    DeliveryStatus, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next,
+    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
@@ -141,10 +141,14 @@ impl PreparedEvent {
     }
 }
 
+/// A held delivery's `lease_until`: it never runs out (see [`crate::Store::holder`]).
+const HELD_UNTIL: i64 = i64::MAX;
+
 pub(crate) fn accept(
     conn: &Connection,
     events: &[PreparedEvent],
     now: Timestamp,
+    holder: &LeaseToken,
 ) -> Result<Vec<Accepted>, StoreError> {
     let now = nanos(now);
     let mut insert_event = conn.prepare_cached(
@@ -157,6 +161,13 @@ pub(crate) fn accept(
         "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
              subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?8)",
+    )?;
+    // A held delivery is in the caller's memory queue: leased to the holder, never due.
+    let mut insert_held = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+             subscription, status, attempts, next_attempt_at, due_at, lease_token, lease_until,
+             created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, NULL, ?9, ?10, ?8, ?8)",
     )?;
     let mut results = Vec::with_capacity(events.len());
     for event in events {
@@ -179,16 +190,31 @@ pub(crate) fn accept(
             continue;
         };
         for delivery in &event.deliveries {
-            insert_delivery.execute(params![
-                delivery.id,
-                seq,
-                event.team.as_str(),
-                event.id,
-                event.event_type,
-                delivery.channel,
-                delivery.subscription,
-                now,
-            ])?;
+            if delivery.held {
+                insert_held.execute(params![
+                    delivery.id,
+                    seq,
+                    event.team.as_str(),
+                    event.id,
+                    event.event_type,
+                    delivery.channel,
+                    delivery.subscription,
+                    now,
+                    holder.as_str(),
+                    HELD_UNTIL,
+                ])?;
+            } else {
+                insert_delivery.execute(params![
+                    delivery.id,
+                    seq,
+                    event.team.as_str(),
+                    event.id,
+                    event.event_type,
+                    delivery.channel,
+                    delivery.subscription,
+                    now,
+                ])?;
+            }
         }
         results.push(Accepted::New {
             id: event.id.clone(),
@@ -197,18 +223,30 @@ pub(crate) fn accept(
     Ok(results)
 }
 
+/// How a claim leases what it hands out.
+#[derive(Debug, Clone)]
+pub(crate) enum ClaimLease {
+    /// A fresh token, running out after this long (a shared store's claim).
+    For(Duration),
+    /// The holder's token, never running out (an exclusive store's claim).
+    Held(LeaseToken),
+}
+
 pub(crate) fn claim_due(
     conn: &Connection,
     now: Timestamp,
     limit: usize,
-    lease: Duration,
+    lease: &ClaimLease,
     exclude_channels: &[(TeamId, String)],
 ) -> Result<Vec<Claimed>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
     let now_nanos = nanos(now);
-    let lease_until = now_nanos.saturating_add(duration_nanos(lease));
+    let lease_until = match lease {
+        ClaimLease::For(lease) => now_nanos.saturating_add(duration_nanos(*lease)),
+        ClaimLease::Held(_) => HELD_UNTIL,
+    };
     let excluding = !exclude_channels.is_empty();
     if excluding {
         // A scratch table rather than a long `NOT IN (…)`: no limit on the list's length,
@@ -247,8 +285,11 @@ pub(crate) fn claim_due(
         })?
         .collect::<Result<_, _>>()?;
 
+    // A leased row is due again when its lease runs out; a held one never is.
     let mut lease_row = conn.prepare_cached(
-        "UPDATE deliveries SET lease_token = ?2, lease_until = ?3, due_at = ?3 WHERE seq = ?1",
+        "UPDATE deliveries SET lease_token = ?2, lease_until = ?3,
+             due_at = CASE WHEN ?3 = ?4 THEN NULL ELSE ?3 END
+         WHERE seq = ?1",
     )?;
     let mut claimed = Vec::with_capacity(due.len());
     for (delivery, seq, body, accepted_at) in due {
@@ -266,8 +307,11 @@ pub(crate) fn claim_due(
                 continue;
             }
         };
-        let lease = LeaseToken::generate();
-        lease_row.execute(params![seq, lease.as_str(), lease_until])?;
+        let lease = match lease {
+            ClaimLease::For(_) => LeaseToken::generate(),
+            ClaimLease::Held(holder) => holder.clone(),
+        };
+        lease_row.execute(params![seq, lease.as_str(), lease_until, HELD_UNTIL])?;
         claimed.push(Claimed {
             delivery,
             event,
@@ -350,6 +394,57 @@ pub(crate) fn finish(
         nanos(now),
     ])?;
     Ok(())
+}
+
+/// Records many attempts; a fenced-off one is reported and changes nothing. Any other
+/// error fails the whole request (its savepoint is rolled back).
+pub(crate) fn finish_many(
+    conn: &Connection,
+    finishes: &[Finish],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut results = Vec::with_capacity(finishes.len());
+    for f in finishes {
+        match finish(conn, &f.delivery_id, &f.lease, &f.attempt, f.next, f.now) {
+            Ok(()) => results.push(Ok(())),
+            Err(e @ (StoreError::LeaseLost { .. } | StoreError::NotFound)) => results.push(Err(e)),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(results)
+}
+
+/// The earliest `due_at` of a pending delivery that nobody holds, outside the excluded
+/// channels (passed as a JSON array of `team \u{1f} channel` keys).
+pub(crate) fn next_due(
+    conn: &Connection,
+    exclude_channels: &[(TeamId, String)],
+) -> Result<Option<Timestamp>, StoreError> {
+    let keys: Vec<String> = exclude_channels
+        .iter()
+        .map(|(team, channel)| format!("{}\u{1f}{channel}", team.as_str()))
+        .collect();
+    let keys = serde_json::to_string(&keys)
+        .map_err(|_| StoreError::Internal("channel keys could not be encoded"))?;
+    let due: Option<i64> = conn
+        .prepare_cached(
+            "SELECT due_at FROM deliveries
+             WHERE status = 'pending' AND due_at IS NOT NULL
+               AND team_id || char(31) || channel NOT IN (SELECT value FROM json_each(?1))
+             ORDER BY due_at LIMIT 1",
+        )?
+        .query_row(params![keys], |row| row.get(0))
+        .optional()?;
+    Ok(due.map(timestamp))
+}
+
+/// Voids every lease and hold of a previous process (an exclusive store, at open): what it
+/// had not finished is due again at its scheduled time, which has passed.
+pub(crate) fn void_leases(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE deliveries SET lease_token = NULL, lease_until = NULL, due_at = next_attempt_at
+         WHERE status = 'pending' AND lease_token IS NOT NULL",
+        [],
+    )?)
 }
 
 pub(crate) fn release(

@@ -44,6 +44,7 @@ fn delivery(id: &str, channel: &str) -> NewDelivery {
         id: id.into(),
         channel: channel.into(),
         subscription: 0,
+        held: false,
     }
 }
 
@@ -1051,4 +1052,105 @@ async fn a_database_from_a_newer_herald_is_refused() {
         matches!(&err, StoreError::Open(m) if m.contains("schema version 99")),
         "{err}"
     );
+}
+
+/// The embedded store under the shared conformance suite.
+struct SqliteBackend {
+    dir: TempDir,
+}
+
+impl crate::conformance::Backend for SqliteBackend {
+    fn open(&mut self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(&self.dir.path().join("data")).unwrap())
+    }
+
+    fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store> {
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "close every handle before reopening"
+        );
+        drop(store);
+        self.open()
+    }
+}
+
+mod conformance {
+    use super::*;
+
+    crate::store_conformance_tests!(SqliteBackend {
+        dir: tempfile::tempdir().unwrap()
+    });
+}
+
+#[tokio::test]
+async fn one_process_per_store_directory() {
+    let f = Fixture::new();
+    let dir = f.dir.path().join("data");
+    let err = SqliteStore::open(&dir).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Locked { .. }), "{message}");
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "the error names the holder: {message}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join(super::LOCK_FILE)).unwrap(),
+        std::process::id().to_string()
+    );
+    // Closing the store frees the directory.
+    let f = f.restart();
+    drop(f);
+}
+
+#[tokio::test]
+async fn finishes_are_committed_without_a_full_sync_and_ingest_with_one() {
+    let f = Fixture::new();
+    let accepted = f
+        .store
+        .accept(
+            vec![(
+                event("acme", "evt_1", "capsule.create"),
+                vec![delivery("dlv_1", "a")],
+            )],
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted.len(), 1);
+    let claim = f.store.hold_due(at(0), 10, &[]).await.unwrap().remove(0);
+    let results = f
+        .store
+        .finish_many(vec![crate::Finish {
+            delivery_id: claim.delivery.id,
+            lease: claim.lease,
+            attempt: attempt(Some(200), None),
+            next: Next::Succeeded,
+            now: at(1),
+        }])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert_eq!(
+        sync_level(&f.store, false).await,
+        1,
+        "a group of unsynced requests (finishes, holds) commits with synchronous = NORMAL"
+    );
+    assert_eq!(
+        sync_level(&f.store, true).await,
+        2,
+        "a group with an accept in it commits with synchronous = FULL"
+    );
+}
+
+/// The `synchronous` level a request of that kind runs under.
+async fn sync_level(store: &SqliteStore, synced: bool) -> i64 {
+    let read = |conn: &rusqlite::Connection| -> Result<i64, StoreError> {
+        Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    };
+    if synced {
+        store.writer.run(read).await.unwrap()
+    } else {
+        store.writer.run_unsynced(read).await.unwrap()
+    }
 }

@@ -42,9 +42,12 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the group's fate is known.
     fn complete(self: Box<Self>, commit: Result<(), &Arc<rusqlite::Error>>);
+    /// Whether the group holding this request must be committed with a full sync.
+    fn needs_sync(&self) -> bool;
 }
 
 struct Request<F, T> {
+    sync: bool,
     work: Option<F>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -65,6 +68,10 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn needs_sync(&self) -> bool {
+        self.sync
     }
 
     fn complete(self: Box<Self>, commit: Result<(), &Arc<rusqlite::Error>>) {
@@ -105,9 +112,29 @@ impl Writer {
     }
 
     /// Runs `work` in the writer's next group transaction and returns its result once that
-    /// transaction is committed. If `work` fails, its changes are rolled back and the
-    /// rest of the group is unaffected.
+    /// transaction is committed with a full sync. If `work` fails, its changes are rolled
+    /// back and the rest of the group is unaffected.
     pub(crate) async fn run<F, T>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_with(true, work).await
+    }
+
+    /// Like [`Writer::run`], but a group made only of such requests is committed without
+    /// waiting for the disk (`synchronous = NORMAL`): after a crash the last of them may be
+    /// gone, never half applied, and the next fully synced commit makes them durable too
+    /// (the WAL is written in order). For records whose loss only repeats work.
+    pub(crate) async fn run_unsynced<F, T>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_with(false, work).await
+    }
+
+    async fn run_with<F, T>(&self, sync: bool, work: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
@@ -115,6 +142,7 @@ impl Writer {
         let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Request {
+            sync,
             work: Some(work),
             result: None,
             reply,
@@ -156,6 +184,8 @@ fn writer_loop(
     counters: &Counters,
 ) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
+    // The connection opens with synchronous = FULL.
+    let mut synced = true;
     while let Some(first) = receiver.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -164,7 +194,10 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let commit = commit_group(&mut conn, &mut group).map_err(Arc::new);
+        let sync = group.iter().any(|job| job.needs_sync());
+        let commit = set_sync(&conn, &mut synced, sync)
+            .and_then(|()| commit_group(&mut conn, &mut group))
+            .map_err(Arc::new);
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         counters
             .requests
@@ -173,6 +206,19 @@ fn writer_loop(
             job.complete(commit.as_ref().map(|_| ()));
         }
     }
+}
+
+/// Switches the connection between full and normal sync, only when it changes.
+fn set_sync(conn: &Connection, synced: &mut bool, sync: bool) -> rusqlite::Result<()> {
+    if *synced != sync {
+        conn.execute_batch(if sync {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        })?;
+        *synced = sync;
+    }
+    Ok(())
 }
 
 fn commit_group(conn: &mut Connection, group: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {

@@ -1,0 +1,179 @@
+//! The engine's shared state: the configuration snapshot, the dispatcher's memory and the
+//! signals between ingest, the dispatcher and the API. Ingest, dispatch and the engine's
+//! API all import it; it imports none of them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use herald_config::Config;
+use herald_core::{TeamId, Timestamp};
+use herald_store::Store;
+use tokio::sync::Notify;
+
+use crate::channels::{Channels, build_channels};
+use crate::concurrency::{INITIAL_LIMIT, Policy};
+use crate::live::LiveBus;
+use crate::retry::RetryPolicy;
+use crate::scheduler::{ChannelKey, Scheduler};
+
+/// Who is calling: a team (through one of its API keys) or the administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Team(TeamId),
+    Admin,
+}
+
+impl Caller {
+    /// The team a read is limited to; `None` for the administrator.
+    pub fn scope(&self) -> Option<&TeamId> {
+        match self {
+            Caller::Team(t) => Some(t),
+            Caller::Admin => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Most deliveries read from the store in one round trip (start-up recovery, retries
+    /// falling due, refilling a lane that spilled).
+    pub claim_batch: usize,
+    /// How long shutdown waits for attempts in flight before releasing their leases.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            claim_batch: 512,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One configuration with the channel adapters built from it. Swapped whole on reload;
+/// attempts in flight keep the snapshot they started with.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub(crate) channels: Channels,
+    pub(crate) policy: RetryPolicy,
+    /// (team, subscription index) → (formatter plugin, its merged settings), for the
+    /// subscriptions that name a formatter.
+    pub(crate) formatters: HashMap<(TeamId, usize), (String, herald_plugins::Settings)>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("config", &self.config.source)
+            .field("channels", &self.channels.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    pub(crate) fn build(config: Config) -> Result<Snapshot, String> {
+        let channels = build_channels(&config)?;
+        let policy = RetryPolicy::new(config.delivery.retry_schedule.clone());
+        let formatters = config
+            .matcher
+            .subscriptions()
+            .iter()
+            .filter_map(|sub| {
+                let (plugin, settings) = config.formatter(sub)?;
+                Some((
+                    (sub.id.team.clone(), sub.id.index),
+                    (plugin.name.clone(), settings),
+                ))
+            })
+            .collect();
+        Ok(Snapshot {
+            config: Arc::new(config),
+            channels,
+            policy,
+            formatters,
+        })
+    }
+
+    /// The longest one attempt may take before the engine gives up on it. A channel may
+    /// spend up to three timeouts in one send (Telegram: waiting its turn under the rate
+    /// limits, waiting out a 429, the request itself); webhook and email use one.
+    pub(crate) fn attempt_limit(&self) -> Duration {
+        self.config.delivery.timeout * 3 + Duration::from_secs(10)
+    }
+
+    /// How long a claimed delivery stays leased: longer than any attempt can take, so a
+    /// live worker never loses its lease to another.
+    pub(crate) fn lease(&self) -> Duration {
+        self.attempt_limit() + self.config.delivery.timeout + Duration::from_secs(20)
+    }
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub snapshot: RwLock<Arc<Snapshot>>,
+    pub options: EngineOptions,
+    /// Wakes the dispatcher: new work in a lane, the store due, shutdown. Keeps a permit,
+    /// so a wake while the dispatcher is busy is not lost.
+    pub wake: Notify,
+    pub stopping: AtomicBool,
+    /// Set when shutdown begins, while requests in flight still finish: not ready, and
+    /// live streams end (they would otherwise hold the server open forever).
+    pub draining: tokio::sync::watch::Sender<bool>,
+    pub running: AtomicBool,
+    /// The lanes of deliveries ready in memory, their limits, and disabled channels.
+    pub scheduler: Mutex<Scheduler>,
+    /// When the store next holds due work nobody has in memory (a retry falling due):
+    /// the dispatcher reads the store then, and not before. `Some(past)` = at once.
+    pub store_due: Mutex<Option<Timestamp>>,
+    /// Channels whose last attempt failed permanently (blocked bot, SMTP 5xx, …).
+    pub failing: Mutex<HashSet<ChannelKey>>,
+    pub bus: LiveBus,
+    /// The formatter plugins; hot-swapped on their own (file watcher, reload).
+    pub plugins: Arc<herald_plugins::PluginSet>,
+    /// Polls plugin files for changes while the engine runs; stops when dropped.
+    pub _plugin_watcher: Option<herald_plugins::Watcher>,
+}
+
+impl Inner {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
+        self.scheduler.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the dispatcher to read the store at `at` (or at once, if earlier than what it
+    /// already planned) and wakes it.
+    pub fn store_due_at(&self, at: Timestamp) {
+        {
+            let mut due = self.store_due.lock().unwrap_or_else(|e| e.into_inner());
+            if due.is_none_or(|d| at < d) {
+                *due = Some(at);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Asks the dispatcher to read the store now (a retry requested, a channel re-enabled).
+    pub fn read_store_now(&self) {
+        self.store_due_at(crate::now());
+    }
+}
+
+/// The concurrency policy `[delivery]` asks for.
+pub(crate) fn concurrency_policy(config: &Config) -> Policy {
+    match config.delivery.concurrency_per_channel {
+        Some(n) => Policy::Pinned(n),
+        None => Policy::Adaptive {
+            initial: INITIAL_LIMIT.min(config.delivery.max_concurrency_per_channel),
+            max: config.delivery.max_concurrency_per_channel,
+        },
+    }
+}

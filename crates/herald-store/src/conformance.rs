@@ -1,0 +1,421 @@
+//! The store conformance suite: the promises every [`Store`] backend keeps, written once
+//! against the trait. A backend runs it with [`store_conformance_tests!`] in its own tests
+//! (the embedded store in `sqlite/tests.rs`); a new backend must pass it unchanged.
+//!
+//! What it checks: accepting is durable and idempotent across a reopen; held deliveries
+//! (exclusive stores) are never claimed and come back due at a reopen; leases fence every
+//! finish; `finish_many` reports each record on its own; `next_due` leaves out held and
+//! excluded work; retries of one team cannot touch another's; `events_after` replays in
+//! order within scope.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::{Event, Outcome, TeamId, Timestamp};
+
+use crate::{Accepted, Finish, NewAttempt, NewDelivery, Next, Store, StoreError};
+
+/// A backend under test: opens stores, and reopens one as a restarted process would.
+pub trait Backend {
+    /// An empty store of this backend.
+    fn open(&mut self) -> Arc<dyn Store>;
+    /// The same data opened anew, after `store` (the only handle) is closed.
+    fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store>;
+}
+
+/// One `#[tokio::test]` per conformance case, each with a fresh backend from `$make`.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases $make;
+            accept_is_durable_and_idempotent,
+            held_deliveries_are_never_claimed_and_are_due_after_a_reopen,
+            every_finish_is_fenced_by_its_lease,
+            finish_many_reports_each_record_on_its_own,
+            next_due_leaves_out_held_and_excluded_work,
+            a_team_cannot_retry_or_read_another_teams_rows,
+            events_after_replays_in_order_within_scope,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let mut backend = $make;
+                $crate::conformance::$case(&mut backend).await;
+            }
+        )*
+    };
+}
+
+/// 2026-01-01T00:00:00Z plus `secs`.
+pub fn at(secs: i64) -> Timestamp {
+    Timestamp::from_unix_nanos((1_767_225_600 + i128::from(secs)) * 1_000_000_000)
+}
+
+fn team(name: &str) -> TeamId {
+    TeamId::parse(name).unwrap()
+}
+
+fn event(team_name: &str, id: &str) -> Event {
+    Event {
+        id: id.into(),
+        event: "capsule.create".into(),
+        outcome: Some(Outcome::Error),
+        timestamp: at(-5),
+        team_id: team(team_name),
+        actor: None,
+        resource: None,
+        metadata: BTreeMap::from([("region".to_string(), "eu".to_string())]),
+        error: Some("disk full".into()),
+    }
+}
+
+fn delivery(id: &str, channel: &str, held: bool) -> NewDelivery {
+    NewDelivery {
+        id: id.into(),
+        channel: channel.into(),
+        subscription: 0,
+        held,
+    }
+}
+
+fn attempt(status: u16) -> NewAttempt {
+    NewAttempt {
+        started_at: at(1),
+        duration_ms: 3,
+        status_code: Some(status),
+        error: (status >= 400).then(|| format!("HTTP {status}")),
+        response: None,
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn accept(store: &dyn Store, event: Event, deliveries: Vec<NewDelivery>) -> Accepted {
+    let mut out = store
+        .accept(vec![(event, deliveries)], at(0))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    out.remove(0)
+}
+
+/// Whether the store may hold deliveries in memory (an exclusive store).
+fn holds(store: &dyn Store) -> bool {
+    store.holder().is_some()
+}
+
+pub async fn accept_is_durable_and_idempotent(backend: &mut impl Backend) {
+    let store = backend.open();
+    let first = accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_a", "a", false), delivery("dlv_b", "b", false)],
+    )
+    .await;
+    assert_eq!(first, Accepted::New { id: "evt_1".into() });
+    let store = backend.reopen(store);
+    let (stored, deliveries) = store.get_event(None, "evt_1").await.unwrap().unwrap();
+    assert_eq!(stored, event("acme", "evt_1"));
+    let ids: Vec<_> = deliveries.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["dlv_a", "dlv_b"]);
+    let again = accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_c", "c", false)],
+    )
+    .await;
+    assert_eq!(again, Accepted::Duplicate { id: "evt_1".into() });
+    let (_, deliveries) = store.get_event(None, "evt_1").await.unwrap().unwrap();
+    assert_eq!(deliveries.len(), 2, "a duplicate adds no delivery");
+    // The same id in another team is another event.
+    let other = accept(&*store, event("globex", "evt_1"), vec![]).await;
+    assert_eq!(other, Accepted::New { id: "evt_1".into() });
+}
+
+pub async fn held_deliveries_are_never_claimed_and_are_due_after_a_reopen(
+    backend: &mut impl Backend,
+) {
+    let store = backend.open();
+    if !holds(&*store) {
+        // A shared store holds nothing: everything it accepts is claimable.
+        accept(
+            &*store,
+            event("acme", "evt_1"),
+            vec![delivery("dlv_1", "a", false)],
+        )
+        .await;
+        let claims = store.claim_due(at(0), 10, LEASE, &[]).await.unwrap();
+        assert_eq!(claims.len(), 1);
+        return;
+    }
+    let holder = store.holder().cloned().unwrap();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![
+            delivery("dlv_held", "a", true),
+            delivery("dlv_free", "b", false),
+        ],
+    )
+    .await;
+    let claimed = store.hold_due(at(100), 10, &[]).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
+    assert_eq!(ids, ["dlv_free"], "a held delivery is never handed out");
+    assert_eq!(claimed[0].lease, holder);
+    assert!(
+        store
+            .claim_due(at(10_000), 10, LEASE, &[])
+            .await
+            .unwrap()
+            .is_empty(),
+        "a held delivery never expires, and a hold never does either"
+    );
+    assert_eq!(store.next_due(&[]).await.unwrap(), None);
+    // The holder finishes the one it held from the start.
+    let results = store
+        .finish_many(vec![Finish {
+            delivery_id: "dlv_held".into(),
+            lease: holder.clone(),
+            attempt: attempt(200),
+            next: Next::Succeeded,
+            now: at(1),
+        }])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    // The process dies holding dlv_free: a reopen makes it due at once, under a new holder.
+    let store = backend.reopen(store);
+    assert_ne!(store.holder(), Some(&holder));
+    assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(0)));
+    let again = store.hold_due(at(0), 10, &[]).await.unwrap();
+    let ids: Vec<_> = again.iter().map(|c| c.delivery.id.as_str()).collect();
+    assert_eq!(ids, ["dlv_free"]);
+    let (held, _) = store.get_delivery(None, "dlv_held").await.unwrap().unwrap();
+    assert_eq!(held.status, crate::DeliveryStatus::Succeeded);
+}
+
+/// Takes every due delivery the way this backend's dispatcher does.
+async fn take_due(store: &dyn Store, now: Timestamp) -> Vec<crate::Claimed> {
+    if holds(store) {
+        store.hold_due(now, 100, &[]).await.unwrap()
+    } else {
+        store.claim_due(now, 100, LEASE, &[]).await.unwrap()
+    }
+}
+
+pub async fn every_finish_is_fenced_by_its_lease(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false)],
+    )
+    .await;
+    let claim = store
+        .claim_due(at(0), 10, LEASE, &[])
+        .await
+        .unwrap()
+        .remove(0);
+    let stranger = crate::LeaseToken::from_string("not-the-lease".into());
+    let err = store
+        .finish("dlv_1", &stranger, attempt(200), Next::Succeeded, at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    store
+        .finish(
+            "dlv_1",
+            &claim.lease,
+            attempt(500),
+            Next::RetryAt(at(60)),
+            at(1),
+        )
+        .await
+        .unwrap();
+    let twice = store
+        .finish("dlv_1", &claim.lease, attempt(500), Next::Dead, at(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(twice, StoreError::LeaseLost { .. }),
+        "a lease is spent once"
+    );
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!((record.attempts, attempts.len()), (1, 1));
+    assert_eq!(record.next_attempt_at, Some(at(60)));
+    assert!(
+        take_due(&*store, at(59)).await.is_empty(),
+        "not due before its time"
+    );
+    assert_eq!(take_due(&*store, at(60)).await.len(), 1);
+}
+
+pub async fn finish_many_reports_each_record_on_its_own(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false), delivery("dlv_2", "b", false)],
+    )
+    .await;
+    let claims = take_due(&*store, at(0)).await;
+    assert_eq!(claims.len(), 2);
+    let lease_of = |id: &str| {
+        claims
+            .iter()
+            .find(|c| c.delivery.id == id)
+            .unwrap()
+            .lease
+            .clone()
+    };
+    let finishes = vec![
+        Finish {
+            delivery_id: "dlv_1".into(),
+            lease: lease_of("dlv_1"),
+            attempt: attempt(200),
+            next: Next::Succeeded,
+            now: at(1),
+        },
+        Finish {
+            delivery_id: "dlv_2".into(),
+            lease: crate::LeaseToken::from_string("stale".into()),
+            attempt: attempt(200),
+            next: Next::Succeeded,
+            now: at(1),
+        },
+        Finish {
+            delivery_id: "dlv_missing".into(),
+            lease: lease_of("dlv_1"),
+            attempt: attempt(200),
+            next: Next::Succeeded,
+            now: at(1),
+        },
+    ];
+    let results = store.finish_many(finishes).await.unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::LeaseLost { .. })),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(StoreError::NotFound)),
+        "{results:?}"
+    );
+    let (one, _) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    let (two, _) = store.get_delivery(None, "dlv_2").await.unwrap().unwrap();
+    assert_eq!(one.status, crate::DeliveryStatus::Succeeded);
+    assert_eq!(
+        (two.status, two.attempts),
+        (crate::DeliveryStatus::Pending, 0)
+    );
+}
+
+pub async fn next_due_leaves_out_held_and_excluded_work(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_a", "a", false), delivery("dlv_b", "b", false)],
+    )
+    .await;
+    let claims = take_due(&*store, at(0)).await;
+    let mut finishes = Vec::new();
+    for c in claims {
+        let due = if c.delivery.channel == "a" {
+            at(50)
+        } else {
+            at(80)
+        };
+        finishes.push(Finish {
+            delivery_id: c.delivery.id,
+            lease: c.lease,
+            attempt: attempt(503),
+            next: Next::RetryAt(due),
+            now: at(1),
+        });
+    }
+    let results = store.finish_many(finishes).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(50)));
+    let without_a = [(team("acme"), "a".to_string())];
+    assert_eq!(store.next_due(&without_a).await.unwrap(), Some(at(80)));
+    let without_both = [(team("acme"), "a".into()), (team("acme"), "b".into())];
+    assert_eq!(store.next_due(&without_both).await.unwrap(), None);
+    // Another team's channel of the same name is not excluded.
+    let other = [(team("globex"), "a".to_string())];
+    assert_eq!(store.next_due(&other).await.unwrap(), Some(at(50)));
+}
+
+pub async fn a_team_cannot_retry_or_read_another_teams_rows(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false)],
+    )
+    .await;
+    let claim = take_due(&*store, at(0)).await.remove(0);
+    store
+        .finish("dlv_1", &claim.lease, attempt(400), Next::Dead, at(1))
+        .await
+        .unwrap();
+    let globex = team("globex");
+    assert!(matches!(
+        store.retry_now(Some(&globex), "dlv_1", at(2)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .get_delivery(Some(&globex), "dlv_1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_event(Some(&globex), "evt_1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let acme = team("acme");
+    let revived = store.retry_now(Some(&acme), "dlv_1", at(3)).await.unwrap();
+    assert_eq!(revived.status, crate::DeliveryStatus::Pending);
+    assert_eq!(take_due(&*store, at(3)).await.len(), 1);
+}
+
+pub async fn events_after_replays_in_order_within_scope(backend: &mut impl Backend) {
+    let store = backend.open();
+    for (team_name, id) in [
+        ("acme", "e1"),
+        ("globex", "g1"),
+        ("acme", "e2"),
+        ("acme", "e3"),
+    ] {
+        accept(&*store, event(team_name, id), vec![]).await;
+    }
+    let acme = team("acme");
+    let after: Vec<String> = store
+        .events_after(Some(&acme), "e1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(after, ["e2", "e3"]);
+    assert!(matches!(
+        store.events_after(Some(&acme), "g1", 10).await,
+        Err(StoreError::NotFound)
+    ));
+    let all: Vec<String> = store
+        .events_after(None, "e1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all, ["g1", "e2", "e3"]);
+}
