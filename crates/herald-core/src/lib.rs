@@ -7,6 +7,7 @@
 pub mod event;
 pub mod explain;
 pub mod matcher;
+pub mod message;
 pub mod pattern;
 pub mod registry;
 pub mod secret;
@@ -16,6 +17,7 @@ pub mod team;
 pub use event::{Actor, ActorType, Event, EventError, Outcome, RawEvent, Resource, Timestamp};
 pub use explain::{Explanation, Reason, Verdict};
 pub use matcher::Matcher;
+pub use message::{Format, Rendered};
 pub use pattern::{Pattern, PatternError};
 pub use registry::{EventKind, EventTypeRegistry};
 pub use secret::Secret;

@@ -1,8 +1,7 @@
 //! Between herald's types and the WIT world's: the event going in, the message coming
 //! out (with the output caps enforced here).
 
-use herald_channels::{Format, Rendered};
-use herald_core::{ActorType, Event, Outcome};
+use herald_core::{ActorType, Event, Format, Outcome, Rendered};
 
 use crate::bindings::herald::formatter::types as wit;
 use crate::error::PluginError;

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use herald_channels::Rendered;
-use herald_core::Event;
+use herald_core::{Event, Rendered};
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use crate::bindings::{self, herald::formatter::log, herald::formatter::types as wit};

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use herald_core::{Event, RawEvent, Secret, TeamId, Timestamp};
+use herald_core::{Event, Format, RawEvent, Rendered, Secret, TeamId, Timestamp};
 use herald_testkit::smtp::{FailOn, ParsedMessage, SmtpOptions, SmtpServer};
 
 use super::*;
-use crate::{Format, Rendered, SendOutcome};
+use crate::SendOutcome;
 
 const FROM: &str = "Herald <herald@example.com>";
 const PASSWORD: &str = "pa55-w0rd-never-shown";

@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use herald_core::{Actor, ActorType, Event, Outcome, Resource, Secret, TeamId, Timestamp};
+use herald_core::{
+    Actor, ActorType, Event, Format, Outcome, Rendered, Resource, Secret, TeamId, Timestamp,
+};
 use herald_testkit::telegram::{
     self as double, ChatBehaviour, DoubleOptions, RateLimits, TelegramDouble,
 };
 use proptest::prelude::*;
 
 use super::*;
-use crate::{Format, Rendered, SendOutcome};
+use crate::SendOutcome;
 
 /// A bounded wait for background work (commands); never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
