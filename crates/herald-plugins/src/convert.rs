@@ -8,7 +8,7 @@ use crate::error::PluginError;
 use crate::limits::{
     MAX_BODY_BYTES, MAX_REASON_BYTES, MAX_SUBJECT_BYTES, MAX_TEXT_ALTERNATIVE_BYTES, cut,
 };
-use crate::plugin::PluginOutput;
+use crate::output::PluginOutput;
 
 pub(crate) fn event(e: &Event) -> wit::Event {
     wit::Event {
