@@ -1,5 +1,9 @@
 //! Telegram channel tests against the Bot API double on 127.0.0.1 (real HTTP), plus a
 //! property test of the rendering against the double's independent entity parser.
+//!
+//! Why this file is long (~830 lines): many small data-driven cases against the Bot API
+//! double (formats, splitting, flood limits, migrations, errors) plus a property test; they
+//! share the helpers at the top.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
