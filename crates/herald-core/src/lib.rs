@@ -1,4 +1,5 @@
-//! herald-core: the event model, the event-type registry, subscriptions and the matcher.
+//! herald-core: the event model, the event-type registry, subscriptions, the matcher and
+//! the rendered-message model that formatters produce and channels send.
 //!
 //! Architecture invariant: this crate does no IO. It knows nothing of HTTP, SQL, tokio,
 //! wasmtime, files, the environment or the clock; callers pass in whatever it needs
