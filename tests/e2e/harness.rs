@@ -4,6 +4,11 @@
 //! Tests are plain `#[test]` threads; the receivers and the HTTP client run on one shared
 //! tokio runtime that the tests `block_on`, so a test reads top to bottom and may block
 //! (run the CLI, wait for a process) without starving any receiver.
+//!
+//! Why this file is long (~980 lines): it is the one harness every end-to-end test imports
+//! (receivers, configuration builder, API client, the server process), and its parts share
+//! the runtime and the scratch directory. If it grows further, the scripted receivers
+//! (`Receiver`, `Answer`, `Request`) are the part to move to a file of their own.
 
 use std::collections::VecDeque;
 use std::future::Future;

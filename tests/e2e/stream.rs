@@ -2,6 +2,11 @@
 //! of a client that stops reading, team isolation and `?events=` filters, and the
 //! WebSocket's parity with SSE. The clients are raw (TCP for SSE, tungstenite for the
 //! WebSocket) so that a test controls exactly when a client reads.
+//!
+//! Why this file is long (~910 lines): the raw SSE and WebSocket clients (the first half)
+//! live here because only these tests use them, and each of the four scenarios drives
+//! several clients step by step. A new client-side helper for other tests belongs in
+//! `harness.rs` instead.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use herald_core::Rendered;
 
 pub mod email;
 mod error_chain;
@@ -29,26 +29,6 @@ pub use webhook::{HttpOptions, WebhookChannel, WebhookClient};
 
 /// How much of a response body an outcome keeps, in bytes.
 pub const RESPONSE_SNIPPET_LIMIT: usize = 4096;
-
-/// The format of a formatter's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    Text,
-    Markdown,
-    Html,
-    Json,
-}
-
-/// A formatter's output for one event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rendered {
-    pub format: Format,
-    pub subject: Option<String>,
-    pub body: String,
-    /// A plain-text version of `body` for channels that can carry both (email).
-    pub text_alternative: Option<String>,
-}
 
 /// One attempt at delivering one event through one channel.
 #[derive(Debug, Clone, Copy)]

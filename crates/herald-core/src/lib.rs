@@ -1,4 +1,5 @@
-//! herald-core: the event model, the event-type registry, subscriptions and the matcher.
+//! herald-core: the event model, the event-type registry, subscriptions, the matcher and
+//! the rendered-message model that formatters produce and channels send.
 //!
 //! Architecture invariant: this crate does no IO. It knows nothing of HTTP, SQL, tokio,
 //! wasmtime, files, the environment or the clock; callers pass in whatever it needs
@@ -7,16 +8,20 @@
 pub mod event;
 pub mod explain;
 pub mod matcher;
+pub mod message;
 pub mod pattern;
+pub mod reason;
 pub mod registry;
 pub mod secret;
 pub mod subscription;
 pub mod team;
 
 pub use event::{Actor, ActorType, Event, EventError, Outcome, RawEvent, Resource, Timestamp};
-pub use explain::{Explanation, Reason, Verdict};
+pub use explain::{Explanation, Verdict};
 pub use matcher::Matcher;
+pub use message::{Format, Rendered};
 pub use pattern::{Pattern, PatternError};
+pub use reason::Reason;
 pub use registry::{EventKind, EventTypeRegistry};
 pub use secret::Secret;
 pub use subscription::{Subscription, SubscriptionId};

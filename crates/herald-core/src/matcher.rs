@@ -11,7 +11,8 @@ use std::hash::{Hash, Hasher};
 use rustc_hash::FxHashMap;
 
 use crate::event::{Event, Outcome};
-use crate::explain::{Explanation, Reason, Verdict};
+use crate::explain::{Explanation, Verdict};
+use crate::reason::Reason;
 use crate::registry::{EventKind, EventTypeRegistry};
 use crate::subscription::Subscription;
 use crate::team::{MAX_TEAM_ID_LEN, TeamId};

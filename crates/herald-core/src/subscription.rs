@@ -6,8 +6,8 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::event::{Event, Outcome};
-use crate::explain::Reason;
 use crate::pattern::Pattern;
+use crate::reason::Reason;
 use crate::team::TeamId;
 
 /// Where a subscription is declared: its team and its position in the team's list.

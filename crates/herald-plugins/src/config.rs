@@ -6,7 +6,7 @@ use herald_config::{Config, Location};
 use crate::error::PluginError;
 use crate::host::{HostOptions, PluginHost};
 use crate::limits::Limits;
-use crate::plugin::PluginInfo;
+use crate::output::PluginInfo;
 use crate::set::PluginSpec;
 
 /// What to load for every `[plugins.NAME]`.

@@ -1,15 +1,14 @@
 //! Between herald's types and the WIT world's: the event going in, the message coming
 //! out (with the output caps enforced here).
 
-use herald_channels::{Format, Rendered};
-use herald_core::{ActorType, Event, Outcome};
+use herald_core::{ActorType, Event, Format, Outcome, Rendered};
 
 use crate::bindings::herald::formatter::types as wit;
 use crate::error::PluginError;
 use crate::limits::{
     MAX_BODY_BYTES, MAX_REASON_BYTES, MAX_SUBJECT_BYTES, MAX_TEXT_ALTERNATIVE_BYTES, cut,
 };
-use crate::plugin::PluginOutput;
+use crate::output::PluginOutput;
 
 pub(crate) fn event(e: &Event) -> wit::Event {
     wit::Event {

@@ -1,29 +1,15 @@
-//! The plugin host: one wasmtime `Engine` (pooling allocator, epoch interruption), the
-//! epoch ticker thread, the linker with herald's one import, and the artifact cache.
+//! The plugin host: its options, loading (the artifact cache, the import check, the
+//! sample render) and the [`Sandbox`] every plugin it loads shares.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
-
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use std::sync::Arc;
 
 use crate::bindings;
 use crate::cache::{self, chain};
 use crate::error::PluginError;
 use crate::limits::{Limits, fmt_bytes};
-use crate::plugin::{self, Plugin, RenderState};
-
-/// How often the epoch advances: the granularity of timeouts. A render that runs away
-/// is stopped between `timeout` and `timeout + EPOCH_TICK` after it started.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// Bytes at the bottom of a reused memory or table slot that are reset with `memset`
-/// instead of released with `madvise` and faulted in again by the next render. A Rust
-/// plugin built with a small stack (plugins/.cargo/config.toml: 64 KiB) keeps its
-/// stack, data and early heap in this range, so a render costs no page faults.
-const KEEP_RESIDENT: usize = 256 * 1024;
+use crate::plugin::{self, Plugin};
+use crate::sandbox::Sandbox;
 
 /// How a [`PluginHost`] is set up.
 #[derive(Debug, Clone)]
@@ -50,7 +36,7 @@ impl Default for HostOptions {
 /// The plugin host. Cheap to clone; every [`Plugin`] keeps it alive.
 #[derive(Clone)]
 pub struct PluginHost {
-    pub(crate) inner: Arc<HostInner>,
+    inner: Arc<HostInner>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -61,19 +47,12 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
-pub(crate) struct HostInner {
-    pub(crate) engine: Engine,
-    pub(crate) linker: Linker<RenderState>,
-    pub(crate) options: HostOptions,
+struct HostInner {
+    /// Shared with every [`Plugin`] loaded here, so renders keep the engine and its
+    /// epoch ticker alive after the host itself is dropped.
+    sandbox: Arc<Sandbox>,
+    options: HostOptions,
     engine_key: String,
-    pub(crate) slots: Slots,
-    stop_ticker: Arc<AtomicBool>,
-}
-
-impl Drop for HostInner {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-    }
 }
 
 impl PluginHost {
@@ -83,41 +62,12 @@ impl PluginHost {
                 "max_concurrent_renders must be at least 1".into(),
             ));
         }
-        let slots = options.max_concurrent_renders;
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(8))
-            .max_core_instances_per_component(8)
-            .total_memories(slots.saturating_mul(2))
-            .max_memories_per_component(2)
-            .max_memories_per_module(1)
-            .total_tables(slots.saturating_mul(4))
-            .max_tables_per_component(4)
-            .table_elements(20_000)
-            .max_memory_size(usize::try_from(options.max_memory_limit).unwrap_or(usize::MAX))
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .memory_init_cow(true)
-            .max_wasm_stack(512 * 1024);
-        let engine = Engine::new(&config).map_err(|e| PluginError::Host(chain(&e)))?;
-        let mut linker: Linker<RenderState> = Linker::new(&engine);
-        bindings::Plugin::add_to_linker::<RenderState, HasSelf<RenderState>>(&mut linker, |s| s)
-            .map_err(|e| PluginError::Host(chain(&e)))?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), stop_ticker.clone())?;
+        let sandbox = Sandbox::new(options.max_concurrent_renders, options.max_memory_limit)?;
         Ok(PluginHost {
             inner: Arc::new(HostInner {
-                engine_key: cache::engine_key(&engine),
-                engine,
-                linker,
+                engine_key: cache::engine_key(&sandbox.engine),
+                sandbox: Arc::new(sandbox),
                 options,
-                slots: Slots::new(slots),
-                stop_ticker,
             }),
         })
     }
@@ -155,15 +105,15 @@ impl PluginHost {
         let inner = &self.inner;
         let hash = cache::sha256_hex(wasm);
         let component = cache::compile(
-            &inner.engine,
+            &inner.sandbox.engine,
             &inner.engine_key,
             inner.options.cache_dir.as_deref(),
             wasm,
             &hash,
         )?;
-        crate::interface::check(&component, &inner.engine)?;
+        crate::interface::check(&component, &inner.sandbox.engine)?;
         // Everything the allowlist tolerates (Rust's stdio plumbing) traps when called.
-        let mut linker = inner.linker.clone();
+        let mut linker = inner.sandbox.linker.clone();
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| PluginError::Compile(chain(&e)))?;
@@ -171,7 +121,7 @@ impl PluginHost {
             .instantiate_pre(&component)
             .map_err(|e| PluginError::Compile(chain(&e)))?;
         let pre = bindings::PluginPre::new(pre).map_err(|e| PluginError::Compile(chain(&e)))?;
-        plugin::validate(self.clone(), name, path, hash, pre, limits)
+        plugin::validate(inner.sandbox.clone(), name, path, hash, pre, limits)
     }
 
     fn check_limits(&self, limits: &Limits) -> Result<(), PluginError> {
@@ -187,67 +137,5 @@ impl PluginHost {
             return Err(PluginError::Limits("timeout must be above zero".into()));
         }
         Ok(())
-    }
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until the host is dropped.
-fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), PluginError> {
-    std::thread::Builder::new()
-        .name("herald-plugin-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })
-        .map(drop)
-        .map_err(|e| PluginError::Host(format!("cannot start the epoch thread: {e}")))
-}
-
-/// A counting semaphore over the pooling allocator's instance slots, so a burst of
-/// renders waits for a slot instead of failing to instantiate.
-pub(crate) struct Slots {
-    state: Mutex<SlotState>,
-    freed: Condvar,
-}
-
-struct SlotState {
-    free: u32,
-    waiting: u32,
-}
-
-pub(crate) struct SlotGuard<'a>(&'a Slots);
-
-impl Slots {
-    fn new(n: u32) -> Slots {
-        Slots {
-            state: Mutex::new(SlotState {
-                free: n,
-                waiting: 0,
-            }),
-            freed: Condvar::new(),
-        }
-    }
-
-    pub(crate) fn acquire(&self) -> SlotGuard<'_> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while state.free == 0 {
-            state.waiting += 1;
-            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
-            state.waiting -= 1;
-        }
-        state.free -= 1;
-        SlotGuard(self)
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.free += 1;
-        // Waking is a syscall: only when someone waits.
-        if state.waiting > 0 {
-            self.0.freed.notify_one();
-        }
     }
 }

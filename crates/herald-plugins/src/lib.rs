@@ -35,7 +35,9 @@ mod error;
 mod host;
 mod interface;
 mod limits;
+mod output;
 mod plugin;
+mod sandbox;
 mod set;
 
 pub use config::{PluginCheck, check_config, host_options_for, specs_from_config};
@@ -47,7 +49,8 @@ pub use limits::{
     Limits, MAX_BODY_BYTES, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, MAX_SUBJECT_BYTES,
     MAX_TEXT_ALTERNATIVE_BYTES,
 };
-pub use plugin::{LogLevel, LogLine, Plugin, PluginInfo, PluginOutput, Render};
+pub use output::{LogLevel, LogLine, PluginInfo, PluginOutput, Render};
+pub use plugin::Plugin;
 pub use set::{DEFAULT_QUARANTINE_AFTER, PluginSet, PluginSpec, PluginStatus, Reload, Watcher};
 
 /// Settings handed to a plugin: `[plugins.NAME] settings` overlaid with the

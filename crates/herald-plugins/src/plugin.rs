@@ -1,85 +1,24 @@
 //! One loaded plugin: its compiled component ready to instantiate, its `info()`, its
-//! limits; and one render: a fresh store and instance under those limits.
+//! limits; and one render with it: a fresh store and instance in the sandbox, under those
+//! limits.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_channels::Rendered;
 use herald_core::Event;
-use wasmtime::{ResourceLimiter, Store, Trap};
 
-use crate::bindings::{self, herald::formatter::log, herald::formatter::types as wit};
-use crate::cache::chain;
+use crate::bindings::{self, herald::formatter::types as wit};
 use crate::convert;
 use crate::error::PluginError;
-use crate::host::{EPOCH_TICK, PluginHost};
-use crate::limits::{Limits, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, MAX_REASON_BYTES, cut};
-
-/// What a plugin made of one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginOutput {
-    /// Send this message.
-    Rendered(Rendered),
-    /// Deliberately send nothing; the plugin's reason.
-    Skip(String),
-}
-
-/// What a plugin says about itself (`info()`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginInfo {
-    pub name: String,
-    pub version: String,
-    /// The channel kinds it renders for; empty means every kind.
-    pub channel_kinds: Vec<String>,
-}
-
-impl PluginInfo {
-    pub fn supports(&self, channel_kind: &str) -> bool {
-        self.channel_kinds.is_empty() || self.channel_kinds.iter().any(|k| k == channel_kind)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-}
-
-/// One line a plugin logged during a render.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub level: LogLevel,
-    pub message: String,
-}
-
-/// Everything about one render: its result, how long it took, what the plugin logged.
-#[derive(Debug, Clone)]
-pub struct Render {
-    pub result: Result<PluginOutput, PluginError>,
-    /// Wall-clock time, instantiation included.
-    pub elapsed: Duration,
-    pub logs: Vec<LogLine>,
-    /// Log lines beyond [`MAX_LOG_LINES`], dropped.
-    pub dropped_logs: usize,
-}
+use crate::limits::{Limits, MAX_REASON_BYTES, cut};
+use crate::output::{LogLevel, PluginInfo, PluginOutput, Render};
+use crate::sandbox::{RenderState, Sandbox, run};
 
 /// A loaded, validated plugin. Renders may run concurrently from any thread; each gets
 /// its own instance.
 pub struct Plugin {
-    host: PluginHost,
+    sandbox: Arc<Sandbox>,
     name: String,
     path: PathBuf,
     wasm_sha256: String,
@@ -98,61 +37,6 @@ impl std::fmt::Debug for Plugin {
             .finish_non_exhaustive()
     }
 }
-
-/// The data of one render's store.
-pub(crate) struct RenderState {
-    memory_limit: usize,
-    memory_exceeded: bool,
-    logs: Vec<LogLine>,
-    dropped_logs: usize,
-}
-
-impl ResourceLimiter for RenderState {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            // An error (not `Ok(false)`) traps at once, instead of letting the guest's
-            // allocator turn the failure into an abort with a vaguer message.
-            self.memory_exceeded = true;
-            wasmtime::bail!("memory limit exceeded");
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 20_000)
-    }
-}
-
-impl log::Host for RenderState {
-    fn log(&mut self, level: log::Level, message: String) {
-        if self.logs.len() >= MAX_LOG_LINES {
-            self.dropped_logs += 1;
-            return;
-        }
-        let level = match level {
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
-        };
-        self.logs.push(LogLine {
-            level,
-            message: cut(&message, MAX_LOG_LINE_BYTES).to_string(),
-        });
-    }
-}
-
-impl wit::Host for RenderState {}
 
 impl Plugin {
     pub fn name(&self) -> &str {
@@ -228,7 +112,7 @@ impl Plugin {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let started = Instant::now();
-        let (result, state) = run(&self.host, &self.pre, self.limits, |store, plugin| {
+        let (result, state) = run(&self.sandbox, &self.pre, self.limits, |store, plugin| {
             plugin
                 .herald_formatter_formatter()
                 .call_format(store, &event, channel_kind, &settings)
@@ -249,96 +133,21 @@ impl Plugin {
     }
 }
 
-/// Instantiates `pre` in a fresh store under `limits` and runs `call` on it.
-fn run<R>(
-    host: &PluginHost,
-    pre: &bindings::PluginPre<RenderState>,
-    limits: Limits,
-    call: impl FnOnce(&mut Store<RenderState>, &bindings::Plugin) -> wasmtime::Result<R>,
-) -> (Result<R, PluginError>, RenderState) {
-    let _slot = host.inner.slots.acquire();
-    let state = RenderState {
-        memory_limit: usize::try_from(limits.memory).unwrap_or(usize::MAX),
-        memory_exceeded: false,
-        logs: Vec::new(),
-        dropped_logs: 0,
-    };
-    let mut store = Store::new(&host.inner.engine, state);
-    store.limiter(|s| s as &mut dyn ResourceLimiter);
-    // Set before instantiating: the deadline counts from the current epoch, and
-    // instantiation itself runs guest code (constructors).
-    store.set_epoch_deadline(deadline_ticks(limits.timeout));
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|plugin| call(&mut store, &plugin));
-    let result = result.map_err(|e| classify(&e, &limits, store.data()));
-    (result, store.into_data())
-}
-
-/// Epoch ticks for `timeout`: rounded up, plus one because the current tick may be
-/// nearly over.
-fn deadline_ticks(timeout: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    let ticks = timeout.as_nanos().div_ceil(tick) + 1;
-    u64::try_from(ticks).unwrap_or(u64::MAX)
-}
-
-/// Names what stopped a render.
-fn classify(e: &wasmtime::Error, limits: &Limits, state: &RenderState) -> PluginError {
-    if state.memory_exceeded {
-        return PluginError::MemoryLimit {
-            limit: limits.memory,
-        };
-    }
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PluginError::Timeout {
-            timeout: limits.timeout,
-        },
-        Some(trap) => {
-            // A Rust panic aborts with `unreachable`; the SDK logged the message first.
-            let panic = state
-                .logs
-                .iter()
-                .rev()
-                .find(|l| l.level == LogLevel::Error && l.message.starts_with("panicked"));
-            let trap = trap.to_string();
-            let trap = trap.strip_prefix("wasm trap: ").unwrap_or(&trap);
-            match panic {
-                Some(line) => PluginError::Trap(format!("{trap} ({})", line.message)),
-                None => PluginError::Trap(trap.to_string()),
-            }
-        }
-        None => {
-            let text = chain(e);
-            match text.find("unknown import: `") {
-                // A tolerated WASI function (stdio, exit) was called: explain.
-                Some(i) => {
-                    let name = text[i + 17..].split('`').next().unwrap_or_default();
-                    PluginError::Trap(format!(
-                        "called `{name}`, which herald's sandbox does not provide (write diagnostics with the log import instead)"
-                    ))
-                }
-                None => PluginError::Trap(text),
-            }
-        }
-    }
-}
-
 /// Calls `info()` and renders the sample event, under production limits.
 pub(crate) fn validate(
-    host: PluginHost,
+    sandbox: Arc<Sandbox>,
     name: &str,
     path: &Path,
     wasm_sha256: String,
     pre: bindings::PluginPre<RenderState>,
     limits: Limits,
 ) -> Result<Plugin, PluginError> {
-    let (info, _) = run(&host, &pre, limits, |store, plugin| {
+    let (info, _) = run(&sandbox, &pre, limits, |store, plugin| {
         plugin.herald_formatter_formatter().call_info(store)
     });
     let info = check_info(info?)?;
     let plugin = Plugin {
-        host,
+        sandbox,
         name: name.to_string(),
         path: path.to_path_buf(),
         wasm_sha256,

@@ -18,7 +18,8 @@ use crate::cache::sha256_hex;
 use crate::error::PluginError;
 use crate::host::PluginHost;
 use crate::limits::Limits;
-use crate::plugin::{Plugin, PluginOutput, Render};
+use crate::output::{PluginOutput, Render};
+use crate::plugin::Plugin;
 
 /// Consecutive failures after which a plugin is quarantined, by default.
 pub const DEFAULT_QUARANTINE_AFTER: u32 = 5;

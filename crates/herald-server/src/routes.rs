@@ -1,7 +1,7 @@
 //! The routes of the API (see docs/api.md), one small handler each.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::auth::{admin_only, caller};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::{AppState, reload};
 
 /// The OpenAPI document, kept next to the routes it describes.
@@ -61,25 +62,6 @@ pub fn router() -> Router<AppState> {
                 )
             },
         )
-}
-
-/// `Query`, with a malformed query string reported as a JSON `invalid_query` error.
-pub(crate) struct ApiQuery<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
-    for ApiQuery<T>
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| ApiQuery(v))
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
-    }
 }
 
 fn who(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {

@@ -27,6 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::AppState;
 use crate::auth::caller_from;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 
 /// Most stored events replayed after a `Last-Event-ID`.
 const MAX_REPLAY: usize = 10_000;
@@ -215,7 +216,7 @@ async fn items(
 pub async fn sse(
     State(state): State<AppState>,
     headers: HeaderMap,
-    crate::routes::ApiQuery(q): crate::routes::ApiQuery<StreamQuery>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
     let filter = Filter::parse(&caller, q.events.as_deref())?;
@@ -238,7 +239,7 @@ pub async fn sse(
 pub async fn ws(
     State(state): State<AppState>,
     headers: HeaderMap,
-    crate::routes::ApiQuery(q): crate::routes::ApiQuery<StreamQuery>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;

@@ -16,6 +16,10 @@
 //! The API is blocking (std threads and processes) so that both `#[tokio::test]`s and the
 //! plain-thread end-to-end tests can use it; [`SmtpServer::wait_for`] sleeps the calling
 //! thread, so call it only once the sends it waits for are running elsewhere or are done.
+//!
+//! Why this file is long (~670 lines): it is one fixture — starting the server, the TLS
+//! certificate, and parsing what it received back into [`ParsedMessage`] — plus its own
+//! tests; the parts only make sense together and no other module uses them.
 
 use std::fmt;
 use std::fs::{self, File};

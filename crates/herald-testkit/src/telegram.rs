@@ -26,6 +26,10 @@
 //! assert_eq!(double.too_many_requests_sent(), 0);
 //! # }
 //! ```
+//!
+//! Why this file is long (~690 lines): it is one HTTP double whose handlers (`getMe`,
+//! `getUpdates`, `sendMessage`) share its state, error envelope and parameter parsing;
+//! the independent parts already live in `telegram/limits.rs` and `telegram/markup.rs`.
 
 mod limits;
 mod markup;

@@ -14,13 +14,14 @@
 
 use std::time::SystemTime;
 
+use herald_core::Format;
 use lettre::Message;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{MultiPart, SinglePart};
 
 use super::EmailChannel;
 use super::render::{self, html_to_text, multi_line};
-use crate::{Format, Outgoing};
+use crate::Outgoing;
 
 /// `Auto-Submitted: auto-generated` (RFC 3834): tells auto-responders not to answer.
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,7 @@
 
 mod compose;
 mod config;
+mod error;
 mod pool;
 mod render;
 mod send;
@@ -27,8 +28,10 @@ use lettre::message::Mailbox;
 use crate::{Channel, Outgoing, SendFuture};
 
 pub use compose::message_id;
-pub use config::{ConfigError, DEFAULT_TIMEOUT, Mailer, MailerOptions, TlsMode};
+pub use config::{DEFAULT_TIMEOUT, Mailer, MailerOptions};
+pub use error::ConfigError;
 pub use render::{MAX_SUBJECT_CHARS, RenderedEmail, escape_html, html_to_text, render};
+pub use tls::TlsMode;
 
 /// The recipients of one team's email channel.
 #[derive(Clone)]

@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 
 use super::EmailChannel;
 use super::compose::compose;
-use super::config::{MailerInner, TlsMode};
-use super::tls::{RelayTls, TlsTcp};
+use super::config::MailerInner;
+use super::tls::{RelayTls, TlsMode, TlsTcp};
 use crate::{Outgoing, RESPONSE_SNIPPET_LIMIT, SendOutcome, fmt_duration};
 
 /// A pooled connection idle for longer than this is checked with `NOOP` before reuse;

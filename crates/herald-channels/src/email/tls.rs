@@ -19,7 +19,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::config::{ConfigError, TlsMode};
+use super::error::ConfigError;
+
+/// How the connection to the relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `smtp://`: no encryption.
+    Plain,
+    /// `smtp://…?tls=required`: STARTTLS, required.
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+}
 
 /// How connections to the relay are protected.
 #[derive(Clone)]

@@ -17,11 +17,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex as StdMutex, Weak};
 
-use herald_core::Event;
+use herald_core::{Event, Rendered};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::{Channel, Outgoing, Rendered, SendFuture, SendOutcome};
+use crate::{Channel, Outgoing, SendFuture, SendOutcome};
 
 /// One lock per file path for the whole process, so that two channels writing to the same
 /// file (two subscriptions, say) still never interleave their lines. Entries die with the
@@ -159,8 +159,7 @@ impl Channel for FileChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Format;
-    use herald_core::{RawEvent, TeamId, Timestamp};
+    use herald_core::{Format, RawEvent, TeamId, Timestamp};
 
     fn event(id: &str) -> Event {
         let raw = RawEvent::from_json(

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use herald_core::{Format, Rendered};
 use teloxide::payloads::SendMessageSetters as _;
 use teloxide::requests::{Request as _, Requester as _};
 use teloxide::types::{ChatId, LinkPreviewOptions, MessageId, ThreadId};
@@ -11,7 +12,7 @@ use teloxide::{ApiError, RequestError};
 use super::markup::{parse_html, parse_markdown_v2};
 use super::render::{MAX_MESSAGE_LEN, Styled, split, telegram_len, write};
 use super::{ParseMode, TelegramBot, TelegramChannel};
-use crate::{Format, Outgoing, Rendered, SendOutcome};
+use crate::{Outgoing, SendOutcome};
 
 /// Most migrations followed for one message (a group becomes a supergroup once).
 const MAX_MIGRATIONS: usize = 2;

@@ -1,18 +1,24 @@
 //! Telegram channel tests against the Bot API double on 127.0.0.1 (real HTTP), plus a
 //! property test of the rendering against the double's independent entity parser.
+//!
+//! Why this file is long (~830 lines): many small data-driven cases against the Bot API
+//! double (formats, splitting, flood limits, migrations, errors) plus a property test; they
+//! share the helpers at the top.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use herald_core::{Actor, ActorType, Event, Outcome, Resource, Secret, TeamId, Timestamp};
+use herald_core::{
+    Actor, ActorType, Event, Format, Outcome, Rendered, Resource, Secret, TeamId, Timestamp,
+};
 use herald_testkit::telegram::{
     self as double, ChatBehaviour, DoubleOptions, RateLimits, TelegramDouble,
 };
 use proptest::prelude::*;
 
 use super::*;
-use crate::{Format, Rendered, SendOutcome};
+use crate::SendOutcome;
 
 /// A bounded wait for background work (commands); never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);

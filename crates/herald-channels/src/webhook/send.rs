@@ -7,13 +7,14 @@ use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
+use herald_core::Format;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 
 use super::WebhookChannel;
 use super::sign::unix_seconds;
 use super::ssrf::{Blocked, DnsFailed, SsrfRefused, check_ip};
-use crate::{Format, Outgoing, RESPONSE_SNIPPET_LIMIT, SendOutcome, fmt_duration};
+use crate::{Outgoing, RESPONSE_SNIPPET_LIMIT, SendOutcome, fmt_duration};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";

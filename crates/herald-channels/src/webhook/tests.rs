@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use herald_core::{Event, RawEvent, Secret, TeamId, Timestamp};
+use herald_core::{Event, Format, RawEvent, Rendered, Secret, TeamId, Timestamp};
 use reqwest::Url;
 
 use super::*;
-use crate::{Format, Rendered, SendOutcome};
+use crate::SendOutcome;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HINT: &str = "set [delivery] allow_private_networks = true to allow";

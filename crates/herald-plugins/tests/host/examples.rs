@@ -1,7 +1,7 @@
 //! The example plugins (slack, discord, card), rendered by the host: snapshots of what
 //! herald would send.
 
-use herald_channels::Format;
+use herald_core::Format;
 use herald_plugins::{PluginError, PluginOutput};
 
 use super::*;

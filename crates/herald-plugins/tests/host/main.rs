@@ -67,7 +67,7 @@ pub fn event_from(json: &str) -> Event {
 }
 
 /// The rendered message, or a panic naming what happened instead.
-pub fn rendered(out: Result<PluginOutput, PluginError>) -> herald_channels::Rendered {
+pub fn rendered(out: Result<PluginOutput, PluginError>) -> herald_core::Rendered {
     match out {
         Ok(PluginOutput::Rendered(r)) => r,
         other => panic!("expected a rendered message, got {other:?}"),

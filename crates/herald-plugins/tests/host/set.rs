@@ -88,7 +88,7 @@ fn hot_reload_swaps_good_versions_and_rejects_broken_ones() {
     set.insert(spec("f", &path)).unwrap();
     let none = settings(&[]);
     let v1 = rendered(set.format("f", &event(), "webhook", &none));
-    assert_eq!(v1.format, herald_channels::Format::Text);
+    assert_eq!(v1.format, herald_core::Format::Text);
     assert!(set.reload_changed().is_empty(), "nothing changed yet");
 
     // A renderer holding the old version keeps it across the swap.
@@ -106,7 +106,7 @@ fn hot_reload_swaps_good_versions_and_rejects_broken_ones() {
     );
     assert_eq!(set.get("f").unwrap().info().name, "discord");
     let v2 = rendered(set.format("f", &event(), "webhook", &none));
-    assert_eq!(v2.format, herald_channels::Format::Json);
+    assert_eq!(v2.format, herald_core::Format::Json);
     assert_eq!(rendered(held.format(&event(), "webhook", &none)), v1);
 
     // A broken version (panics on every event) is rejected; discord keeps serving.

@@ -1,0 +1,173 @@
+//! `[[teams.NAME.subscriptions]]`: which channel, which event patterns (only declared,
+//! durable types), filters, and the formatter plugin with its settings.
+
+use std::collections::BTreeMap;
+
+use herald_core::{EventTypeRegistry, Pattern, Subscription, TeamId};
+use toml::Spanned;
+
+use super::{Loader, at};
+use crate::diagnostic::{Diagnostic, Location};
+use crate::model::ChannelConfig;
+use crate::raw::RawSubscription;
+
+impl Loader<'_> {
+    pub(super) fn subscription(
+        &mut self,
+        team: &TeamId,
+        index: usize,
+        raw: RawSubscription,
+        file: usize,
+        channels: &BTreeMap<String, (Location, Option<ChannelConfig>)>,
+        registry: &EventTypeRegistry,
+    ) -> Option<Subscription> {
+        let mut ok = true;
+        if !channels.contains_key(raw.channel.get_ref()) {
+            let known: Vec<&str> = channels.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "it declares none".to_string()
+            } else {
+                format!("it has: {}", known.join(", "))
+            };
+            self.diags.push(
+                Diagnostic::error(
+                    format!(
+                        "unknown channel `{}`: team `{team}` declares no such channel ({known})",
+                        raw.channel.get_ref()
+                    ),
+                    at(file, raw.channel.span()),
+                )
+                .with_label("not a channel of this team"),
+            );
+            ok = false;
+        }
+        if raw.events.get_ref().is_empty() {
+            self.error(
+                "a subscription needs at least one event pattern",
+                at(file, raw.events.span()),
+            );
+            ok = false;
+        }
+        let mut patterns = Vec::new();
+        for p in raw.events.get_ref() {
+            let parsed = Pattern::parse(p.get_ref())
+                .map_err(|e| e.to_string())
+                .and_then(|pattern| registry.check_subscribable(&pattern).map(|()| pattern));
+            match parsed {
+                Ok(pattern) => patterns.push(pattern),
+                Err(err) => {
+                    self.error(err, at(file, p.span()));
+                    ok = false;
+                }
+            }
+        }
+        if let Some(f) = &raw.formatter
+            && !self.plugin_names.contains(f.get_ref())
+        {
+            let known = if self.plugin_names.is_empty() {
+                format!("; declare it under [plugins.{}] with a path", f.get_ref())
+            } else {
+                format!(" (configured: {})", self.plugin_names.join(", "))
+            };
+            self.error(
+                format!(
+                    "formatter `{}` is not a configured plugin{known}",
+                    f.get_ref()
+                ),
+                at(file, f.span()),
+            );
+            ok = false;
+        }
+        let id = herald_core::SubscriptionId {
+            team: team.clone(),
+            index,
+        };
+        if let Some(settings) = raw.formatter_settings {
+            let span = settings.span();
+            if raw.formatter.is_none() {
+                self.error(
+                    "formatter_settings needs a formatter: add formatter = \"PLUGIN\"",
+                    at(file, span),
+                );
+                ok = false;
+            }
+            match self.settings(settings.into_inner(), file) {
+                Some(settings) if ok => {
+                    self.formatter_settings.insert(id.clone(), settings);
+                }
+                Some(_) => {}
+                None => ok = false,
+            }
+        }
+        ok.then(|| Subscription {
+            id,
+            name: raw.name,
+            channel: raw.channel.into_inner(),
+            patterns,
+            outcome: raw.outcome,
+            metadata: raw.metadata,
+            active: raw.active,
+            formatter: raw.formatter.map(Spanned::into_inner),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load::testing::{SUB, check};
+
+    #[test]
+    fn unknown_key_in_a_subscription() {
+        check(
+            "\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nevent = \"host.down\"\n",
+            "herald.toml:21:1: error: unknown field `event`, expected one of `name`, `channel`, `events`, `outcome`, `metadata`, `active`, `formatter`, `formatter_settings`",
+        );
+    }
+
+    #[test]
+    fn wrong_value_types() {
+        check(
+            "\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = \"*\"\n",
+            "herald.toml:20:10: error: invalid type: string \"*\", expected a sequence",
+        );
+    }
+
+    #[test]
+    fn unknown_channel_in_a_subscription() {
+        check(
+            "\n[[teams.acme.subscriptions]]\nchannel = \"hok\"\nevents = [\"*\"]\n",
+            "herald.toml:19:11: error: unknown channel `hok`: team `acme` declares no such channel (it has: hook)\nherald.toml:14:22: warning: channel `hook` of team `acme` has no subscription: nothing will be sent to it"
+                .split('\n').rev().collect::<Vec<_>>().join("\n").as_str(),
+        );
+    }
+
+    #[test]
+    fn subscribing_to_transient_or_undeclared_types() {
+        check(
+            "\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"capsule.state.changed\", \"host.up\", \"ui.*\"]\n",
+            "herald.toml:20:11: error: event type `capsule.state.changed` is transient: it goes to the live stream only and cannot be subscribed to\n\
+             herald.toml:20:36: error: event type `host.up` is not declared; add it under [[event_types]]\n\
+             herald.toml:20:47: error: pattern `ui.*` matches no declared durable event type",
+        );
+    }
+
+    #[test]
+    fn invalid_patterns() {
+        check(
+            "\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"capsule.*.x\", \"\", \"**\"]\n",
+            "herald.toml:20:11: error: invalid pattern `capsule.*.x`: `*` must be a whole segment and the last one: `*`, or `capsule.*`\n\
+             herald.toml:20:26: error: invalid pattern ``: a pattern must not be empty; use `*` for every type\n\
+             herald.toml:20:30: error: invalid pattern `**`: `*` must be a whole segment and the last one: `*`, or `capsule.*`",
+        );
+    }
+
+    #[test]
+    fn an_unknown_formatter() {
+        check(
+            &format!(
+                "{SUB}[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nformatter = \"slack\"\n"
+            ),
+            "herald.toml:24:13: error: formatter `slack` is not a configured plugin; declare it under [plugins.slack] with a path",
+        );
+    }
+}
