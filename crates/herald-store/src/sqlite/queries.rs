@@ -1,6 +1,11 @@
 //! The SQL behind each store operation, as plain functions of a connection. Write
 //! operations run on the writer thread inside its group transaction; reads run on a
 //! read-only connection.
+//!
+//! Over 600 lines on purpose: every SQL statement of the embedded store is here, next to
+//! the row decoding it shares, so a schema change is reviewed in one file. When it grows
+//! further, split the reads (`get_*`, `list_*`, `events_after`, `next_due`) into their own
+//! module.
 
 use std::time::Duration;
 

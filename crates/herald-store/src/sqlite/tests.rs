@@ -1,4 +1,8 @@
 //! Tests of `SqliteStore` against real database files in temporary directories.
+//!
+//! Long because it holds one case per behaviour of the embedded store (group commit,
+//! restarts, leases, paging, scoping), each readable on its own; the promises every
+//! backend shares are in `crate::conformance` and run at the end of this file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
