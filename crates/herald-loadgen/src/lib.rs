@@ -1,6 +1,7 @@
 //! herald-loadgen: what `herald-receiver` and `herald-load` share — the webhook receiver,
-//! the benchmark events, pacing, latency summaries and delivery bookkeeping.
+//! the benchmark events, pacing, latency summaries, delivery bookkeeping and the fsync probe.
 
+pub mod fsync;
 pub mod ledger;
 pub mod loopback;
 pub mod memory;

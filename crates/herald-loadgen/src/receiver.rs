@@ -1,5 +1,7 @@
 //! The webhook receiver behind `herald-receiver` and `herald-load e2e`: checks Standard
 //! Webhooks signatures, prints one JSON line per delivery and/or hands each one to a recorder.
+//! It also understands Alertmanager's webhook body, so `herald-load side-by-side` can measure
+//! both servers with the same receivers.
 
 use std::future::Future;
 use std::io::{self, Write as _};
@@ -23,7 +25,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 /// The metadata key under which `herald-load` puts an event's publish time (unix nanoseconds).
+/// Alerts carry it as an annotation of the same name.
 pub const SENT_AT_KEY: &str = "sent_at_ns";
+/// The alert label that carries the event id, so that Alertmanager sees every alert as a
+/// new one (nothing deduplicated) and the ledger can match it like a herald event.
+pub const ALERT_ID_LABEL: &str = "event_id";
 
 /// How one receiver behaves.
 #[derive(Debug, Clone)]
@@ -40,6 +46,8 @@ pub struct ReceiverOptions {
     pub arrivals: Option<UnboundedSender<Arrival>>,
     /// Counts requests refused for their signature.
     pub rejected: Option<Arc<AtomicU64>>,
+    /// Answer only after this long: a slow endpoint next to fast ones.
+    pub delay: Duration,
 }
 
 impl Default for ReceiverOptions {
@@ -51,6 +59,7 @@ impl Default for ReceiverOptions {
             index: 0,
             arrivals: None,
             rejected: None,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -152,18 +161,19 @@ async fn receive(
         Ok(_) => {
             if let Some(arrivals) = &options.arrivals {
                 let body = parsed.as_ref().unwrap_or(&Value::Null);
-                // The recorder goes away only when a run is over; late deliveries are moot then.
-                let _ = arrivals.send(Arrival {
-                    receiver: options.index,
-                    webhook_id: webhook_id.map(str::to_string),
-                    event_id: body.get("id").and_then(Value::as_str).map(str::to_string),
-                    sent_at_ns: body
-                        .get("metadata")
-                        .and_then(|m| m.get(SENT_AT_KEY))
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse().ok()),
-                    received_at_ns: unix_nanos(now),
-                });
+                for (event_id, sent_at_ns) in carried_events(body) {
+                    // The recorder goes away only when a run is over; late deliveries are moot then.
+                    let _ = arrivals.send(Arrival {
+                        receiver: options.index,
+                        webhook_id: webhook_id.map(str::to_string),
+                        event_id,
+                        sent_at_ns,
+                        received_at_ns: unix_nanos(now),
+                    });
+                }
+            }
+            if !options.delay.is_zero() {
+                tokio::time::sleep(options.delay).await;
             }
             options.status.into_response()
         }
@@ -210,6 +220,29 @@ pub fn check_signature(
     .map_err(|e| e.to_string())
 }
 
+/// The events one delivery carries, each as (id, publish time): a herald event is one (`id`,
+/// `metadata.sent_at_ns`); an Alertmanager notification carries one per alert (label
+/// [`ALERT_ID_LABEL`], annotation [`SENT_AT_KEY`]). Anything else counts as one unknown event.
+pub fn carried_events(body: &Value) -> Vec<(Option<String>, Option<u64>)> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let nanos = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|s| s.parse().ok());
+    match body.get("alerts").and_then(Value::as_array) {
+        Some(alerts) => alerts
+            .iter()
+            .map(|alert| {
+                (
+                    text(alert.get("labels").and_then(|l| l.get(ALERT_ID_LABEL))),
+                    nanos(alert.get("annotations").and_then(|a| a.get(SENT_AT_KEY))),
+                )
+            })
+            .collect(),
+        None => vec![(
+            text(body.get("id")),
+            nanos(body.get("metadata").and_then(|m| m.get(SENT_AT_KEY))),
+        )],
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -251,4 +284,35 @@ pub fn unix_nanos(t: SystemTime) -> u64 {
         .as_nanos()
         .try_into()
         .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn herald_events_and_alertmanager_alerts_are_both_read() {
+        let herald = json!({"id": "r-1", "metadata": {"sent_at_ns": "17"}});
+        assert_eq!(
+            carried_events(&herald),
+            [(Some("r-1".to_string()), Some(17))]
+        );
+        // Alertmanager's webhook body (version 4): one notification may carry several alerts.
+        let alertmanager = json!({
+            "version": "4", "status": "firing", "receiver": "r1",
+            "alerts": [
+                {"labels": {"alertname": "bench", "event_id": "r-2"}, "annotations": {"sent_at_ns": "5"}},
+                {"labels": {"alertname": "bench", "event_id": "r-3"}, "annotations": {}},
+            ],
+        });
+        assert_eq!(
+            carried_events(&alertmanager),
+            [
+                (Some("r-2".to_string()), Some(5)),
+                (Some("r-3".to_string()), None)
+            ]
+        );
+        assert_eq!(carried_events(&json!("not json")), [(None, None)]);
+    }
 }

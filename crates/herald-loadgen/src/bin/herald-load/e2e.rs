@@ -11,19 +11,15 @@ use anyhow::{Context as _, bail};
 use axum::http::StatusCode;
 use herald_channels::webhook::SigningKey;
 use herald_core::Secret;
-use herald_loadgen::ledger::{Ledger, LedgerSummary};
-use herald_loadgen::memory::{MemoryReport, RssSampler};
 use herald_loadgen::pacer::Schedule;
 use herald_loadgen::payload::{EventTemplate, RunIds, TARGET_BYTES};
-use herald_loadgen::receiver::{self, ReceiverOptions, SENT_AT_KEY, unix_nanos};
-use herald_loadgen::stats::{LatencySummary, Micros, per_second};
+use herald_loadgen::receiver::{self, ReceiverOptions, SENT_AT_KEY};
+use herald_loadgen::stats::Micros;
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
 
-use crate::publish::{Publisher, Server, Tally};
-
-const RSS_EVERY: Duration = Duration::from_millis(100);
+use crate::drive::{self, BodyFn, Delivered, RSS_EVERY, Waits};
+use crate::publish::{Publisher, Server};
 /// At most this many expected deliveries per run (the ledger's memory is 16 bytes each).
 const MAX_PAIRS: u64 = 20_000_000;
 
@@ -77,21 +73,6 @@ pub struct Args {
     json: bool,
 }
 
-/// The publishing half of a run.
-#[derive(Debug, Serialize)]
-struct Published {
-    #[serde(flatten)]
-    tally: Tally,
-    /// From the first release to the last reply.
-    seconds: f64,
-    events_per_s: f64,
-    latency: LatencySummary,
-    #[serde(skip)]
-    accepted: Vec<bool>,
-    #[serde(skip)]
-    first_sent_ns: Option<u64>,
-}
-
 #[derive(Debug, Serialize)]
 struct Report {
     url: String,
@@ -101,17 +82,10 @@ struct Report {
     /// Events per second asked for; 0 = burst.
     rate: f64,
     clients: u32,
-    publish: Option<Published>,
-    deliveries: LedgerSummary,
-    /// From the first publish to the last first-arrival.
-    delivery_seconds: f64,
-    deliveries_per_s: f64,
+    #[serde(flatten)]
+    run: Delivered,
     signature_failures: u64,
-    /// Stopped waiting before every expected delivery arrived.
-    timed_out: bool,
-    interrupted: bool,
     pid: Option<u32>,
-    memory: Option<MemoryReport>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -130,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let url = args.server.events_url()?;
     let schedule = Schedule::new(args.events, args.rate);
 
-    let (arrivals, mut arrived) = mpsc::unbounded_channel();
+    let (arrivals, arrived) = mpsc::unbounded_channel();
     let signature_failures = Arc::new(AtomicU64::new(0));
     let mut receivers = Vec::with_capacity(ports.len());
     for (index, port) in ports.iter().enumerate() {
@@ -141,6 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             index,
             arrivals: Some(arrivals.clone()),
             rejected: Some(Arc::clone(&signature_failures)),
+            delay: Duration::ZERO,
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], *port));
         let running = receiver::start(addr, options)
@@ -172,65 +147,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.clients
     );
 
-    // Bounded: publishing ends within its span plus request timeouts, waiting within
-    // --timeout; the sampler is capped well beyond both.
-    let longest = args.delay
-        + schedule.span()
-        + args.server.request_timeout * 2
-        + args.timeout
-        + args.linger
-        + Duration::from_secs(60);
-    let max_samples = (longest.as_millis() / RSS_EVERY.as_millis()) as u64;
-    let sampler = args
-        .pid
-        .map(|pid| RssSampler::start(pid, RSS_EVERY, max_samples));
-
-    let mut ledger = Ledger::new(ids.clone(), args.events, ports.len());
-    let mut publishing = tokio::spawn(publish_all(publishers, schedule, template, ids, fanout));
-    let mut published: Option<Published> = None;
-    let mut deadline: Option<Instant> = None;
-    let mut lingering = false;
-    let mut interrupted = false;
-    let far = Instant::now() + longest;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        if ledger.is_complete() && !lingering {
-            lingering = true;
-            let until = Instant::now() + args.linger;
-            deadline = Some(deadline.map_or(until, |d| d.min(until)));
+    let body_ids = ids.clone();
+    let body: BodyFn = Arc::new(move |index, sent_ns| {
+        let mut metadata = vec![(SENT_AT_KEY, sent_ns.to_string())];
+        if let Some((key, value)) = &fanout {
+            metadata.push((key.as_str(), value.clone()));
         }
-        tokio::select! {
-            Some(arrival) = arrived.recv() => {
-                ledger.record(&arrival);
-            }
-            done = &mut publishing, if published.is_none() => {
-                let done = done.context("publishing task")?;
-                ledger.set_accepted(done.accepted.clone());
-                deadline = Some(Instant::now() + args.timeout);
-                published = Some(done);
-            }
-            () = tokio::time::sleep_until(deadline.unwrap_or(far)) => break,
-            _ = &mut ctrl_c => {
-                interrupted = true;
-                publishing.abort();
-                break;
-            }
-        }
-    }
-    let memory = match sampler {
-        Some(sampler) => Some(sampler.finish().await),
-        None => None,
+        template.body(&body_ids.id(index), &metadata)
+    });
+    let waits = Waits {
+        timeout: args.timeout,
+        linger: args.linger,
+        request_timeout: args.server.request_timeout,
+        pid: args.pid,
     };
+    let run = drive::drive(publishers, schedule, ids, body, ports.len(), arrived, waits).await?;
     let urls = receivers.iter().map(|r| r.url()).collect();
     drop(receivers);
 
-    let deliveries = ledger.summary();
-    let first_sent = published.as_ref().and_then(|p| p.first_sent_ns);
-    let delivery_span = match (first_sent, ledger.last_received_ns()) {
-        (Some(first), Some(last)) => Duration::from_nanos(last.saturating_sub(first)),
-        _ => Duration::ZERO,
-    };
     let report = Report {
         url: url.to_string(),
         receivers: urls,
@@ -238,15 +172,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         event_bytes: TARGET_BYTES,
         rate: if schedule.is_burst() { 0.0 } else { args.rate },
         clients: args.clients,
-        publish: published,
-        delivery_seconds: delivery_span.as_secs_f64(),
-        deliveries_per_s: per_second(deliveries.delivered, delivery_span),
-        deliveries,
+        run,
         signature_failures: signature_failures.load(Ordering::Relaxed),
-        timed_out: !ledger.is_complete() && !interrupted,
-        interrupted,
         pid: args.pid,
-        memory,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -269,93 +197,6 @@ fn receiver_ports(count: Option<u16>, listed: &[u16]) -> anyhow::Result<Vec<u16>
     }
 }
 
-/// Publishes every event of `schedule` through `publishers`, each taking the next event as
-/// soon as it is due and the publisher is free.
-async fn publish_all(
-    publishers: Vec<Publisher>,
-    schedule: Schedule,
-    template: EventTemplate,
-    ids: RunIds,
-    fanout: Option<(String, String)>,
-) -> Published {
-    let total = schedule.total();
-    let permits = Arc::new(Semaphore::new(0));
-    let next = Arc::new(AtomicU64::new(0));
-    let shared = Arc::new((template, ids, fanout));
-    let start = Instant::now();
-    let pacer = {
-        let permits = Arc::clone(&permits);
-        tokio::spawn(async move { schedule.release(start, &permits).await })
-    };
-    let workers: Vec<_> = publishers
-        .into_iter()
-        .map(|publisher| {
-            let permits = Arc::clone(&permits);
-            let next = Arc::clone(&next);
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let (template, ids, fanout) = &*shared;
-                let mut tally = Tally::default();
-                let mut accepted = Vec::new();
-                let mut first_sent = None;
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= total {
-                        break;
-                    }
-                    // Exactly `total` permits are released and each index takes one, so
-                    // this never waits for a permit that will not come.
-                    match permits.acquire().await {
-                        Ok(permit) => permit.forget(),
-                        Err(_) => break,
-                    }
-                    let sent = unix_nanos(SystemTime::now());
-                    first_sent = first_sent.or(Some(sent));
-                    let mut metadata = vec![(SENT_AT_KEY, sent.to_string())];
-                    if let Some((key, value)) = fanout {
-                        metadata.push((key.as_str(), value.clone()));
-                    }
-                    let body = template.body(&ids.id(index), &metadata);
-                    let began = Instant::now();
-                    let outcome = publisher.publish(body).await;
-                    if outcome.is_success() {
-                        accepted.push(index);
-                    }
-                    tally.add(outcome, began.elapsed());
-                }
-                (tally, accepted, first_sent)
-            })
-        })
-        .collect();
-
-    let mut tally = Tally::default();
-    let mut accepted = vec![false; usize::try_from(total).unwrap_or(usize::MAX)];
-    let mut first_sent_ns: Option<u64> = None;
-    for worker in workers {
-        // A worker panicking would be a bug here; its events then count as not accepted.
-        if let Ok((t, ok, first)) = worker.await {
-            tally.merge(t);
-            for index in ok {
-                accepted[index as usize] = true;
-            }
-            first_sent_ns = match (first_sent_ns, first) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-    }
-    pacer.abort();
-    let elapsed = start.elapsed();
-    Published {
-        seconds: elapsed.as_secs_f64(),
-        events_per_s: per_second(tally.accepted, elapsed),
-        latency: tally.latencies.summary(),
-        tally,
-        accepted,
-        first_sent_ns,
-    }
-}
-
 fn print_human(r: &Report) {
     let pace = if r.rate > 0.0 {
         format!("{} events/s", r.rate)
@@ -369,7 +210,7 @@ fn print_human(r: &Report) {
         r.clients,
         r.receivers.len()
     );
-    match &r.publish {
+    match &r.run.publish {
         Some(p) => {
             println!(
                 "  published: {} accepted in {:.2} s ({:.0} events/s); reply latency {}",
@@ -381,17 +222,17 @@ fn print_human(r: &Report) {
         }
         None => println!("  published: interrupted before publishing finished"),
     }
-    let d = &r.deliveries;
+    let d = &r.run.deliveries;
     println!(
         "  delivered: {} of {} expected in {:.2} s (first publish → last receipt)  →  {:.0} deliveries/s",
-        d.delivered, d.expected, r.delivery_seconds, r.deliveries_per_s
+        d.delivered, d.expected, r.run.delivery_seconds, r.run.deliveries_per_s
     );
     println!("  publish → received: {}", d.latency);
     println!(
         "  missing {}, duplicates (same webhook-id) {}, repeated (event, receiver) {}, unexpected {}, bad signatures {}",
         d.missing, d.duplicates, d.repeated_pairs, d.unexpected, r.signature_failures
     );
-    if r.timed_out {
+    if r.run.timed_out {
         println!("  stopped waiting: --timeout passed before every delivery arrived");
         if r.receivers.len() > 1 {
             println!(
@@ -400,10 +241,10 @@ fn print_human(r: &Report) {
             );
         }
     }
-    if r.interrupted {
+    if r.run.interrupted {
         println!("  interrupted");
     }
-    if let (Some(pid), Some(m)) = (r.pid, &r.memory) {
+    if let (Some(pid), Some(m)) = (r.pid, &r.run.memory) {
         let mib = |kib: Option<u64>| {
             kib.map_or("unknown".to_string(), |k| {
                 format!("{:.1} MiB", k as f64 / 1024.0)

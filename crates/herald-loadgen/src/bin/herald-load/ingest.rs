@@ -18,48 +18,59 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    server: Server,
+    pub server: Server,
     /// Concurrent clients, each with its own connection.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    clients: u32,
+    pub clients: u32,
     /// How long to measure, after the warm-up.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// How long to publish before measuring (connections opened, caches warm).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    warmup: Duration,
+    pub warmup: Duration,
     /// Event type; must be declared in the server's configuration.
     #[arg(long = "type", default_value = "capsule.create")]
-    event_type: String,
+    pub event_type: String,
     /// `team_id` of the events; omitted by default (the key's team is used).
     #[arg(long)]
-    team: Option<String>,
+    pub team: Option<String>,
     /// Stop after this many requests in all, even if time remains.
     #[arg(long, default_value_t = 10_000_000)]
-    max_requests: u64,
+    pub max_requests: u64,
     /// Print a JSON object instead of the human summary.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Serialize)]
-struct Report {
-    url: String,
-    clients: u32,
-    warmup_s: f64,
-    measured_s: f64,
-    event_type: String,
-    event_bytes: usize,
+pub struct Report {
+    pub url: String,
+    pub clients: u32,
+    pub warmup_s: f64,
+    pub measured_s: f64,
+    pub event_type: String,
+    pub event_bytes: usize,
     /// 2xx replies (`accepted`) to requests that started and finished within the window.
-    events_per_s: f64,
-    latency: LatencySummary,
+    pub events_per_s: f64,
+    pub latency: LatencySummary,
     #[serde(flatten)]
-    tally: Tally,
+    pub tally: Tally,
     /// Requests made during the warm-up or finishing after the window (not counted).
-    uncounted: u64,
+    pub uncounted: u64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let report = measure(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    Ok(())
+}
+
+/// Runs the clients of `args` for the warm-up and the window, and sums up what was counted.
+pub async fn measure(args: &Args) -> anyhow::Result<Report> {
     let url = args.server.events_url()?;
     let publishers = (0..args.clients)
         .map(|_| Publisher::new(&args.server))
@@ -137,19 +148,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         clients: args.clients,
         warmup_s: args.warmup.as_secs_f64(),
         measured_s: measured.as_secs_f64(),
-        event_type: args.event_type,
+        event_type: args.event_type.clone(),
         event_bytes: TARGET_BYTES,
         events_per_s: per_second(tally.accepted, measured),
         latency: tally.latencies.summary(),
         tally,
         uncounted,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_human(&report);
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// Takes one request from the shared budget; false once it is spent.

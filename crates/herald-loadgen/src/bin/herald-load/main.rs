@@ -1,9 +1,12 @@
 //! `herald-load`: load for a running herald — `ingest` measures accepted events/s,
-//! `e2e` measures delivery from publish to webhook receipt. Only ever targets loopback.
+//! `e2e` measures delivery from publish to webhook receipt, `side-by-side` starts herald and
+//! Alertmanager and compares them. Only ever targets loopback.
 
+mod drive;
 mod e2e;
 mod ingest;
 mod publish;
+mod side_by_side;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,9 @@ enum Command {
     /// Publish M events at R/s to herald and receive its webhooks in-process: deliveries/s,
     /// publish → received latency, missing and duplicate deliveries, server memory.
     E2e(e2e::Args),
+    /// herald on its defaults and Alertmanager, started here and driven by the same
+    /// publishers into the same receivers: the delivery benchmark of issue 9.
+    SideBySide(side_by_side::Args),
 }
 
 #[tokio::main]
@@ -29,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ingest(args) => ingest::run(args).await,
         Command::E2e(args) => e2e::run(args).await,
+        Command::SideBySide(args) => side_by_side::run(args).await,
     }
 }

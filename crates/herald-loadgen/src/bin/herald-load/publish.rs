@@ -43,7 +43,7 @@ impl Server {
 pub struct Publisher {
     client: reqwest::Client,
     url: Url,
-    auth: HeaderValue,
+    auth: Option<HeaderValue>,
 }
 
 /// What one publish came to.
@@ -66,30 +66,40 @@ impl Outcome {
 
 impl Publisher {
     pub fn new(server: &Server) -> anyhow::Result<Publisher> {
-        let url = server.events_url()?;
+        let auth = HeaderValue::from_str(&format!("Bearer {}", server.key))
+            .context("--key is not a valid header value")?;
+        Publisher::to(server.events_url()?, Some(auth), server.request_timeout)
+    }
+
+    /// A client POSTing to `url` (loopback only), with `auth` as its `Authorization` header.
+    pub fn to(
+        url: Url,
+        auth: Option<HeaderValue>,
+        request_timeout: Duration,
+    ) -> anyhow::Result<Publisher> {
+        loopback::check(&url)?;
         let client = reqwest::Client::builder()
             .http1_only()
             .pool_max_idle_per_host(1)
             .tcp_nodelay(true)
-            .timeout(server.request_timeout)
+            .timeout(request_timeout)
             // Load goes straight to loopback, never through a proxy from the environment.
             .no_proxy()
             .build()
             .context("building the HTTP client")?;
-        let auth = HeaderValue::from_str(&format!("Bearer {}", server.key))
-            .context("--key is not a valid header value")?;
         Ok(Publisher { client, url, auth })
     }
 
     pub async fn publish(&self, body: Vec<u8>) -> Outcome {
-        let result = self
+        let mut request = self
             .client
             .post(self.url.clone())
-            .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
+            .body(body);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let result = request.send().await;
         let response = match result {
             Ok(response) => response,
             Err(e) => return failed(&e),
