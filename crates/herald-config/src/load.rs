@@ -334,6 +334,31 @@ impl Loader<'_> {
         }
     }
 
+    /// Like [`Loader::duration`], also refusing values outside `range`: a huge value
+    /// (`"500000000000y"`) parses, but would overflow the clock arithmetic done with it.
+    fn duration_in(
+        &mut self,
+        value: &Spanned<String>,
+        file: usize,
+        what: &str,
+        range: std::ops::RangeInclusive<Duration>,
+    ) -> Option<Duration> {
+        let d = self.duration(value, file, what)?;
+        if range.contains(&d) {
+            return Some(d);
+        }
+        self.error(
+            format!(
+                "{what} `{}` is out of range: write a {what} between {} and {}",
+                value.get_ref(),
+                humantime::format_duration(*range.start()),
+                humantime::format_duration(*range.end()),
+            ),
+            at(file, value.span()),
+        );
+        None
+    }
+
     /// Checks everything that spans sections, and assembles the configuration.
     fn build(&mut self, path: &Path) -> Option<Config> {
         let sections = std::mem::take(&mut self.sections);
