@@ -492,6 +492,23 @@ fn transient_events_are_accepted_but_never_delivered() {
 }
 
 #[test]
+fn readiness_fails_with_a_reason_when_the_stores_disk_is_full() {
+    // No test machine has 8 EiB free: the store's free-space check fails as on a full disk.
+    let h = Herald::start(
+        "api-ready-disk",
+        &Conf::new().store_line("min_free_bytes = 9223372036854775807"),
+    );
+    let c = h.client();
+    let ready = c.request(Method::GET, "/readyz", None, None);
+    let body = ready.expect_error(503, "not_ready");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("disk"), "{body}");
+    // Liveness is not readiness: the process still serves.
+    let health = c.request(Method::GET, "/healthz", None, None);
+    assert_eq!((health.status, health.text.trim()), (200, "ok"));
+}
+
+#[test]
 fn health_readiness_metrics_and_openapi() {
     let rx = Receiver::start("hook");
     let h = Herald::start(

@@ -96,6 +96,9 @@ pub struct ServerConfig {
 pub struct StoreConfig {
     /// The data directory of the embedded store.
     pub path: PathBuf,
+    /// Free space the store's filesystem must keep for `/readyz` to pass; `None` for the
+    /// store's default.
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

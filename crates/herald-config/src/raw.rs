@@ -20,6 +20,7 @@ pub(crate) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub path: Option<String>,
+    pub min_free_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

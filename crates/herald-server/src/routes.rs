@@ -305,12 +305,38 @@ async fn admin_reload(
     }
 }
 
+/// How long `/readyz` waits for the store's health check: a writer that does not answer
+/// an empty request within this is as good as dead to a load balancer.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.engine.is_ready() {
-        "ready".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    let not_ready = |why: &str| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
+    };
+    if !state.engine.is_ready() {
+        return not_ready("shutting down: delivery workers are stopping");
     }
+    let health = tokio::time::timeout(READY_STORE_TIMEOUT, state.engine.store().health()).await;
+    // The probe is unauthenticated: the reason names the fault, the log has the detail.
+    let why = match health {
+        Ok(Ok(())) => return "ready".into_response(),
+        Ok(Err(herald_store::StoreError::DiskFull {
+            available, needed, ..
+        })) => format!(
+            "the store's disk is full: {available} bytes free, at least {needed} needed ([store] min_free_bytes)"
+        ),
+        Ok(Err(herald_store::StoreError::Closed)) => "the store's writer has stopped".to_string(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store health check failed");
+            "the store is not healthy; see the server log".to_string()
+        }
+        Err(_) => format!(
+            "the store's writer did not answer within {}s",
+            READY_STORE_TIMEOUT.as_secs()
+        ),
+    };
+    tracing::warn!(reason = %why, "/readyz: not ready");
+    not_ready(&why)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -351,8 +351,14 @@ mod tests {
             ("feff:ffff::1", "site-local address (fec0::/10)"),
             // IPv4-translated (SIIT, `::ffff:0:a.b.c.d`): a translator would reach any
             // IPv4 address, private ones included, so the range is refused whole.
-            ("::ffff:0:7f00:1", "IPv4-translated address (::ffff:0:0:0/96)"),
-            ("::ffff:0:808:808", "IPv4-translated address (::ffff:0:0:0/96)"),
+            (
+                "::ffff:0:7f00:1",
+                "IPv4-translated address (::ffff:0:0:0/96)",
+            ),
+            (
+                "::ffff:0:808:808",
+                "IPv4-translated address (::ffff:0:0:0/96)",
+            ),
             // Teredo tunnels to an embedded (possibly private) IPv4 address.
             ("2001::1", "Teredo address (2001::/32)"),
             ("2001:0:ffff:ffff::1", "Teredo address (2001::/32)"),
