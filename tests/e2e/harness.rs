@@ -432,6 +432,12 @@ impl Conf {
         self
     }
 
+    /// A raw line appended to `[server]`.
+    pub fn server_line(mut self, line: &str) -> Conf {
+        self.server_lines.push(line.to_string());
+        self
+    }
+
     /// A raw line appended to `[store]`.
     pub fn store_line(mut self, line: &str) -> Conf {
         self.store_lines.push(line.to_string());

@@ -14,6 +14,8 @@ pub(crate) struct RawServer {
     pub listen: Option<Spanned<String>>,
     pub admin_token: Option<Spanned<String>>,
     pub max_body_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -280,8 +280,21 @@ async fn enable_channel(
 }
 
 async fn plugins(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    who(&state, &headers)?;
-    Ok(Json(json!({ "plugins": state.engine.plugins() })).into_response())
+    let caller = who(&state, &headers)?;
+    let mut plugins = state.engine.plugins();
+    // Plugins are global configuration: a team sees only those its subscriptions use.
+    if let Caller::Team(team) = &caller {
+        let config = state.engine.config();
+        let used: std::collections::BTreeSet<&str> = config
+            .matcher
+            .subscriptions()
+            .iter()
+            .filter(|s| s.id.team == *team)
+            .filter_map(|s| s.formatter.as_deref())
+            .collect();
+        plugins.retain(|p| used.contains(p.name.as_str()));
+    }
+    Ok(Json(json!({ "plugins": plugins })).into_response())
 }
 
 async fn admin_reload(
@@ -339,7 +352,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     not_ready(&why)
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // Metrics carry every team's and channel's name and volume.
+    if !state.engine.config().server.metrics_public
+        && let Err(e) = who(&state, &headers).and_then(|c| admin_only(&c))
+    {
+        return e.into_response();
+    }
     match state.engine.store().queue_depth().await {
         Ok(depth) => metrics::gauge!("herald_queue_depth").set(depth as f64),
         Err(e) => tracing::warn!(error = %e, "reading the queue depth for /metrics failed"),
