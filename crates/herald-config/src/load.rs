@@ -150,6 +150,9 @@ impl Loader<'_> {
         let is_main = included_from.is_none();
         let file = self.diags.sources.add(path, text.clone());
         let (doc, errors) = DeTable::parse_recoverable(&text);
+        // Before any error is reported: a syntax error shows the lines around it.
+        let secrets = crate::redact::secret_spans(doc.get_ref());
+        self.diags.sources.hide(file, secrets);
         if !errors.is_empty() {
             for err in errors {
                 let loc = err.span().and_then(|s| at(file, s));
@@ -260,7 +263,10 @@ impl Loader<'_> {
                 Err(err) => err,
             };
             let span = err.span().unwrap_or_else(|| whole.clone());
-            let message = err.message().trim_end().to_string();
+            let mut message = err.message().trim_end().to_string();
+            if self.diags.sources.is_hidden(file, &span) {
+                message = crate::redact::hide_value(&message);
+            }
             // A field we dropped ourselves is now "missing": that is not news.
             let consequence = dropped
                 .iter()
