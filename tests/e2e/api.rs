@@ -492,6 +492,45 @@ fn transient_events_are_accepted_but_never_delivered() {
 }
 
 #[test]
+fn readiness_fails_with_a_reason_when_the_stores_disk_is_full() {
+    // No test machine has 8 EiB free: the store's free-space check fails as on a full disk.
+    let h = Herald::start(
+        "api-ready-disk",
+        &Conf::new().store_line("min_free_bytes = 9223372036854775807"),
+    );
+    let c = h.client();
+    let ready = c.request(Method::GET, "/readyz", None, None);
+    let body = ready.expect_error(503, "not_ready");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("disk"), "{body}");
+    // Liveness is not readiness: the process still serves.
+    let health = c.request(Method::GET, "/healthz", None, None);
+    assert_eq!((health.status, health.text.trim()), (200, "ok"));
+}
+
+#[test]
+fn metrics_need_the_admin_token_unless_made_public() {
+    let h = Herald::start("api-metrics-auth", &Conf::new());
+    let c = h.client();
+    // Metrics name every team and channel: a team key must not read them.
+    c.request(Method::GET, "/metrics", None, None)
+        .expect_error(401, "unauthorized");
+    c.request(Method::GET, "/metrics", Some(ACME_KEY), None)
+        .expect_error(403, "forbidden");
+    let admin = c.request(Method::GET, "/metrics", Some(ADMIN_TOKEN), None);
+    assert_eq!(admin.status, 200, "{}", admin.text);
+    assert!(admin.text.contains("herald_queue_depth"), "{}", admin.text);
+
+    let public = Herald::start(
+        "api-metrics-public",
+        &Conf::new().server_line("metrics_public = true"),
+    );
+    let open = public.client().request(Method::GET, "/metrics", None, None);
+    assert_eq!(open.status, 200, "{}", open.text);
+    assert!(open.text.contains("herald_queue_depth"), "{}", open.text);
+}
+
+#[test]
 fn health_readiness_metrics_and_openapi() {
     let rx = Receiver::start("hook");
     let h = Herald::start(
@@ -517,7 +556,7 @@ fn health_readiness_metrics_and_openapi() {
     });
     // Counted samples carry the team; the delivery one may lag the record briefly.
     let metrics = wait_until("the delivery in /metrics", WAIT, || {
-        let m = c.request(Method::GET, "/metrics", None, None);
+        let m = c.request(Method::GET, "/metrics", Some(ADMIN_TOKEN), None);
         if m.status != 200 {
             return Err(format!("HTTP {}: {}", m.status, m.text));
         }

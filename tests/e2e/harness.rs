@@ -385,6 +385,9 @@ pub struct Conf {
     concurrency_per_channel: Option<u32>,
     /// Extra lines at the end of `[delivery]`.
     delivery_lines: Vec<String>,
+    /// Extra lines at the end of `[server]` and `[store]`.
+    server_lines: Vec<String>,
+    store_lines: Vec<String>,
     channels: String,
 }
 
@@ -402,6 +405,8 @@ impl Conf {
             max_body_bytes: None,
             concurrency_per_channel: None,
             delivery_lines: Vec::new(),
+            server_lines: Vec::new(),
+            store_lines: Vec::new(),
             channels: String::new(),
         }
     }
@@ -424,6 +429,18 @@ impl Conf {
     /// A raw line appended to `[delivery]` (to break the file on purpose, say).
     pub fn delivery_line(mut self, line: &str) -> Conf {
         self.delivery_lines.push(line.to_string());
+        self
+    }
+
+    /// A raw line appended to `[server]`.
+    pub fn server_line(mut self, line: &str) -> Conf {
+        self.server_lines.push(line.to_string());
+        self
+    }
+
+    /// A raw line appended to `[store]`.
+    pub fn store_line(mut self, line: &str) -> Conf {
+        self.store_lines.push(line.to_string());
         self
     }
 
@@ -467,6 +484,15 @@ impl Conf {
         if let Some(bytes) = self.max_body_bytes {
             server.push_str(&format!("max_body_bytes = {bytes}\n"));
         }
+        for line in &self.server_lines {
+            server.push_str(line);
+            server.push('\n');
+        }
+        let mut store = "[store]\npath = \"data\"\n".to_string();
+        for line in &self.store_lines {
+            store.push_str(line);
+            store.push('\n');
+        }
         let schedule: Vec<String> = self
             .retry_schedule
             .iter()
@@ -485,7 +511,7 @@ impl Conf {
             delivery.push('\n');
         }
         format!(
-            "# written by tests/e2e/harness.rs\n{server}\n[store]\npath = \"data\"\n\n{delivery}
+            "# written by tests/e2e/harness.rs\n{server}\n{store}\n{delivery}
 [[event_types]]
 name = \"capsule.create\"
 [[event_types]]

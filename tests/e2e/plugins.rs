@@ -115,6 +115,20 @@ fn formatters_shape_slack_bodies_and_rich_cards() {
         Some(2),
         "{plugins}"
     );
+    // Plugins are global configuration: a team sees only those its subscriptions use.
+    let names = |key: &str| -> Vec<String> {
+        let reply = herald.client().get("/v1/plugins", key).expect(200);
+        let mut names: Vec<String> = reply["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(ACME_KEY), ["card", "slack"]);
+    assert_eq!(names(GLOBEX_KEY), Vec::<String>::new());
 }
 
 #[test]

@@ -10,12 +10,32 @@ use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnost
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     files: Vec<(PathBuf, String)>,
+    /// Per file, the spans of literal secrets: masked wherever source text is shown.
+    hidden: Vec<Vec<Range<usize>>>,
 }
 
 impl SourceMap {
     pub(crate) fn add(&mut self, path: PathBuf, text: String) -> usize {
         self.files.push((path, text));
+        self.hidden.push(Vec::new());
         self.files.len() - 1
+    }
+
+    /// Marks spans of `file` as secret: [`Diagnostics::render`] never shows them.
+    pub(crate) fn hide(&mut self, file: usize, spans: Vec<Range<usize>>) {
+        self.hidden[file].extend(spans);
+    }
+
+    /// Whether `span` of `file` touches a secret.
+    pub(crate) fn is_hidden(&self, file: usize, span: &Range<usize>) -> bool {
+        self.hidden[file]
+            .iter()
+            .any(|h| h.start < span.end.max(span.start + 1) && span.start < h.end)
+    }
+
+    /// The text of `file` as diagnostics may show it: secrets masked.
+    fn shown_text(&self, file: usize) -> String {
+        crate::redact::mask(self.text(file), &self.hidden[file])
     }
 
     pub(crate) fn text(&self, file: usize) -> &str {
@@ -185,7 +205,7 @@ impl Diagnostics {
                     ));
                     let report = miette::Report::new(m).with_source_code(NamedSource::new(
                         self.sources.path(loc.file).display().to_string(),
-                        self.sources.text(loc.file).to_string(),
+                        self.sources.shown_text(loc.file),
                     ));
                     render_with(&handler, report.as_ref())
                 }

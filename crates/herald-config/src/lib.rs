@@ -8,6 +8,7 @@ mod diagnostic;
 mod load;
 mod model;
 mod raw;
+mod redact;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, SourceMap};
 pub use load::{Env, LoadOutcome, load, load_with_env};

@@ -150,6 +150,9 @@ impl Loader<'_> {
         let is_main = included_from.is_none();
         let file = self.diags.sources.add(path, text.clone());
         let (doc, errors) = DeTable::parse_recoverable(&text);
+        // Before any error is reported: a syntax error shows the lines around it.
+        let secrets = crate::redact::secret_spans(doc.get_ref());
+        self.diags.sources.hide(file, secrets);
         if !errors.is_empty() {
             for err in errors {
                 let loc = err.span().and_then(|s| at(file, s));
@@ -260,7 +263,10 @@ impl Loader<'_> {
                 Err(err) => err,
             };
             let span = err.span().unwrap_or_else(|| whole.clone());
-            let message = err.message().trim_end().to_string();
+            let mut message = err.message().trim_end().to_string();
+            if self.diags.sources.is_hidden(file, &span) {
+                message = crate::redact::hide_value(&message);
+            }
             // A field we dropped ourselves is now "missing": that is not news.
             let consequence = dropped
                 .iter()
@@ -332,6 +338,31 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// Like [`Loader::duration`], also refusing values outside `range`: a huge value
+    /// (`"500000000000y"`) parses, but would overflow the clock arithmetic done with it.
+    fn duration_in(
+        &mut self,
+        value: &Spanned<String>,
+        file: usize,
+        what: &str,
+        range: std::ops::RangeInclusive<Duration>,
+    ) -> Option<Duration> {
+        let d = self.duration(value, file, what)?;
+        if range.contains(&d) {
+            return Some(d);
+        }
+        self.error(
+            format!(
+                "{what} `{}` is out of range: write a {what} between {} and {}",
+                value.get_ref(),
+                humantime::format_duration(*range.start()),
+                humantime::format_duration(*range.end()),
+            ),
+            at(file, value.span()),
+        );
+        None
     }
 
     /// Checks everything that spans sections, and assembles the configuration.

@@ -90,12 +90,18 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
     /// Largest accepted request body, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
+    /// Serve `/metrics` without the admin token (it names every team and channel, so it
+    /// is admin-only unless an operator opts in, e.g. for a scraper on a private network).
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// The data directory of the embedded store.
     pub path: PathBuf,
+    /// Free space the store's filesystem must keep for `/readyz` to pass; `None` for the
+    /// store's default.
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

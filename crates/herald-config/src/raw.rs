@@ -14,12 +14,15 @@ pub(crate) struct RawServer {
     pub listen: Option<Spanned<String>>,
     pub admin_token: Option<Spanned<String>>,
     pub max_body_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub path: Option<String>,
+    pub min_free_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -280,8 +280,21 @@ async fn enable_channel(
 }
 
 async fn plugins(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    who(&state, &headers)?;
-    Ok(Json(json!({ "plugins": state.engine.plugins() })).into_response())
+    let caller = who(&state, &headers)?;
+    let mut plugins = state.engine.plugins();
+    // Plugins are global configuration: a team sees only those its subscriptions use.
+    if let Caller::Team(team) = &caller {
+        let config = state.engine.config();
+        let used: std::collections::BTreeSet<&str> = config
+            .matcher
+            .subscriptions()
+            .iter()
+            .filter(|s| s.id.team == *team)
+            .filter_map(|s| s.formatter.as_deref())
+            .collect();
+        plugins.retain(|p| used.contains(p.name.as_str()));
+    }
+    Ok(Json(json!({ "plugins": plugins })).into_response())
 }
 
 async fn admin_reload(
@@ -305,15 +318,47 @@ async fn admin_reload(
     }
 }
 
+/// How long `/readyz` waits for the store's health check: a writer that does not answer
+/// an empty request within this is as good as dead to a load balancer.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.engine.is_ready() {
-        "ready".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    let not_ready = |why: &str| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
+    };
+    if !state.engine.is_ready() {
+        return not_ready("shutting down: delivery workers are stopping");
     }
+    let health = tokio::time::timeout(READY_STORE_TIMEOUT, state.engine.store().health()).await;
+    // The probe is unauthenticated: the reason names the fault, the log has the detail.
+    let why = match health {
+        Ok(Ok(())) => return "ready".into_response(),
+        Ok(Err(herald_store::StoreError::DiskFull {
+            available, needed, ..
+        })) => format!(
+            "the store's disk is full: {available} bytes free, at least {needed} needed ([store] min_free_bytes)"
+        ),
+        Ok(Err(herald_store::StoreError::Closed)) => "the store's writer has stopped".to_string(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store health check failed");
+            "the store is not healthy; see the server log".to_string()
+        }
+        Err(_) => format!(
+            "the store's writer did not answer within {}s",
+            READY_STORE_TIMEOUT.as_secs()
+        ),
+    };
+    tracing::warn!(reason = %why, "/readyz: not ready");
+    not_ready(&why)
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // Metrics carry every team's and channel's name and volume.
+    if !state.engine.config().server.metrics_public
+        && let Err(e) = who(&state, &headers).and_then(|c| admin_only(&c))
+    {
+        return e.into_response();
+    }
     match state.engine.store().queue_depth().await {
         Ok(depth) => metrics::gauge!("herald_queue_depth").set(depth as f64),
         Err(e) => tracing::warn!(error = %e, "reading the queue depth for /metrics failed"),

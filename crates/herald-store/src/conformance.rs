@@ -6,7 +6,7 @@
 //! (exclusive stores) are never claimed and come back due at a reopen; leases fence every
 //! finish; `finish_many` reports each record on its own; `next_due` leaves out held and
 //! excluded work; retries of one team cannot touch another's; `events_after` replays in
-//! order within scope.
+//! order within scope; `health` is ok while the store takes writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +36,7 @@ macro_rules! store_conformance_tests {
             next_due_leaves_out_held_and_excluded_work,
             a_team_cannot_retry_or_read_another_teams_rows,
             events_after_replays_in_order_within_scope,
+            health_is_ok_while_the_store_takes_writes,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -418,4 +419,21 @@ pub async fn events_after_replays_in_order_within_scope(backend: &mut impl Backe
         .map(|e| e.id)
         .collect();
     assert_eq!(all, ["g1", "e2", "e3"]);
+}
+
+pub async fn health_is_ok_while_the_store_takes_writes(backend: &mut impl Backend) {
+    let store = backend.open();
+    store.health().await.expect("a fresh store is healthy");
+    accept(
+        &*store,
+        event("acme", "e1"),
+        vec![delivery("d1", "hook", false)],
+    )
+    .await;
+    store.health().await.expect("healthy after a write");
+    // The probe writes nothing a caller could see.
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    assert!(store.events_after(None, "e1", 10).await.unwrap().is_empty());
+    let store = backend.reopen(store);
+    store.health().await.expect("healthy after a reopen");
 }

@@ -41,8 +41,8 @@ pub enum StoreError {
         path.display()
     )]
     Locked { path: PathBuf, holder: String },
-    /// The data directory could not be created.
-    #[error("cannot create the data directory {}: {source}", path.display())]
+    /// The data directory could not be created, locked or inspected.
+    #[error("I/O error on the data directory {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -51,6 +51,17 @@ pub enum StoreError {
     /// An error from SQLite.
     #[error("database error: {0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),
+    /// The filesystem holding the store has less free space than the store's minimum, so
+    /// new events could soon fail to commit.
+    #[error(
+        "the disk holding {} is full: {available} bytes free, the store needs at least {needed}",
+        path.display()
+    )]
+    DiskFull {
+        path: PathBuf,
+        available: u64,
+        needed: u64,
+    },
     /// The writer thread has stopped (the store is shutting down, or a bug killed it).
     #[error("the store is closed")]
     Closed,

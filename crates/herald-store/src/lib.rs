@@ -32,5 +32,5 @@ pub use model::{
     DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
     NewDelivery, Next,
 };
-pub use sqlite::{SqliteStore, WriteStats};
+pub use sqlite::{DEFAULT_MIN_FREE_BYTES, SqliteStore, WriteStats};
 pub use store::{Store, StoreFuture};

@@ -35,6 +35,10 @@ pub const DB_FILE: &str = "herald.db";
 /// store open, and holding that process's id for the error another one gets.
 pub const LOCK_FILE: &str = "herald.lock";
 
+/// The free space [`Store::health`] requires by default: room for a WAL checkpoint and
+/// some thousands of events, so readiness fails before commits do.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Idle read connections kept open; more are opened under load and closed afterwards.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -48,6 +52,8 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// The token this process holds deliveries under (see [`Store::holder`]).
     holder: LeaseToken,
+    /// Below this much free space on the store's filesystem, [`Store::health`] fails.
+    min_free_bytes: u64,
     /// Held open for the store's life: the OS lock on it is what makes this process the
     /// only one. Declared last so that it is released after the writer has stopped.
     _lock: std::fs::File,
@@ -91,8 +97,16 @@ impl SqliteStore {
             path,
             writer,
             holder: LeaseToken::generate(),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             _lock: lock,
         })
+    }
+
+    /// Sets the free space [`Store::health`] requires on the store's filesystem (default
+    /// [`DEFAULT_MIN_FREE_BYTES`]).
+    pub fn with_min_free_bytes(mut self, bytes: u64) -> SqliteStore {
+        self.min_free_bytes = bytes;
+        self
     }
 
     /// The database file.
@@ -156,6 +170,12 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     write!(file, "{}", std::process::id()).map_err(io)?;
     file.flush().map_err(io)?;
     Ok(file)
+}
+
+/// Bytes an unprivileged process may still write on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// A small pool of read-only connections.
@@ -350,6 +370,32 @@ impl Store for SqliteStore {
 
     fn queue_depth(&self) -> StoreFuture<'_, u64> {
         Box::pin(self.read(queries::queue_depth))
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // An empty request through the writer: answered only by a live writer thread
+            // that is not wedged (the caller bounds the wait).
+            self.writer.run_unsynced(|_| Ok(())).await?;
+            let dir = self.path.parent().unwrap_or(&self.path).to_owned();
+            let needed = self.min_free_bytes;
+            let probe = dir.clone();
+            let available = tokio::task::spawn_blocking(move || free_bytes(&probe))
+                .await
+                .map_err(|_| StoreError::Internal("the free-space probe panicked"))?
+                .map_err(|source| StoreError::Io {
+                    path: dir.clone(),
+                    source: Arc::new(source),
+                })?;
+            if available < needed {
+                return Err(StoreError::DiskFull {
+                    path: dir,
+                    available,
+                    needed,
+                });
+            }
+            Ok(())
+        })
     }
 
     fn events_after<'a>(

@@ -159,6 +159,11 @@ pub trait Store: Send + Sync + 'static {
     /// How many deliveries are pending (due or not, leased or not).
     fn queue_depth(&self) -> StoreFuture<'_, u64>;
 
+    /// `Ok` when the store can take writes now: its writer is running and answering, and
+    /// its disk has room. Cheap (writes nothing), for readiness probes; an error says why
+    /// (e.g. [`StoreError::Closed`], [`StoreError::DiskFull`]).
+    fn health(&self) -> StoreFuture<'_, ()>;
+
     /// Up to `limit` (clamped to `1..=MAX_PAGE_SIZE`) events in scope stored after the event
     /// `after_event_id`, in the order they were stored: the replay behind SSE
     /// `Last-Event-ID`. [`StoreError::NotFound`] if that event is not in scope.

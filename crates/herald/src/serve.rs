@@ -30,6 +30,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_path))
         .await?
         .with_context(|| format!("opening the store in {}", config.store.path.display()))?;
+    let store = match config.store.min_free_bytes {
+        Some(bytes) => store.with_min_free_bytes(bytes),
+        None => store,
+    };
     let engine = Engine::start(config, Arc::new(store), EngineOptions::default())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;

@@ -32,7 +32,7 @@ const fn blocked(what: &'static str, range: &'static str) -> Blocked {
 }
 
 /// IPv4 ranges that are not globally reachable, as (network, prefix length, reason).
-const V4_BLOCKED: [(Ipv4Addr, u8, Blocked); 10] = [
+const V4_BLOCKED: [(Ipv4Addr, u8, Blocked); 11] = [
     (
         Ipv4Addr::new(0, 0, 0, 0),
         8,
@@ -63,6 +63,12 @@ const V4_BLOCKED: [(Ipv4Addr, u8, Blocked); 10] = [
         12,
         blocked("private address", "172.16.0.0/12"),
     ),
+    // Protocol assignments (DS-Lite B4/AFTR, NAT64 discovery…): infrastructure, not hosts.
+    (
+        Ipv4Addr::new(192, 0, 0, 0),
+        24,
+        blocked("IETF protocol assignment", "192.0.0.0/24"),
+    ),
     (
         Ipv4Addr::new(192, 168, 0, 0),
         16,
@@ -87,7 +93,7 @@ const V4_BLOCKED: [(Ipv4Addr, u8, Blocked); 10] = [
 
 /// IPv6 ranges that are not globally reachable. IPv4-mapped addresses (`::ffff:a.b.c.d`)
 /// are checked as the IPv4 address they carry, before this table.
-const V6_BLOCKED: [(Ipv6Addr, u8, Blocked); 9] = [
+const V6_BLOCKED: [(Ipv6Addr, u8, Blocked); 12] = [
     (
         Ipv6Addr::UNSPECIFIED,
         128,
@@ -114,6 +120,12 @@ const V6_BLOCKED: [(Ipv6Addr, u8, Blocked); 9] = [
         10,
         blocked("link-local address", "fe80::/10"),
     ),
+    // Deprecated site-local: where it is still configured it is a private network.
+    (
+        Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        blocked("site-local address", "fec0::/10"),
+    ),
     (
         Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
         8,
@@ -129,6 +141,19 @@ const V6_BLOCKED: [(Ipv6Addr, u8, Blocked); 9] = [
         Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
         48,
         blocked("local-use NAT64 address", "64:ff9b:1::/48"),
+    ),
+    // IPv4-translated (SIIT, `::ffff:0:a.b.c.d`, not the mapped `::ffff:a.b.c.d` handled
+    // above): a translator reaches any IPv4 address, private ones included.
+    (
+        Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0),
+        96,
+        blocked("IPv4-translated address", "::ffff:0:0:0/96"),
+    ),
+    // Teredo embeds the server and client IPv4 addresses; like 6to4, refuse it whole.
+    (
+        Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        32,
+        blocked("Teredo address", "2001::/32"),
     ),
     // 6to4 embeds an IPv4 address; the relay mechanism is deprecated, so block it whole
     // rather than trust the embedded address.
@@ -316,6 +341,28 @@ mod tests {
             ),
             ("2002:7f00:1::", "6to4 address (2002::/16)"),
             ("2002:808:808::", "6to4 address (2002::/16)"),
+            // IETF protocol assignments (192.0.0.0/24, e.g. DS-Lite's 192.0.0.1).
+            ("192.0.0.0", "IETF protocol assignment (192.0.0.0/24)"),
+            ("192.0.0.255", "IETF protocol assignment (192.0.0.0/24)"),
+            ("192.0.1.0", "public"),
+            ("191.255.255.255", "public"),
+            // Deprecated site-local: routed as private where still configured.
+            ("fec0::1", "site-local address (fec0::/10)"),
+            ("feff:ffff::1", "site-local address (fec0::/10)"),
+            // IPv4-translated (SIIT, `::ffff:0:a.b.c.d`): a translator would reach any
+            // IPv4 address, private ones included, so the range is refused whole.
+            (
+                "::ffff:0:7f00:1",
+                "IPv4-translated address (::ffff:0:0:0/96)",
+            ),
+            (
+                "::ffff:0:808:808",
+                "IPv4-translated address (::ffff:0:0:0/96)",
+            ),
+            // Teredo tunnels to an embedded (possibly private) IPv4 address.
+            ("2001::1", "Teredo address (2001::/32)"),
+            ("2001:0:ffff:ffff::1", "Teredo address (2001::/32)"),
+            ("2001:1::1", "public"),
         ];
         let mut failures = Vec::new();
         for (ip, expect) in cases {

@@ -11,6 +11,11 @@ use crate::raw::RawDelivery;
 
 const DEFAULT_RETRY_SCHEDULE: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest retry delay: beyond a month a retry is an outage, not a schedule, and
+/// the bound keeps `now + delay` far from overflowing.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+const TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(600);
 
 impl Loader<'_> {
     pub(super) fn delivery(&mut self, raw: Option<In<RawDelivery>>) -> Option<DeliveryConfig> {
@@ -40,7 +45,12 @@ impl Loader<'_> {
                 }
                 let mut out = Vec::new();
                 for item in list.get_ref() {
-                    match self.duration(item, file, "retry delay") {
+                    match self.duration_in(
+                        item,
+                        file,
+                        "retry delay",
+                        Duration::ZERO..=MAX_RETRY_DELAY,
+                    ) {
                         Some(d) => out.push(d),
                         None => ok = false,
                     }
@@ -50,13 +60,7 @@ impl Loader<'_> {
             None => default_schedule,
         };
         let timeout = match &value.timeout {
-            Some(t) => match self.duration(t, file, "timeout") {
-                Some(d) if d < Duration::from_millis(100) || d > Duration::from_secs(600) => {
-                    self.error("timeout must be between 100ms and 10m", at(file, t.span()));
-                    None
-                }
-                other => other,
-            },
+            Some(t) => self.duration_in(t, file, "timeout", TIMEOUT_RANGE),
             None => Some(DEFAULT_TIMEOUT),
         };
         let mut bounded = |v: &Option<Spanned<u32>>, default: u32, name: &str| match v {
@@ -124,6 +128,18 @@ mod tests {
         check(
             &format!("{SUB}[delivery]\nretry_schedule = [\"5s\", \"soon\"]\n"),
             "herald.toml:22:25: error: invalid retry delay `soon`: expected number at 0 (write e.g. \"5s\", \"30m\", \"2h\")",
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded_never_a_panic() {
+        check(
+            &format!(
+                "{SUB}[delivery]\nretry_schedule = [\"500000000000y\", \"400d\", \"0s\"]\ntimeout = \"1000000y\"\n"
+            ),
+            "herald.toml:22:19: error: retry delay `500000000000y` is out of range: write a retry delay between 0s and 30days\n\
+             herald.toml:22:36: error: retry delay `400d` is out of range: write a retry delay between 0s and 30days\n\
+             herald.toml:23:11: error: timeout `1000000y` is out of range: write a timeout between 100ms and 10m",
         );
     }
 }

@@ -1,4 +1,5 @@
-//! `[server]`: the listen address, the admin token and the request body limit.
+//! `[server]`: the listen address, the admin token, the request body limit and who may
+//! read `/metrics`.
 
 use std::net::SocketAddr;
 
@@ -16,6 +17,7 @@ impl Loader<'_> {
                 listen: DEFAULT_LISTEN.parse().ok()?,
                 admin_token: None,
                 max_body_bytes: DEFAULT_MAX_BODY as usize,
+                metrics_public: false,
             });
         };
         let listen = match &value.listen {
@@ -52,6 +54,7 @@ impl Loader<'_> {
             listen: listen?,
             admin_token,
             max_body_bytes: usize::try_from(max_body_bytes?).ok()?,
+            metrics_public: value.metrics_public,
         })
     }
 }
@@ -64,7 +67,7 @@ mod tests {
     fn unknown_key_in_a_section() {
         check(
             &format!("{SUB}[server]\nlisten = \"127.0.0.1:1\"\nport = 8650\n"),
-            "herald.toml:23:1: error: unknown field `port`, expected one of `listen`, `admin_token`, `max_body_bytes`",
+            "herald.toml:23:1: error: unknown field `port`, expected one of `listen`, `admin_token`, `max_body_bytes`, `metrics_public`",
         );
     }
 

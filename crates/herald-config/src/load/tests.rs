@@ -78,6 +78,50 @@ fn secrets_never_appear_in_diagnostics() {
 }
 
 #[test]
+fn literal_secrets_never_appear_in_any_rendering() {
+    // A literal key listed twice (pointed at), a token of the wrong type (serde quotes the
+    // value), and an error on the line after a literal secret (shown as context).
+    let files = Files::new(&[(
+        "herald.toml",
+        &format!(
+            "{BASE}{SUB}[server]\nadmin_token = 918273645\n\
+             [teams.globex]\napi_keys = [\"literal-globex-key\", \"literal-globex-key\"]\n\
+             [teams.globex.channels.w]\ntype = \"webhook\"\nurl = \"https://e.com\"\n\
+             secret = \"whsec_literalsecretvalue\"\nnonsense = 1\n"
+        ),
+    )]);
+    let outcome = files.load();
+    let short = outcome.diagnostics.render_short();
+    for expected in [
+        "expected a string",
+        "is listed twice",
+        "unknown field `nonsense`",
+    ] {
+        assert!(short.contains(expected), "no `{expected}` in:\n{short}");
+    }
+    let rendered = outcome.diagnostics.render(false) + &short;
+    for secret in [
+        "918273645",
+        "literal-globex-key",
+        "whsec_literalsecretvalue",
+    ] {
+        assert!(!rendered.contains(secret), "`{secret}` leaked:\n{rendered}");
+    }
+    // A syntax error on the next line shows the secret's line as context.
+    let files = Files::new(&[(
+        "herald.toml",
+        "[server]\nadmin_token = \"literal-admin-token\"\nlisten = = 1\n",
+    )]);
+    let outcome = files.load();
+    let rendered = outcome.diagnostics.render(false) + &outcome.diagnostics.render_short();
+    assert!(rendered.contains("invalid TOML"), "{rendered}");
+    assert!(
+        !rendered.contains("literal-admin-token"),
+        "leaked:\n{rendered}"
+    );
+}
+
+#[test]
 fn the_example_configuration_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/herald.toml");
     let outcome = load_with_env(&path, &test_env);

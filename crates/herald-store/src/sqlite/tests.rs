@@ -1158,3 +1158,37 @@ async fn sync_level(store: &SqliteStore, synced: bool) -> i64 {
         store.writer.run_unsynced(read).await.unwrap()
     }
 }
+
+#[tokio::test]
+async fn health_fails_when_the_writer_is_dead() {
+    let f = Fixture::new();
+    f.store
+        .health()
+        .await
+        .expect("healthy while the writer runs");
+    f.store.writer.kill_for_test().await;
+    let err = f
+        .store
+        .health()
+        .await
+        .expect_err("a dead writer is unhealthy");
+    assert!(matches!(err, StoreError::Closed), "{err}");
+}
+
+#[tokio::test]
+async fn health_fails_when_free_space_is_below_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("data"))
+        .unwrap()
+        .with_min_free_bytes(u64::MAX);
+    let err = store
+        .health()
+        .await
+        .expect_err("no disk has u64::MAX bytes free");
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{message}");
+    assert!(message.contains("the disk holding"), "{message}");
+    assert!(message.contains(&u64::MAX.to_string()), "{message}");
+    let store = store.with_min_free_bytes(1);
+    store.health().await.expect("any real disk has a byte free");
+}

@@ -158,6 +158,28 @@ impl Writer {
         }
     }
 
+    /// Kills the writer thread as a bug would (a panic outside any request), and waits
+    /// until it is gone.
+    #[cfg(test)]
+    pub(crate) async fn kill_for_test(&self) {
+        struct Poison;
+        impl Job for Poison {
+            fn run(&mut self, _: &Connection) -> bool {
+                true
+            }
+            fn complete(self: Box<Self>, _: Result<(), &Arc<rusqlite::Error>>) {
+                panic!("the writer thread is killed by a test");
+            }
+            fn needs_sync(&self) -> bool {
+                false
+            }
+        }
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(Box::new(Poison)).await;
+            sender.closed().await;
+        }
+    }
+
     /// Requests waiting for the writer (not counting the group being committed).
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
