@@ -3,6 +3,7 @@
 //! One test binary for everything (link time on two cores adds up); each module is one area.
 
 mod api;
+mod backup;
 mod browser;
 mod channels;
 mod cli;

@@ -32,5 +32,5 @@ pub use model::{
     DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
     NewDelivery, Next,
 };
-pub use sqlite::{SqliteStore, WriteStats};
+pub use sqlite::{CopyReport, SqliteStore, WriteStats};
 pub use store::{Store, StoreFuture};

@@ -4,6 +4,7 @@
 //! on Tokio's blocking pool over a few read-only connections, which WAL lets proceed
 //! while the writer commits.
 
+mod backup;
 mod queries;
 mod schema;
 mod writer;
@@ -25,6 +26,7 @@ use crate::model::{
     Finish, LeaseToken, NewAttempt, NewDelivery, Next,
 };
 use crate::store::{Store, StoreFuture};
+pub use backup::CopyReport;
 use queries::{ClaimLease, PreparedEvent};
 pub use writer::WriteStats;
 use writer::Writer;
@@ -93,6 +95,29 @@ impl SqliteStore {
             holder: LeaseToken::generate(),
             _lock: lock,
         })
+    }
+
+    /// Copies the store in `dir` to the new file `dest` with SQLite's online backup API:
+    /// a consistent snapshot, taken while a herald may be serving from `dir` (it does not
+    /// take the directory's lock; the copy is one read transaction, which WAL lets run
+    /// beside the writer). Blocking: call it off the async runtime.
+    pub fn backup(dir: &Path, dest: &Path) -> Result<CopyReport, StoreError> {
+        backup::backup(&dir.join(DB_FILE), dest)
+    }
+
+    /// Replaces the store in `dir` with the backup `from`, atomically, keeping the replaced
+    /// database beside it. Refused with [`StoreError::Locked`] (naming the pid) while a
+    /// herald holds `dir`, and with [`StoreError::NotHerald`] when `from` is not a herald
+    /// database of a schema version this herald knows. `now_secs` names the kept copy.
+    /// Blocking: call it off the async runtime.
+    pub fn restore(from: &Path, dir: &Path, now_secs: u64) -> Result<CopyReport, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source: Arc::new(source),
+        })?;
+        // Held until the new database is in place, so no herald can open the store midway.
+        let _lock = lock_dir(dir)?;
+        backup::restore(from, &dir.join(DB_FILE), now_secs)
     }
 
     /// The database file.

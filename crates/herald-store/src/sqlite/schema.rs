@@ -84,6 +84,11 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// The schema version this herald writes (`PRAGMA user_version` after migrating).
+pub(crate) fn schema_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
 /// Opens the connection the writer thread will own: WAL, full sync on every commit, the
 /// schema migrated, and the scratch table `claim_due` uses.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
