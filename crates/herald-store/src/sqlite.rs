@@ -6,6 +6,7 @@
 
 mod backup;
 mod queries;
+mod retention;
 mod schema;
 mod writer;
 
@@ -23,7 +24,7 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next,
+    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;
@@ -50,6 +51,8 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// The token this process holds deliveries under (see [`Store::holder`]).
     holder: LeaseToken,
+    /// Where pruning's walk over finished deliveries' attempts stopped (see `retention`).
+    prune_walked: Arc<Mutex<[(i64, i64); 2]>>,
     /// Held open for the store's life: the OS lock on it is what makes this process the
     /// only one. Declared last so that it is released after the writer has stopped.
     _lock: std::fs::File,
@@ -93,6 +96,7 @@ impl SqliteStore {
             path,
             writer,
             holder: LeaseToken::generate(),
+            prune_walked: Arc::new(Mutex::new([(i64::MIN, 0); 2])),
             _lock: lock,
         })
     }
@@ -371,6 +375,25 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Vec<ChannelState>> {
         let team = team.cloned();
         Box::pin(self.read(move |conn| queries::channel_states(conn, team.as_ref())))
+    }
+
+    fn prune<'a>(
+        &'a self,
+        limits: &'a PruneLimits,
+        now: Timestamp,
+        batch: usize,
+    ) -> StoreFuture<'a, PruneReport> {
+        let limits = *limits;
+        let walked = Arc::clone(&self.prune_walked);
+        // Unsynced: a prune lost to a crash is simply done again.
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| retention::prune(conn, &limits, now, batch, &walked)),
+        )
+    }
+
+    fn stats(&self) -> StoreFuture<'_, StoreStats> {
+        Box::pin(self.read(retention::stats))
     }
 
     fn queue_depth(&self) -> StoreFuture<'_, u64> {
