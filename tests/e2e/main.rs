@@ -13,5 +13,6 @@ mod delivery_core;
 mod harness;
 mod plugins;
 mod process;
+mod retention;
 mod stream;
 mod support;
