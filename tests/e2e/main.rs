@@ -3,6 +3,7 @@
 //! One test binary for everything (link time on two cores adds up); each module is one area.
 
 mod api;
+mod backup;
 mod browser;
 mod channels;
 mod cli;
@@ -12,5 +13,6 @@ mod delivery_core;
 mod harness;
 mod plugins;
 mod process;
+mod retention;
 mod stream;
 mod support;

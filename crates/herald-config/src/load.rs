@@ -12,6 +12,7 @@ mod delivery;
 mod email;
 mod event_types;
 mod plugins;
+mod retention;
 mod server;
 mod store;
 mod subscriptions;
@@ -82,7 +83,7 @@ pub fn load_with_env(path: &Path, env: Env<'_>) -> LoadOutcome {
 }
 
 const TOP_KEYS: &str =
-    "include, server, store, delivery, telegram, email, plugins, event_types, teams";
+    "include, server, store, retention, delivery, telegram, email, plugins, event_types, teams";
 
 /// A value and the file it came from.
 struct In<T> {
@@ -106,6 +107,7 @@ struct TeamDraft {
 struct Sections {
     server: Option<In<RawServer>>,
     store: Option<In<RawStore>>,
+    retention: Option<In<RawRetention>>,
     delivery: Option<In<RawDelivery>>,
     telegram: Option<In<RawTelegram>>,
     email: Option<In<RawEmail>>,
@@ -189,6 +191,12 @@ impl Loader<'_> {
                 "store" => {
                     if main_only(self, "store") {
                         self.sections.store = self.de(value, file).map(|value| In { file, value });
+                    }
+                }
+                "retention" => {
+                    if main_only(self, "retention") {
+                        self.sections.retention =
+                            self.de(value, file).map(|value| In { file, value });
                     }
                 }
                 "delivery" => {
@@ -370,6 +378,7 @@ impl Loader<'_> {
         let sections = std::mem::take(&mut self.sections);
         let server = self.server(sections.server);
         let store = self.store(sections.store);
+        let retention = self.retention(sections.retention);
         let delivery = self.delivery(sections.delivery);
         let telegram = self.telegram(sections.telegram);
         let email = match sections.email {
@@ -389,6 +398,7 @@ impl Loader<'_> {
             source: path.to_path_buf(),
             server: server?,
             store,
+            retention: retention?,
             delivery: delivery?,
             telegram,
             email,

@@ -17,6 +17,7 @@ pub struct Config {
     pub source: PathBuf,
     pub server: ServerConfig,
     pub store: StoreConfig,
+    pub retention: RetentionConfig,
     pub delivery: DeliveryConfig,
     pub telegram: Option<TelegramConfig>,
     pub email: Option<EmailConfig>,
@@ -102,6 +103,27 @@ pub struct StoreConfig {
     /// Free space the store's filesystem must keep for `/readyz` to pass; `None` for the
     /// store's default.
     pub min_free_bytes: Option<u64>,
+}
+
+/// `[retention]`: how long finished records are kept. Pending deliveries (and their
+/// events) are never removed, whatever their age.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Events whose deliveries all succeeded or were skipped are removed (with those
+    /// deliveries and their attempts) this long after they were accepted.
+    pub events: Duration,
+    /// Attempt records of succeeded or skipped deliveries are removed this long after
+    /// the delivery finished.
+    pub attempts: Duration,
+    /// Dead letters (with their attempts) are removed this long after they died.
+    pub dead: Duration,
+    /// Above this many bytes of live data, the oldest finished events go first,
+    /// whatever their age.
+    pub max_store_size: Option<u64>,
+    /// How often a pruning round starts.
+    pub interval: Duration,
+    /// Most rows of each kind removed in one write, so ingest is never held up for long.
+    pub batch: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,17 @@ pub(crate) struct RawStore {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawRetention {
+    pub events: Option<Spanned<String>>,
+    pub attempts: Option<Spanned<String>>,
+    pub dead: Option<Spanned<String>>,
+    pub max_store_size: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub batch: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawDelivery {
     pub retry_schedule: Option<Spanned<Vec<Spanned<String>>>>,
     pub timeout: Option<Spanned<String>>,

@@ -7,6 +7,8 @@
 //! finish; `finish_many` reports each record on its own; `next_due` leaves out held and
 //! excluded work; retries of one team cannot touch another's; `events_after` replays in
 //! order within scope; `health` is ok while the store takes writes.
+//! order within scope; pruning removes finished rows past their age (or over the size
+//! limit) in batches and never a pending delivery or its event.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ macro_rules! store_conformance_tests {
             a_team_cannot_retry_or_read_another_teams_rows,
             events_after_replays_in_order_within_scope,
             health_is_ok_while_the_store_takes_writes,
+            prune_removes_finished_rows_past_their_age_and_never_pending_ones,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -436,4 +439,164 @@ pub async fn health_is_ok_while_the_store_takes_writes(backend: &mut impl Backen
     assert!(store.events_after(None, "e1", 10).await.unwrap().is_empty());
     let store = backend.reopen(store);
     store.health().await.expect("healthy after a reopen");
+const DAY: i64 = 86_400;
+
+/// Prunes at `now` in batches of one until no batch limit is reached; the sum of the
+/// reports and the number of batches.
+async fn prune_all(
+    store: &dyn Store,
+    limits: &crate::PruneLimits,
+    now: Timestamp,
+) -> (crate::PruneReport, usize) {
+    let mut total = crate::PruneReport::default();
+    for batches in 1..1000 {
+        let r = store.prune(limits, now, 1).await.unwrap();
+        total.events += r.events;
+        total.deliveries += r.deliveries;
+        total.dead += r.dead;
+        total.attempts += r.attempts;
+        total.over_size |= r.over_size;
+        if !r.more {
+            return (total, batches);
+        }
+    }
+    panic!("pruning never finished: {total:?}");
+}
+
+pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
+    backend: &mut impl Backend,
+) {
+    let store = backend.open();
+    for (id, deliveries) in [
+        ("evt_done", vec!["dlv_done"]),
+        ("evt_dead", vec!["dlv_dead"]),
+        ("evt_retrying", vec!["dlv_retrying"]),
+        ("evt_mixed", vec!["dlv_mixed_ok", "dlv_mixed_waiting"]),
+        ("evt_none", vec![]),
+    ] {
+        let deliveries = deliveries
+            .into_iter()
+            .map(|d| delivery(d, "a", false))
+            .collect();
+        accept(&*store, event("acme", id), deliveries).await;
+    }
+    let claims = take_due(&*store, at(0)).await;
+    let finishes = claims
+        .into_iter()
+        .filter(|c| c.delivery.id != "dlv_mixed_waiting")
+        .map(|c| {
+            let next = match c.delivery.id.as_str() {
+                "dlv_dead" => Next::Dead,
+                "dlv_retrying" => Next::RetryAt(at(1000 * DAY)),
+                _ => Next::Succeeded,
+            };
+            Finish {
+                delivery_id: c.delivery.id.clone(),
+                lease: c.lease,
+                attempt: attempt(if next == Next::Succeeded { 200 } else { 500 }),
+                next,
+                now: at(1),
+            }
+        })
+        .collect();
+    for result in store.finish_many(finishes).await.unwrap() {
+        result.unwrap();
+    }
+    let limits = crate::PruneLimits {
+        events: Duration::from_secs(30 * 86_400),
+        attempts: Duration::from_secs(7 * 86_400),
+        dead: Duration::from_secs(90 * 86_400),
+        max_store_size: None,
+    };
+    let attempts_of = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let (_, attempts) = store.get_delivery(None, id).await.unwrap().unwrap();
+            attempts.len()
+        }
+    };
+    let exists = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.get_event(None, id).await.unwrap().is_some() }
+    };
+
+    // Nothing is old enough yet.
+    let (report, _) = prune_all(&*store, &limits, at(6 * DAY)).await;
+    assert_eq!(report.removed(), 0, "{report:?}");
+
+    // Past `attempts`: succeeded deliveries lose their attempts, in batches; the rest keep theirs.
+    let (report, batches) = prune_all(&*store, &limits, at(8 * DAY)).await;
+    assert_eq!(
+        (report.attempts, report.deliveries, report.events),
+        (2, 0, 0)
+    );
+    assert!(batches >= 3, "batches of 1 removed {report:?} in {batches}");
+    assert_eq!(attempts_of("dlv_done").await, 0);
+    assert_eq!(attempts_of("dlv_mixed_ok").await, 0);
+    assert_eq!(attempts_of("dlv_dead").await, 1);
+    assert_eq!(attempts_of("dlv_retrying").await, 1);
+
+    // Past `events`: events whose deliveries all finished go; pending and dead ones stay.
+    let (report, _) = prune_all(&*store, &limits, at(31 * DAY)).await;
+    assert_eq!((report.events, report.deliveries, report.dead), (2, 1, 0));
+    assert!(!exists("evt_done").await && !exists("evt_none").await);
+    for id in ["evt_dead", "evt_retrying", "evt_mixed"] {
+        assert!(exists(id).await, "{id} was pruned");
+    }
+
+    // Past `dead`: the dead letter goes, then its event.
+    let (report, _) = prune_all(&*store, &limits, at(91 * DAY)).await;
+    assert_eq!((report.events, report.deliveries, report.dead), (1, 1, 1));
+    assert!(!exists("evt_dead").await);
+    assert!(
+        store
+            .get_delivery(None, "dlv_dead")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Over the size limit, finished events go whatever their age; pending ones never do.
+    accept(
+        &*store,
+        event("acme", "evt_fresh"),
+        vec![delivery("dlv_fresh", "a", false)],
+    )
+    .await;
+    let fresh = take_due(&*store, at(0)).await;
+    let fresh: Vec<_> = fresh
+        .into_iter()
+        .filter(|c| c.delivery.id == "dlv_fresh")
+        .map(|c| Finish {
+            delivery_id: c.delivery.id.clone(),
+            lease: c.lease,
+            attempt: attempt(200),
+            next: Next::Succeeded,
+            now: at(92 * DAY),
+        })
+        .collect();
+    assert_eq!(fresh.len(), 1);
+    store.finish_many(fresh).await.unwrap()[0].clone().unwrap();
+    let tiny = crate::PruneLimits {
+        max_store_size: Some(1),
+        ..limits
+    };
+    let (report, _) = prune_all(&*store, &tiny, at(92 * DAY)).await;
+    assert!(report.over_size, "{report:?}");
+    assert!(!exists("evt_fresh").await);
+    for id in ["evt_retrying", "evt_mixed"] {
+        assert!(exists(id).await, "{id} was pruned for size");
+    }
+    assert_eq!(attempts_of("dlv_retrying").await, 1);
+    let (_, mixed) = store.get_event(None, "evt_mixed").await.unwrap().unwrap();
+    assert_eq!(mixed.len(), 2, "a pending event keeps every delivery");
+
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.events, stats.deliveries, stats.pending, stats.dead),
+        (2, 3, 2, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.oldest_pending, Some(at(0)));
+    assert!(stats.size_bytes > 0);
 }

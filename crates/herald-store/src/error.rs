@@ -48,6 +48,18 @@ pub enum StoreError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// A file operation of a backup or restore failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A file offered as a herald database (a backup to restore) is not one this herald
+    /// can use.
+    #[error("{} is not a usable herald database: {reason}", path.display())]
+    NotHerald { path: PathBuf, reason: String },
     /// An error from SQLite.
     #[error("database error: {0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use herald_core::{Event, TeamId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -280,4 +281,56 @@ mod tests {
         assert_ne!(LeaseToken::generate(), LeaseToken::generate());
         assert_eq!(LeaseToken::generate().as_str().len(), 32);
     }
+}
+
+/// What [`crate::Store::prune`] may remove, by age (measured back from its `now`) and,
+/// optionally, by the store's size. Pending deliveries and their events are never removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneLimits {
+    /// Events whose deliveries all succeeded or were skipped (or that have none), accepted
+    /// longer ago than this, go with their deliveries and attempts.
+    pub events: Duration,
+    /// Attempt records of succeeded or skipped deliveries that finished longer ago.
+    pub attempts: Duration,
+    /// Dead deliveries (with their attempts) that died longer ago.
+    pub dead: Duration,
+    /// Above this many bytes of live data, the oldest finished events go, whatever their
+    /// age.
+    pub max_store_size: Option<u64>,
+}
+
+/// Rows one [`crate::Store::prune`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub events: u64,
+    /// Deliveries removed, dead letters included.
+    pub deliveries: u64,
+    /// Of those, dead letters past their age.
+    pub dead: u64,
+    pub attempts: u64,
+    /// Whether the store was still above `max_store_size` when the call began.
+    pub over_size: bool,
+    /// Whether a batch limit was reached, so another call may remove more.
+    pub more: bool,
+}
+
+impl PruneReport {
+    /// Rows removed, of every kind.
+    pub fn removed(&self) -> u64 {
+        self.events + self.deliveries + self.attempts
+    }
+}
+
+/// The store's size and contents, for the metrics and the dashboard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Bytes the store occupies (live data and free pages not yet given back).
+    pub size_bytes: u64,
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub pending: u64,
+    pub dead: u64,
+    /// When the oldest pending delivery was created; `None` when nothing is pending.
+    pub oldest_pending: Option<Timestamp>,
 }

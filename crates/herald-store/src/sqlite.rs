@@ -4,7 +4,9 @@
 //! on Tokio's blocking pool over a few read-only connections, which WAL lets proceed
 //! while the writer commits.
 
+mod backup;
 mod queries;
+mod retention;
 mod schema;
 mod writer;
 
@@ -22,9 +24,10 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next,
+    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
+pub use backup::CopyReport;
 use queries::{ClaimLease, PreparedEvent};
 pub use writer::WriteStats;
 use writer::Writer;
@@ -54,6 +57,8 @@ pub struct SqliteStore {
     holder: LeaseToken,
     /// Below this much free space on the store's filesystem, [`Store::health`] fails.
     min_free_bytes: u64,
+    /// Where pruning's walk over finished deliveries' attempts stopped (see `retention`).
+    prune_walked: Arc<Mutex<[(i64, i64); 2]>>,
     /// Held open for the store's life: the OS lock on it is what makes this process the
     /// only one. Declared last so that it is released after the writer has stopped.
     _lock: std::fs::File,
@@ -98,6 +103,7 @@ impl SqliteStore {
             writer,
             holder: LeaseToken::generate(),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            prune_walked: Arc::new(Mutex::new([(i64::MIN, 0); 2])),
             _lock: lock,
         })
     }
@@ -107,6 +113,27 @@ impl SqliteStore {
     pub fn with_min_free_bytes(mut self, bytes: u64) -> SqliteStore {
         self.min_free_bytes = bytes;
         self
+    /// Copies the store in `dir` to the new file `dest` with SQLite's online backup API:
+    /// a consistent snapshot, taken while a herald may be serving from `dir` (it does not
+    /// take the directory's lock; the copy is one read transaction, which WAL lets run
+    /// beside the writer). Blocking: call it off the async runtime.
+    pub fn backup(dir: &Path, dest: &Path) -> Result<CopyReport, StoreError> {
+        backup::backup(&dir.join(DB_FILE), dest)
+    }
+
+    /// Replaces the store in `dir` with the backup `from`, atomically, keeping the replaced
+    /// database beside it. Refused with [`StoreError::Locked`] (naming the pid) while a
+    /// herald holds `dir`, and with [`StoreError::NotHerald`] when `from` is not a herald
+    /// database of a schema version this herald knows. `now_secs` names the kept copy.
+    /// Blocking: call it off the async runtime.
+    pub fn restore(from: &Path, dir: &Path, now_secs: u64) -> Result<CopyReport, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source: Arc::new(source),
+        })?;
+        // Held until the new database is in place, so no herald can open the store midway.
+        let _lock = lock_dir(dir)?;
+        backup::restore(from, &dir.join(DB_FILE), now_secs)
     }
 
     /// The database file.
@@ -366,6 +393,25 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Vec<ChannelState>> {
         let team = team.cloned();
         Box::pin(self.read(move |conn| queries::channel_states(conn, team.as_ref())))
+    }
+
+    fn prune<'a>(
+        &'a self,
+        limits: &'a PruneLimits,
+        now: Timestamp,
+        batch: usize,
+    ) -> StoreFuture<'a, PruneReport> {
+        let limits = *limits;
+        let walked = Arc::clone(&self.prune_walked);
+        // Unsynced: a prune lost to a crash is simply done again.
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| retention::prune(conn, &limits, now, batch, &walked)),
+        )
+    }
+
+    fn stats(&self) -> StoreFuture<'_, StoreStats> {
+        Box::pin(self.read(retention::stats))
     }
 
     fn queue_depth(&self) -> StoreFuture<'_, u64> {

@@ -9,7 +9,7 @@ use herald_core::{Event, TeamId, Timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next,
+    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, StoreStats,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -155,6 +155,22 @@ pub trait Store: Send + Sync + 'static {
     /// Channel states in scope, ordered by team then channel.
     fn channel_states<'a>(&'a self, team: Option<&'a TeamId>)
     -> StoreFuture<'a, Vec<ChannelState>>;
+
+    /// Removes one batch of finished rows past `limits` at `now`: at most about `batch`
+    /// rows of each kind, in one short write, so that ingest is never held up behind a
+    /// long one; call again until the report is empty. Never removes a pending delivery
+    /// (due, retrying, held or leased) or its event; dead letters go only past
+    /// `limits.dead`. May be committed without a full sync (a lost prune is redone).
+    fn prune<'a>(
+        &'a self,
+        limits: &'a PruneLimits,
+        now: Timestamp,
+        batch: usize,
+    ) -> StoreFuture<'a, PruneReport>;
+
+    /// The store's size, row counts and oldest pending delivery (for metrics; counting
+    /// may take a while on a large store, so call it now and then, not per request).
+    fn stats(&self) -> StoreFuture<'_, StoreStats>;
 
     /// How many deliveries are pending (due or not, leased or not).
     fn queue_depth(&self) -> StoreFuture<'_, u64>;

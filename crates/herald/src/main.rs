@@ -1,5 +1,6 @@
 //! The `herald` binary: command-line wiring only; the work lives in the library crates.
 
+mod backup;
 mod check;
 mod client;
 mod explain;
@@ -34,6 +35,18 @@ enum CheckFormat {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// `--config`, for commands that only need to find the store.
+#[derive(Debug, clap::Args)]
+struct ConfigPath {
+    #[arg(
+        long,
+        short,
+        env = "HERALD_CONFIG",
+        default_value = "config/herald.toml"
+    )]
+    config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +94,20 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: plugin::PluginCommand,
+    },
+    /// Copy the embedded store to a new file, consistently, while herald may be serving.
+    Backup {
+        /// The backup file to create (never overwritten).
+        path: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
+    },
+    /// Replace the embedded store with a backup (refused while a herald holds the store).
+    Restore {
+        /// The backup file (made by `herald backup`).
+        path: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Show which subscriptions an event matches, and why the others do not.
     Explain {
@@ -130,6 +157,12 @@ fn main() -> ExitCode {
             matches!(format, CheckFormat::Short),
         ),
         Command::Plugin { command } => plugin::run(command),
+        Command::Backup { path, config } => {
+            backup::backup(&config.config, &path).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Restore { path, config } => {
+            backup::restore(&config.config, &path).map(|()| ExitCode::SUCCESS)
+        }
         Command::Explain {
             config,
             event,

@@ -52,6 +52,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     tokio::spawn(reload_on_sighup(state.clone()));
     let (stop_commands, stop_rx) = tokio::sync::watch::channel(false);
+    let retention = tokio::spawn(herald_engine::run_retention(
+        engine.clone(),
+        stop_rx.clone(),
+    ));
     let commands = start_telegram_commands(&engine, stop_rx)?;
     let app = herald_server::router(state);
     axum::serve(listener, app)
@@ -63,6 +67,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     if let Some(commands) = commands {
         let _ = commands.await;
     }
+    // A batch in progress finishes; the round stops there.
+    let _ = retention.await;
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())

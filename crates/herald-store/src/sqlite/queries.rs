@@ -30,16 +30,16 @@ const DELIVERY_COLUMN_COUNT: usize = 13;
 const CURSOR_PREFIX: &str = "c1_";
 
 /// Times are stored as Unix nanoseconds (good from 1677 to 2262; clamped beyond).
-fn nanos(t: Timestamp) -> i64 {
+pub(super) fn nanos(t: Timestamp) -> i64 {
     let n = t.unix_nanos();
     i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
 }
 
-fn timestamp(n: i64) -> Timestamp {
+pub(super) fn timestamp(n: i64) -> Timestamp {
     Timestamp::from_unix_nanos(i128::from(n))
 }
 
-fn duration_nanos(d: Duration) -> i64 {
+pub(super) fn duration_nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 

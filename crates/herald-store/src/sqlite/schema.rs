@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Migrations in order; `PRAGMA user_version` is the number applied. Never edit one that
 /// has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: events, deliveries (the outbox and queue), attempts, channel states.
     "
     CREATE TABLE events (
@@ -82,13 +82,29 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (team_id, channel)
     ) WITHOUT ROWID;
     ",
+    // 2: retention. Pruning walks finished deliveries and events in age order and stops
+    // at the cutoff. The switch to auto_vacuum = INCREMENTAL (so pruning can give space
+    // back) needs a VACUUM, which cannot run in a migration's transaction:
+    // `incremental_vacuum` runs it right after, once.
+    "
+    CREATE INDEX deliveries_finished ON deliveries (status, updated_at);
+    CREATE INDEX events_accepted ON events (accepted_at);
+    ",
 ];
+
+/// The schema version this herald writes (`PRAGMA user_version` after migrating).
+pub(crate) fn schema_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
 
 /// Opens the connection the writer thread will own: WAL, full sync on every commit, the
 /// schema migrated, and the scratch table `claim_due` uses.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Before anything writes the file, so that a new database starts with it; an existing
+    // one is converted after migrating.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Open(format!(
@@ -103,6 +119,7 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
+    incremental_vacuum(&conn)?;
     conn.execute_batch(
         "CREATE TEMP TABLE claim_exclude (
              team_id TEXT NOT NULL,
@@ -122,6 +139,18 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
+}
+
+/// Makes an older database give freed pages back on request (`PRAGMA incremental_vacuum`
+/// after pruning): `auto_vacuum` changes on an existing database only through a VACUUM,
+/// which rewrites the file once (migration 2 of a database made before retention).
+fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |row| row.get(0))?;
+    if mode != INCREMENTAL {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
