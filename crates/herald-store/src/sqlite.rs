@@ -4,6 +4,8 @@
 //! on Tokio's blocking pool over a few read-only connections, which WAL lets proceed
 //! while the writer commits.
 
+#[cfg(test)]
+mod backlog_tests;
 mod queries;
 mod schema;
 mod writer;

@@ -82,10 +82,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (team_id, channel)
     ) WITHOUT ROWID;
     ",
+    // 2: the reads for work go channel by channel when some are excluded (disabled, or
+    // their lane is full), so that an excluded channel's backlog is never walked; held
+    // rows (no due_at) stay out of it.
+    "
+    CREATE INDEX deliveries_channel_due ON deliveries (team_id, channel, due_at)
+        WHERE status = 'pending' AND due_at IS NOT NULL;
+    ",
 ];
 
 /// Opens the connection the writer thread will own: WAL, full sync on every commit, the
-/// schema migrated, and the scratch table `claim_due` uses.
+/// schema migrated.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -103,13 +110,6 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
-    conn.execute_batch(
-        "CREATE TEMP TABLE claim_exclude (
-             team_id TEXT NOT NULL,
-             channel TEXT NOT NULL,
-             PRIMARY KEY (team_id, channel)
-         ) WITHOUT ROWID;",
-    )?;
     Ok(conn)
 }
 
