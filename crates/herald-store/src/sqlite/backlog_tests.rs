@@ -139,3 +139,33 @@ fn reads_for_work_with_exclusions_search_per_channel_and_never_scan() {
         "no read searches the (team_id, channel, due_at) index"
     );
 }
+
+/// The work a read does is bounded by the channels it looks at, not by the excluded
+/// backlog: the statements' virtual-machine step counters (SQLite's own count of what a
+/// statement did) stay small although 20,000 excluded rows are due first.
+#[test]
+fn reads_for_work_do_not_grow_with_an_excluded_backlog() {
+    let (_dir, conn) = store_with_backlog(20_000);
+    let gone = [(team("acme"), "gone".to_string())];
+    let holder = ClaimLease::Held(LeaseToken::generate());
+    for _ in 0..3 {
+        queries::next_due(&conn, &gone).unwrap();
+        queries::claim_due(&conn, at(0), 10, &holder, &gone).unwrap();
+    }
+    let steps: i32 = queries::EXCLUDING_READS
+        .iter()
+        .map(|sql| {
+            conn.prepare_cached(sql)
+                .unwrap()
+                .get_status(rusqlite::StatementStatus::VmStep)
+        })
+        .sum();
+    assert!(
+        steps > 0,
+        "the reads for work ran none of the statements checked"
+    );
+    assert!(
+        steps < 2_000,
+        "six reads took {steps} SQLite steps: they walk the excluded backlog"
+    );
+}

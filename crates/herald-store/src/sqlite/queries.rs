@@ -259,10 +259,17 @@ const NEXT_DUE_ALL: &str = "SELECT due_at FROM deliveries
 // (a loose index scan), then that channel's due rows or earliest due time. The cost grows
 // with the number of channels holding retries, never with an excluded channel's backlog.
 
-/// The next channel, after `(?1, ?2)`, with pending rows that can fall due.
-const NEXT_CHANNEL: &str =
+/// The next channel of team `?1` after channel `?2` with pending rows that can fall due.
+/// (Two statements rather than one row-value `(team_id, channel) > (?1, ?2)`, which
+/// SQLite seeks on `team_id` alone and then walks the team's rows.)
+const NEXT_CHANNEL_OF_TEAM: &str =
     "SELECT team_id, channel FROM deliveries INDEXED BY deliveries_channel_due
-     WHERE status = 'pending' AND due_at IS NOT NULL AND (team_id, channel) > (?1, ?2)
+     WHERE status = 'pending' AND due_at IS NOT NULL AND team_id = ?1 AND channel > ?2
+     ORDER BY channel LIMIT 1";
+/// The first channel of the next team after `?1` with pending rows that can fall due.
+const FIRST_CHANNEL_AFTER_TEAM: &str =
+    "SELECT team_id, channel FROM deliveries INDEXED BY deliveries_channel_due
+     WHERE status = 'pending' AND due_at IS NOT NULL AND team_id > ?1
      ORDER BY team_id, channel LIMIT 1";
 /// A channel's rows due by `?3`, oldest due first.
 const CHANNEL_DUE: &str = "SELECT due_at, seq FROM deliveries INDEXED BY deliveries_channel_due
@@ -275,8 +282,13 @@ const CHANNEL_NEXT_DUE: &str = "SELECT due_at FROM deliveries INDEXED BY deliver
      ORDER BY due_at LIMIT 1";
 /// What a read for work runs while channels are excluded (for the query-plan test).
 #[cfg(test)]
-pub(crate) const EXCLUDING_READS: &[&str] =
-    &[NEXT_CHANNEL, CHANNEL_DUE, CHANNEL_NEXT_DUE, CLAIM_ROW];
+pub(crate) const EXCLUDING_READS: &[&str] = &[
+    NEXT_CHANNEL_OF_TEAM,
+    FIRST_CHANNEL_AFTER_TEAM,
+    CHANNEL_DUE,
+    CHANNEL_NEXT_DUE,
+    CLAIM_ROW,
+];
 
 /// The channels with pending rows that can fall due, minus the excluded ones.
 fn open_channels(
@@ -287,19 +299,19 @@ fn open_channels(
         .iter()
         .map(|(team, channel)| (team.as_str(), channel.as_str()))
         .collect();
-    let mut next = conn.prepare_cached(NEXT_CHANNEL)?;
+    let mut of_team = conn.prepare_cached(NEXT_CHANNEL_OF_TEAM)?;
+    let mut after_team = conn.prepare_cached(FIRST_CHANNEL_AFTER_TEAM)?;
+    let key = |row: &Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?));
     let mut open = Vec::new();
-    let mut after = (String::new(), String::new());
-    while let Some(key) = next
-        .query_row(params![after.0, after.1], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })
-        .optional()?
-    {
-        if !excluded.contains(&(key.0.as_str(), key.1.as_str())) {
-            open.push(key.clone());
+    let mut at = after_team.query_row(params![""], key).optional()?;
+    while let Some((team, channel)) = at {
+        at = match of_team.query_row(params![team, channel], key).optional()? {
+            Some(next) => Some(next),
+            None => after_team.query_row(params![team], key).optional()?,
+        };
+        if !excluded.contains(&(team.as_str(), channel.as_str())) {
+            open.push((team, channel));
         }
-        after = key;
     }
     Ok(open)
 }
