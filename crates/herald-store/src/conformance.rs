@@ -9,6 +9,8 @@
 //! order within scope; `health` is ok while the store takes writes.
 //! order within scope; pruning removes finished rows past their age (or over the size
 //! limit) in batches and never a pending delivery or its event.
+//! excluded work, and an excluded channel's older backlog never hides another's due work; retries of one team cannot touch another's; `events_after` replays in
+//! order within scope.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ macro_rules! store_conformance_tests {
             every_finish_is_fenced_by_its_lease,
             finish_many_reports_each_record_on_its_own,
             next_due_leaves_out_held_and_excluded_work,
+            an_excluded_backlog_never_hides_other_channels_work,
             a_team_cannot_retry_or_read_another_teams_rows,
             events_after_replays_in_order_within_scope,
             health_is_ok_while_the_store_takes_writes,
@@ -351,6 +354,38 @@ pub async fn next_due_leaves_out_held_and_excluded_work(backend: &mut impl Backe
     // Another team's channel of the same name is not excluded.
     let other = [(team("globex"), "a".to_string())];
     assert_eq!(store.next_due(&other).await.unwrap(), Some(at(50)));
+}
+
+/// A disabled channel (excluded by the dispatcher) keeps its backlog, which is older than
+/// anything else: reads for work still find the other team's due row, oldest first.
+pub async fn an_excluded_backlog_never_hides_other_channels_work(backend: &mut impl Backend) {
+    let store = backend.open();
+    let backlog: Vec<_> = (0..300)
+        .map(|i| delivery(&format!("dlv_a{i}"), "gone", false))
+        .collect();
+    accept(&*store, event("acme", "evt_a"), backlog).await;
+    store
+        .accept(
+            vec![(
+                event("globex", "evt_g"),
+                vec![delivery("dlv_g", "ok", false)],
+            )],
+            at(5),
+        )
+        .await
+        .unwrap();
+    let gone = [(team("acme"), "gone".to_string())];
+    assert_eq!(store.next_due(&gone).await.unwrap(), Some(at(5)));
+    let claimed = if holds(&*store) {
+        store.hold_due(at(10), 2, &gone).await.unwrap()
+    } else {
+        store.claim_due(at(10), 2, LEASE, &gone).await.unwrap()
+    };
+    let ids: Vec<_> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
+    assert_eq!(ids, ["dlv_g"]);
+    assert_eq!(store.next_due(&gone).await.unwrap(), None);
+    // Not excluded, the backlog is due first.
+    assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(0)));
 }
 
 pub async fn a_team_cannot_retry_or_read_another_teams_rows(backend: &mut impl Backend) {

@@ -5,6 +5,8 @@
 //! while the writer commits.
 
 mod backup;
+#[cfg(test)]
+mod backlog_tests;
 mod queries;
 mod retention;
 mod schema;

@@ -237,6 +237,90 @@ pub(crate) enum ClaimLease {
     Held(LeaseToken),
 }
 
+/// Due work in time order, over the `deliveries_due` index: the read when no channel is
+/// excluded, where the first rows in time order are the ones wanted.
+const CLAIM_ALL: &str = "SELECT d.id, d.event_id, d.team_id, d.channel, d.subscription, \
+     d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
+     d.created_at, d.updated_at, d.seq, e.body, e.accepted_at
+     FROM deliveries d JOIN events e ON e.seq = d.event_seq
+     WHERE d.status = 'pending' AND d.due_at <= ?1
+     ORDER BY d.due_at, d.seq
+     LIMIT ?2";
+/// One due row with its event, by `seq`.
+const CLAIM_ROW: &str = "SELECT d.id, d.event_id, d.team_id, d.channel, d.subscription, \
+     d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
+     d.created_at, d.updated_at, d.seq, e.body, e.accepted_at
+     FROM deliveries d JOIN events e ON e.seq = d.event_seq
+     WHERE d.seq = ?1";
+/// The earliest due time of any channel.
+const NEXT_DUE_ALL: &str = "SELECT due_at FROM deliveries
+     WHERE status = 'pending' AND due_at IS NOT NULL
+     ORDER BY due_at LIMIT 1";
+
+// With channels excluded (disabled, or their lane is full) a read in time order would walk
+// their whole backlog on every call — on the writer thread, ahead of every team's ingest
+// commit. So it goes channel by channel instead, each step one search of the
+// `(team_id, channel, due_at)` index: the next channel with due-able rows after `(?1, ?2)`
+// (a loose index scan), then that channel's due rows or earliest due time. The cost grows
+// with the number of channels holding retries, never with an excluded channel's backlog.
+
+/// The next channel of team `?1` after channel `?2` with pending rows that can fall due.
+/// (Two statements rather than one row-value `(team_id, channel) > (?1, ?2)`, which
+/// SQLite seeks on `team_id` alone and then walks the team's rows.)
+const NEXT_CHANNEL_OF_TEAM: &str =
+    "SELECT team_id, channel FROM deliveries INDEXED BY deliveries_channel_due
+     WHERE status = 'pending' AND due_at IS NOT NULL AND team_id = ?1 AND channel > ?2
+     ORDER BY channel LIMIT 1";
+/// The first channel of the next team after `?1` with pending rows that can fall due.
+const FIRST_CHANNEL_AFTER_TEAM: &str =
+    "SELECT team_id, channel FROM deliveries INDEXED BY deliveries_channel_due
+     WHERE status = 'pending' AND due_at IS NOT NULL AND team_id > ?1
+     ORDER BY team_id, channel LIMIT 1";
+/// A channel's rows due by `?3`, oldest due first.
+const CHANNEL_DUE: &str = "SELECT due_at, seq FROM deliveries INDEXED BY deliveries_channel_due
+     WHERE status = 'pending' AND due_at IS NOT NULL
+       AND team_id = ?1 AND channel = ?2 AND due_at <= ?3
+     ORDER BY due_at, seq LIMIT ?4";
+/// A channel's earliest due time.
+const CHANNEL_NEXT_DUE: &str = "SELECT due_at FROM deliveries INDEXED BY deliveries_channel_due
+     WHERE status = 'pending' AND due_at IS NOT NULL AND team_id = ?1 AND channel = ?2
+     ORDER BY due_at LIMIT 1";
+/// What a read for work runs while channels are excluded (for the query-plan test).
+#[cfg(test)]
+pub(crate) const EXCLUDING_READS: &[&str] = &[
+    NEXT_CHANNEL_OF_TEAM,
+    FIRST_CHANNEL_AFTER_TEAM,
+    CHANNEL_DUE,
+    CHANNEL_NEXT_DUE,
+    CLAIM_ROW,
+];
+
+/// The channels with pending rows that can fall due, minus the excluded ones.
+fn open_channels(
+    conn: &Connection,
+    exclude_channels: &[(TeamId, String)],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let excluded: std::collections::HashSet<(&str, &str)> = exclude_channels
+        .iter()
+        .map(|(team, channel)| (team.as_str(), channel.as_str()))
+        .collect();
+    let mut of_team = conn.prepare_cached(NEXT_CHANNEL_OF_TEAM)?;
+    let mut after_team = conn.prepare_cached(FIRST_CHANNEL_AFTER_TEAM)?;
+    let key = |row: &Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?));
+    let mut open = Vec::new();
+    let mut at = after_team.query_row(params![""], key).optional()?;
+    while let Some((team, channel)) = at {
+        at = match of_team.query_row(params![team, channel], key).optional()? {
+            Some(next) => Some(next),
+            None => after_team.query_row(params![team], key).optional()?,
+        };
+        if !excluded.contains(&(team.as_str(), channel.as_str())) {
+            open.push((team, channel));
+        }
+    }
+    Ok(open)
+}
+
 pub(crate) fn claim_due(
     conn: &Connection,
     now: Timestamp,
@@ -252,43 +336,39 @@ pub(crate) fn claim_due(
         ClaimLease::For(lease) => now_nanos.saturating_add(duration_nanos(*lease)),
         ClaimLease::Held(_) => HELD_UNTIL,
     };
-    let excluding = !exclude_channels.is_empty();
-    if excluding {
-        // A scratch table rather than a long `NOT IN (…)`: no limit on the list's length,
-        // and SQLite probes its primary key per candidate row.
-        conn.execute("DELETE FROM temp.claim_exclude", [])?;
-        let mut insert = conn.prepare_cached(
-            "INSERT OR IGNORE INTO temp.claim_exclude (team_id, channel) VALUES (?1, ?2)",
-        )?;
-        for (team, channel) in exclude_channels {
-            insert.execute(params![team.as_str(), channel])?;
-        }
-    }
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS}, d.seq, e.body, e.accepted_at
-         FROM deliveries d JOIN events e ON e.seq = d.event_seq
-         WHERE d.status = 'pending' AND d.due_at <= ?1 {}
-         ORDER BY d.due_at, d.seq
-         LIMIT ?2",
-        if excluding {
-            "AND NOT EXISTS (SELECT 1 FROM temp.claim_exclude x
-                             WHERE x.team_id = d.team_id AND x.channel = d.channel)"
-        } else {
-            ""
-        }
-    );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let due: Vec<(DeliveryRecord, i64, String, i64)> = conn
-        .prepare_cached(&sql)?
-        .query_map(params![now_nanos, limit], |row| {
-            Ok((
-                delivery_from_row(row)?,
-                row.get(DELIVERY_COLUMN_COUNT)?,
-                row.get(DELIVERY_COLUMN_COUNT + 1)?,
-                row.get(DELIVERY_COLUMN_COUNT + 2)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
+    let read = |row: &Row<'_>| {
+        Ok((
+            delivery_from_row(row)?,
+            row.get(DELIVERY_COLUMN_COUNT)?,
+            row.get(DELIVERY_COLUMN_COUNT + 1)?,
+            row.get(DELIVERY_COLUMN_COUNT + 2)?,
+        ))
+    };
+    let due: Vec<(DeliveryRecord, i64, String, i64)> = if exclude_channels.is_empty() {
+        conn.prepare_cached(CLAIM_ALL)?
+            .query_map(params![now_nanos, limit], read)?
+            .collect::<Result<_, _>>()?
+    } else {
+        // Each open channel's oldest due rows, merged: the oldest `limit` of them all.
+        let mut heads: Vec<(i64, i64)> = Vec::new();
+        let mut channel_due = conn.prepare_cached(CHANNEL_DUE)?;
+        for (team, channel) in open_channels(conn, exclude_channels)? {
+            let rows = channel_due
+                .query_map(params![team, channel, now_nanos, limit], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<Result<Vec<(i64, i64)>, _>>()?;
+            heads.extend(rows);
+        }
+        heads.sort_unstable();
+        heads.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut row = conn.prepare_cached(CLAIM_ROW)?;
+        heads
+            .into_iter()
+            .map(|(_, seq)| row.query_row(params![seq], read))
+            .collect::<Result<_, _>>()?
+    };
 
     // A leased row is due again when its lease runs out; a held one never is.
     let mut lease_row = conn.prepare_cached(
@@ -419,26 +499,26 @@ pub(crate) fn finish_many(
 }
 
 /// The earliest `due_at` of a pending delivery that nobody holds, outside the excluded
-/// channels (passed as a JSON array of `team \u{1f} channel` keys).
+/// channels.
 pub(crate) fn next_due(
     conn: &Connection,
     exclude_channels: &[(TeamId, String)],
 ) -> Result<Option<Timestamp>, StoreError> {
-    let keys: Vec<String> = exclude_channels
-        .iter()
-        .map(|(team, channel)| format!("{}\u{1f}{channel}", team.as_str()))
-        .collect();
-    let keys = serde_json::to_string(&keys)
-        .map_err(|_| StoreError::Internal("channel keys could not be encoded"))?;
-    let due: Option<i64> = conn
-        .prepare_cached(
-            "SELECT due_at FROM deliveries
-             WHERE status = 'pending' AND due_at IS NOT NULL
-               AND team_id || char(31) || channel NOT IN (SELECT value FROM json_each(?1))
-             ORDER BY due_at LIMIT 1",
-        )?
-        .query_row(params![keys], |row| row.get(0))
-        .optional()?;
+    let due: Option<i64> = if exclude_channels.is_empty() {
+        conn.prepare_cached(NEXT_DUE_ALL)?
+            .query_row([], |row| row.get(0))
+            .optional()?
+    } else {
+        let mut channel_next = conn.prepare_cached(CHANNEL_NEXT_DUE)?;
+        let mut earliest: Option<i64> = None;
+        for (team, channel) in open_channels(conn, exclude_channels)? {
+            let due: Option<i64> = channel_next
+                .query_row(params![team, channel], |row| row.get(0))
+                .optional()?;
+            earliest = earliest.into_iter().chain(due).min();
+        }
+        earliest
+    };
     Ok(due.map(timestamp))
 }
 

@@ -90,6 +90,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_finished ON deliveries (status, updated_at);
     CREATE INDEX events_accepted ON events (accepted_at);
     ",
+    // 3: the reads for work go channel by channel when some are excluded (disabled, or
+    // their lane is full), so that an excluded channel's backlog is never walked; held
+    // rows (no due_at) stay out of it.
+    "
+    CREATE INDEX deliveries_channel_due ON deliveries (team_id, channel, due_at)
+        WHERE status = 'pending' AND due_at IS NOT NULL;
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).
@@ -98,7 +105,7 @@ pub(crate) fn schema_version() -> i64 {
 }
 
 /// Opens the connection the writer thread will own: WAL, full sync on every commit, the
-/// schema migrated, and the scratch table `claim_due` uses.
+/// schema migrated.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -120,13 +127,6 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
     incremental_vacuum(&conn)?;
-    conn.execute_batch(
-        "CREATE TEMP TABLE claim_exclude (
-             team_id TEXT NOT NULL,
-             channel TEXT NOT NULL,
-             PRIMARY KEY (team_id, channel)
-         ) WITHOUT ROWID;",
-    )?;
     Ok(conn)
 }
 
