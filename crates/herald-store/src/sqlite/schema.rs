@@ -82,6 +82,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (team_id, channel)
     ) WITHOUT ROWID;
     ",
+    // 2: manual retries. A manual retry of a finished delivery starts a fresh retry budget
+    // (`budget_start` = the attempts made before it), and its next attempt is recorded as
+    // manual (`manual_next`, copied to the attempt row and cleared when it is recorded).
+    "
+    ALTER TABLE deliveries ADD COLUMN budget_start INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN manual_next INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// Opens the connection the writer thread will own: WAL, full sync on every commit, the
