@@ -27,6 +27,7 @@ const DELIVERY_KEYS: &[&str] = &[
     "event_type",
     "status",
     "attempts",
+    "budget_start",
     "next_attempt_at",
     "last_error",
     "last_status_code",
@@ -40,6 +41,7 @@ const ATTEMPT_KEYS: &[&str] = &[
     "status_code",
     "error",
     "response",
+    "manual",
 ];
 
 /// Asserts that `object` has every one of `keys`.

@@ -11,6 +11,7 @@ mod client;
 mod delivery;
 mod delivery_core;
 mod harness;
+mod operations;
 mod plugins;
 mod process;
 mod retention;

@@ -193,8 +193,9 @@ impl ChannelConfig {
 #[derive(Debug, Clone)]
 pub struct WebhookChannelConfig {
     pub url: url::Url,
-    /// A Standard Webhooks secret (`whsec_…`); unsigned when absent.
-    pub secret: Option<Secret>,
+    /// Standard Webhooks secrets (`whsec_…`), from `secret` or `secrets`; each signs every
+    /// request (several while receivers rotate); unsigned when empty.
+    pub secrets: Vec<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

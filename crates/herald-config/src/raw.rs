@@ -119,6 +119,8 @@ pub(crate) struct RawWebhook {
     pub kind: String,
     pub url: Spanned<String>,
     pub secret: Option<Spanned<String>>,
+    /// Several secrets while receivers rotate: every one signs (instead of `secret`).
+    pub secrets: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -109,9 +109,14 @@ pub(crate) async fn attempt(
     let elapsed = clock.elapsed();
     let finished = now();
     let next = match &outcome {
-        Some(outcome) => snapshot
-            .policy
-            .next(number, outcome, finished, fastrand::f64()),
+        // The schedule counts from the start of the current budget: a manual retry of a
+        // dead delivery gets the whole schedule again.
+        Some(outcome) => snapshot.policy.next(
+            number.saturating_sub(delivery.budget_start),
+            outcome,
+            finished,
+            fastrand::f64(),
+        ),
         None => Next::Skipped,
     };
     if let Some(outcome) = &outcome {

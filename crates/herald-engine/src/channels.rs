@@ -62,7 +62,7 @@ pub fn build_channels(config: &Config) -> Result<Channels, String> {
         for (name, channel) in &team_config.channels {
             let adapter: Arc<dyn Channel> = match channel {
                 ChannelConfig::Webhook(w) => Arc::new(
-                    WebhookChannel::new(w.url.clone(), w.secret.clone(), client.clone())
+                    WebhookChannel::with_secrets(w.url.clone(), &w.secrets, client.clone())
                         .map_err(|e| format!("channel `{name}` of team `{team}`: {e}"))?,
                 ),
                 ChannelConfig::File(f) => Arc::new(FileChannel::new(f.path.clone())),

@@ -299,6 +299,26 @@ impl Engine {
         Ok(record)
     }
 
+    /// Bulk replay: re-queues the deliveries `filter` selects (or, with `dry_run`, only
+    /// counts them) and returns how many. A team may replay only its own deliveries; for
+    /// another team's it gets [`StoreError::NotFound`] (the API answers 403 before that).
+    pub async fn replay(
+        &self,
+        caller: &Caller,
+        filter: &herald_store::ReplayFilter,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        if caller.scope().is_some_and(|team| *team != filter.team) {
+            return Err(StoreError::NotFound);
+        }
+        let count = self.inner.store.replay(filter, dry_run, now()).await?;
+        if !dry_run && count > 0 {
+            // The replayed deliveries are due now, in the store: the dispatcher reads them.
+            self.inner.read_store_now();
+        }
+        Ok(count)
+    }
+
     /// Re-enables a disabled channel. Returns false if it was not disabled.
     pub async fn enable_channel(&self, team: &TeamId, channel: &str) -> Result<bool, StoreError> {
         let was = self.inner.store.clear_channel_state(team, channel).await?;
@@ -419,6 +439,7 @@ fn held_job(
             event_type: event.event.clone(),
             status: herald_store::DeliveryStatus::Pending,
             attempts: 0,
+            budget_start: 0,
             next_attempt_at: Some(now),
             last_error: None,
             last_status_code: None,

@@ -98,7 +98,7 @@ mod tests {
             (2, retry(None), 0.5, "300.0s"),
             (3, retry(None), 0.5, "1800.0s"),
             (4, retry(None), 0.5, "Dead"),      // schedule exhausted
-            (9, retry(None), 0.5, "Dead"),      // e.g. after a manual retry of a dead delivery
+            (9, retry(None), 0.5, "Dead"),      // far beyond the schedule
             (1, retry(Some(7)), 0.5, "7.0s"),   // Retry-After within [5, 10]
             (1, retry(Some(60)), 0.5, "10.0s"), // clamped to 2 × scheduled
             (1, retry(Some(1)), 0.5, "5.0s"),   // never earlier than scheduled

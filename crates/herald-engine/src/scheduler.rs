@@ -280,6 +280,7 @@ mod tests {
                 event_type: "capsule.create".into(),
                 status: DeliveryStatus::Pending,
                 attempts: 0,
+                budget_start: 0,
                 next_attempt_at: Some(at),
                 last_error: None,
                 last_status_code: None,

@@ -6,9 +6,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::TeamId;
+use herald_core::{TeamId, Timestamp};
 use herald_engine::{Caller, IngestReply};
-use herald_store::{DeliveryFilter, DeliveryStatus};
+use herald_store::{DeliveryFilter, DeliveryStatus, ReplayFilter, ReplayStatus};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/deliveries", get(list_deliveries))
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/deliveries/{id}/retry", post(retry))
+        .route("/v1/replay", post(replay))
         .route("/v1/channels", get(channels))
         .route("/v1/channels/{team}/{channel}/enable", post(enable_channel))
         .route("/v1/plugins", get(plugins))
@@ -253,6 +254,137 @@ async fn retry(
     let caller = who(&state, &headers)?;
     let delivery = state.engine.retry(&caller, &id).await?;
     Ok(Json(json!({ "delivery": delivery })).into_response())
+}
+
+/// A 422 `invalid_replay` naming the field at fault.
+fn invalid_replay(field: &str, message: impl Into<String>) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_replay",
+        message.into(),
+    );
+    error.field = Some(field.to_string());
+    error
+}
+
+/// An optional string field of the replay body; present but not a string is an error.
+fn replay_text<'a>(body: &'a serde_json::Value, field: &str) -> Result<Option<&'a str>, ApiError> {
+    match &body[field] {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s)),
+        _ => Err(invalid_replay(field, format!("`{field}` must be a string"))),
+    }
+}
+
+fn replay_time(body: &serde_json::Value, field: &str) -> Result<Option<Timestamp>, ApiError> {
+    replay_text(body, field)?
+        .map(|t| {
+            Timestamp::parse(t).map_err(|e| {
+                invalid_replay(field, format!("`{field}` must be an RFC 3339 time: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// `POST /v1/replay`: re-queues a team's dead or failed (or all) deliveries of a time
+/// window, with their original delivery ids; see docs/api.md.
+async fn replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let bytes = to_bytes(body, 64 * 1024).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "a replay request is at most 64 KiB",
+        )
+    })?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    if !body.is_object() {
+        return Err(invalid_replay("", "the body must be a JSON object"));
+    }
+    let known = ["team", "channel", "since", "until", "status", "dry_run"];
+    if let Some(unknown) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+    {
+        return Err(invalid_replay(
+            unknown,
+            format!(
+                "unknown field `{unknown}`; expected one of {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    let team =
+        replay_text(&body, "team")?.ok_or_else(|| invalid_replay("team", "`team` is required"))?;
+    let team = TeamId::parse(team).map_err(|e| invalid_replay("team", format!("team: {e}")))?;
+    if let Caller::Team(own) = &caller
+        && *own != team
+    {
+        let mut error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this API key belongs to team `{own}`; it cannot replay team `{team}`'s deliveries"
+            ),
+        );
+        error.field = Some("team".into());
+        return Err(error);
+    }
+    let config = state.engine.config();
+    if !config.teams.contains_key(&team) {
+        return Err(invalid_replay(
+            "team",
+            format!("no team `{team}` is configured"),
+        ));
+    }
+    let channel = replay_text(&body, "channel")?.map(str::to_string);
+    if let Some(channel) = &channel
+        && config.channel(&team, channel).is_none()
+    {
+        return Err(invalid_replay(
+            "channel",
+            format!("team `{team}` has no channel `{channel}`"),
+        ));
+    }
+    let since = replay_time(&body, "since")?
+        .ok_or_else(|| invalid_replay("since", "`since` is required (an RFC 3339 time)"))?;
+    let until = replay_time(&body, "until")?;
+    if until.is_some_and(|u| u <= since) {
+        return Err(invalid_replay(
+            "until",
+            "`until` must be later than `since`",
+        ));
+    }
+    let status = match replay_text(&body, "status")? {
+        None => ReplayStatus::Failed,
+        Some(s) => s
+            .parse::<ReplayStatus>()
+            .map_err(|e| invalid_replay("status", e))?,
+    };
+    let dry_run = match &body["dry_run"] {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        _ => return Err(invalid_replay("dry_run", "`dry_run` must be true or false")),
+    };
+    let filter = ReplayFilter {
+        team,
+        channel,
+        since,
+        until,
+        status,
+    };
+    let count = state.engine.replay(&caller, &filter, dry_run).await?;
+    Ok(Json(json!({ "count": count, "dry_run": dry_run })).into_response())
 }
 
 async fn channels(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

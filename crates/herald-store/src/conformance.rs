@@ -5,12 +5,12 @@
 //! What it checks: accepting is durable and idempotent across a reopen; held deliveries
 //! (exclusive stores) are never claimed and come back due at a reopen; leases fence every
 //! finish; `finish_many` reports each record on its own; `next_due` leaves out held and
-//! excluded work; retries of one team cannot touch another's; `events_after` replays in
-//! order within scope; `health` is ok while the store takes writes.
-//! order within scope; pruning removes finished rows past their age (or over the size
-//! limit) in batches and never a pending delivery or its event.
-//! excluded work, and an excluded channel's older backlog never hides another's due work; retries of one team cannot touch another's; `events_after` replays in
-//! order within scope.
+//! excluded work, and an excluded channel's older backlog never hides another's due work;
+//! retries of one team cannot touch another's; a manual retry of a dead delivery starts a
+//! fresh budget and its attempt is recorded as manual; a bulk replay re-queues exactly
+//! what its filter selects, of one team only; `events_after` replays in order within
+//! scope; `health` is ok while the store takes writes; pruning removes finished rows past
+//! their age (or over the size limit) in batches and never a pending delivery or its event.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +40,8 @@ macro_rules! store_conformance_tests {
             next_due_leaves_out_held_and_excluded_work,
             an_excluded_backlog_never_hides_other_channels_work,
             a_team_cannot_retry_or_read_another_teams_rows,
+            a_manual_retry_of_a_dead_delivery_starts_a_fresh_budget,
+            replay_requeues_exactly_the_selected_deliveries_of_one_team,
             events_after_replays_in_order_within_scope,
             health_is_ok_while_the_store_takes_writes,
             prune_removes_finished_rows_past_their_age_and_never_pending_ones,
@@ -424,6 +426,150 @@ pub async fn a_team_cannot_retry_or_read_another_teams_rows(backend: &mut impl B
     let revived = store.retry_now(Some(&acme), "dlv_1", at(3)).await.unwrap();
     assert_eq!(revived.status, crate::DeliveryStatus::Pending);
     assert_eq!(take_due(&*store, at(3)).await.len(), 1);
+}
+
+pub async fn a_manual_retry_of_a_dead_delivery_starts_a_fresh_budget(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false)],
+    )
+    .await;
+    // Two scheduled attempts, then dead.
+    let claim = take_due(&*store, at(0)).await.remove(0);
+    assert_eq!(claim.delivery.budget_start, 0);
+    let next = Next::RetryAt(at(10));
+    let finished = store.finish("dlv_1", &claim.lease, attempt(500), next, at(1));
+    finished.await.unwrap();
+    let claim = take_due(&*store, at(10)).await.remove(0);
+    let finished = store.finish("dlv_1", &claim.lease, attempt(500), Next::Dead, at(11));
+    finished.await.unwrap();
+
+    let revived = store.retry_now(None, "dlv_1", at(20)).await.unwrap();
+    assert_eq!(
+        (revived.status, revived.attempts, revived.budget_start),
+        (crate::DeliveryStatus::Pending, 2, 2),
+        "the two attempts before the retry no longer count against the schedule"
+    );
+    let claim = take_due(&*store, at(20)).await.remove(0);
+    assert_eq!(
+        claim.delivery.budget_start, 2,
+        "the claim carries the budget"
+    );
+    let next = Next::RetryAt(at(30));
+    let finished = store.finish("dlv_1", &claim.lease, attempt(500), next, at(21));
+    finished.await.unwrap();
+    // A retry of a pending delivery keeps its budget, but is still a manual attempt.
+    let pending = store.retry_now(None, "dlv_1", at(22)).await.unwrap();
+    assert_eq!(pending.budget_start, 2);
+    let claim = take_due(&*store, at(22)).await.remove(0);
+    let finished = store.finish("dlv_1", &claim.lease, attempt(500), next, at(23));
+    finished.await.unwrap();
+    let claim = take_due(&*store, at(30)).await.remove(0);
+    let finished = store.finish("dlv_1", &claim.lease, attempt(200), Next::Succeeded, at(31));
+    finished.await.unwrap();
+
+    let store = backend.reopen(store);
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!((record.attempts, record.budget_start), (5, 2));
+    let manual: Vec<(u32, bool)> = attempts.iter().map(|a| (a.number, a.manual)).collect();
+    assert_eq!(
+        manual,
+        [(1, false), (2, false), (3, true), (4, true), (5, false)],
+        "only the attempt an operator asked for is manual"
+    );
+}
+
+/// Accepts `event_id` of `team_name` at `at(secs)`, with one delivery to `channel`, and
+/// takes it, attempts it once and finishes it with `status` and `next`.
+async fn delivered_once(
+    store: &dyn Store,
+    (team_name, event_id, channel): (&str, &str, &str),
+    secs: i64,
+    status: u16,
+    next: Next,
+) {
+    let id = format!("dlv_{event_id}");
+    let batch = vec![(
+        event(team_name, event_id),
+        vec![delivery(&id, channel, false)],
+    )];
+    store.accept(batch, at(secs)).await.unwrap();
+    let claim = take_due(store, at(secs)).await.remove(0);
+    assert_eq!(claim.delivery.id, id);
+    let finished = store.finish(&id, &claim.lease, attempt(status), next, at(secs));
+    finished.await.unwrap();
+}
+
+pub async fn replay_requeues_exactly_the_selected_deliveries_of_one_team(
+    backend: &mut impl Backend,
+) {
+    let store = backend.open();
+    let far = Next::RetryAt(at(100_000));
+    // acme: dead ones at 10, 20 (channel b) and 30, a succeeded one at 15, one waiting
+    // for a retry at 25; globex: a dead one at 20.
+    delivered_once(&*store, ("acme", "e10", "a"), 10, 500, Next::Dead).await;
+    delivered_once(&*store, ("acme", "e15", "a"), 15, 200, Next::Succeeded).await;
+    delivered_once(&*store, ("acme", "e20", "b"), 20, 500, Next::Dead).await;
+    delivered_once(&*store, ("globex", "g20", "a"), 20, 500, Next::Dead).await;
+    delivered_once(&*store, ("acme", "e25", "a"), 25, 503, far).await;
+    delivered_once(&*store, ("acme", "e30", "a"), 30, 500, Next::Dead).await;
+    let filter = |status, channel: Option<&str>, since, until: Option<i64>| crate::ReplayFilter {
+        team: team("acme"),
+        channel: channel.map(str::to_string),
+        since: at(since),
+        until: until.map(at),
+        status,
+    };
+    use crate::ReplayStatus::{All, Dead, Failed};
+    let cases = [
+        (filter(Dead, None, 0, None), 3),
+        (filter(Failed, None, 0, None), 4),
+        (filter(All, None, 0, None), 5),
+        (filter(Dead, Some("a"), 0, None), 2),
+        (filter(Dead, None, 15, Some(30)), 1), // until is exclusive
+        (filter(All, Some("nope"), 0, None), 0),
+    ];
+    for (f, want) in &cases {
+        let counted = store.replay(f, true, at(40)).await.unwrap();
+        assert_eq!(counted, *want, "dry run of {f:?}");
+    }
+    let (dead, _) = store.get_delivery(None, "dlv_e10").await.unwrap().unwrap();
+    assert_eq!(
+        dead.status,
+        crate::DeliveryStatus::Dead,
+        "a dry run changes nothing"
+    );
+
+    // Replay acme's dead deliveries of channel `a` created before 30.
+    let selected = filter(Dead, Some("a"), 0, Some(30));
+    assert_eq!(store.replay(&selected, false, at(40)).await.unwrap(), 1);
+    let due: Vec<String> = take_due(&*store, at(40))
+        .await
+        .into_iter()
+        .map(|c| c.delivery.id)
+        .collect();
+    assert_eq!(
+        due,
+        ["dlv_e10"],
+        "exactly the selected delivery is due, and nothing else"
+    );
+    let (record, _) = store.get_delivery(None, "dlv_e10").await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.attempts, record.budget_start),
+        (crate::DeliveryStatus::Pending, 1, 1),
+        "same delivery, a fresh budget"
+    );
+    // What is held now is not replayed again; globex's rows are untouched by acme's replay.
+    let everything = filter(All, None, 0, None);
+    let again = store.replay(&everything, false, at(41)).await.unwrap();
+    assert_eq!(again, 4, "e15, e20, e25 and e30; e10 is held");
+    let store = backend.reopen(store);
+    let (globex, _) = store.get_delivery(None, "dlv_g20").await.unwrap().unwrap();
+    assert_eq!(globex.status, crate::DeliveryStatus::Dead);
+    let (succeeded, _) = store.get_delivery(None, "dlv_e15").await.unwrap().unwrap();
+    assert_eq!(succeeded.status, crate::DeliveryStatus::Pending);
 }
 
 pub async fn events_after_replays_in_order_within_scope(backend: &mut impl Backend) {

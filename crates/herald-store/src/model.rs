@@ -111,6 +111,10 @@ pub struct DeliveryRecord {
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Attempts made before the current retry budget began: 0, or the count when an
+    /// operator last retried the delivery after it was dead or skipped. The retry schedule
+    /// applies to the attempts after it, so a manual retry gets the whole schedule again.
+    pub budget_start: u32,
     /// When the next attempt is due; set only while `pending`.
     pub next_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
@@ -142,6 +146,8 @@ pub struct AttemptRecord {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response: Option<String>,
+    /// Made because an operator asked (`retry`), not by the schedule.
+    pub manual: bool,
 }
 
 /// Proof that a worker holds a claimed delivery; finishing or releasing it needs the token.
@@ -224,6 +230,47 @@ impl Default for DeliveryFilter {
             cursor: None,
         }
     }
+}
+
+/// Which deliveries a bulk replay ([`crate::Store::replay`]) takes, by their status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayStatus {
+    /// Given up on.
+    Dead,
+    /// Failed at their last attempt: dead, or pending and waiting for a retry (attempted
+    /// at least once).
+    Failed,
+    /// Every delivery, succeeded ones included.
+    All,
+}
+
+impl FromStr for ReplayStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dead" => Ok(ReplayStatus::Dead),
+            "failed" => Ok(ReplayStatus::Failed),
+            "all" => Ok(ReplayStatus::All),
+            other => Err(format!(
+                "unknown replay status `{other}`; expected dead, failed or all"
+            )),
+        }
+    }
+}
+
+/// The deliveries of one team that a bulk replay re-queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayFilter {
+    pub team: TeamId,
+    /// Only this channel's; all of the team's when `None`.
+    pub channel: Option<String>,
+    /// Created (their event accepted) at or after this time…
+    pub since: Timestamp,
+    /// …and before this one, when given.
+    pub until: Option<Timestamp>,
+    pub status: ReplayStatus,
 }
 
 /// One page of deliveries.

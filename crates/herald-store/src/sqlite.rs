@@ -26,7 +26,8 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, StoreStats,
+    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
+    StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;
@@ -342,6 +343,23 @@ impl Store for SqliteStore {
             self.writer
                 .run(move |conn| queries::retry_now(conn, team.as_ref(), &id, now)),
         )
+    }
+
+    fn replay<'a>(
+        &'a self,
+        filter: &'a ReplayFilter,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        let filter = filter.clone();
+        if dry_run {
+            Box::pin(self.read(move |conn| queries::replay(conn, &filter, true, now)))
+        } else {
+            Box::pin(
+                self.writer
+                    .run(move |conn| queries::replay(conn, &filter, false, now)),
+            )
+        }
     }
 
     fn get_event<'a>(

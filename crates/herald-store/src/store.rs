@@ -9,7 +9,8 @@ use herald_core::{Event, TeamId, Timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, StoreStats,
+    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
+    StoreStats,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -122,6 +123,19 @@ pub trait Store: Send + Sync + 'static {
         delivery_id: &'a str,
         now: Timestamp,
     ) -> StoreFuture<'a, DeliveryRecord>;
+
+    /// Bulk replay: makes every delivery matching `filter` due at `now` again, as
+    /// [`Store::retry_now`] does each (same delivery id, a fresh retry budget for a
+    /// finished one, the next attempt recorded as manual), and returns how many. Deliveries
+    /// being attempted (live lease or hold) are left alone and not counted. With `dry_run`
+    /// nothing changes and the count is what would be replayed. Only `filter.team`'s rows
+    /// are touched.
+    fn replay<'a>(
+        &'a self,
+        filter: &'a ReplayFilter,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64>;
 
     /// An event with its deliveries (in creation order). With the admin scope and an id
     /// used by several teams, the earliest stored of them.

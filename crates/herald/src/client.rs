@@ -1,4 +1,5 @@
-//! `herald send`, `herald deliveries`, `herald retry`: small clients of the HTTP API.
+//! `herald send`, `herald deliveries`, `herald retry`, `herald replay`: small clients of the
+//! HTTP API.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -179,5 +180,59 @@ pub async fn retry(target: Target, id: String) -> anyhow::Result<()> {
         reply["delivery"]["id"].as_str().unwrap_or(&id),
         reply["delivery"]["status"].as_str().unwrap_or("?")
     );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The team whose deliveries to replay (a team key may name only its own).
+    #[arg(long)]
+    pub team: String,
+    /// Only this channel's deliveries.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Deliveries created at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: String,
+    /// …and before this RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// dead, failed (dead, or waiting for a retry) or all.
+    #[arg(long, default_value = "failed", value_parser = ["dead", "failed", "all"])]
+    pub status: String,
+    /// Only count what would be replayed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let url = format!("{}/v1/replay", args.target.url.trim_end_matches('/'));
+    let mut body = json!({
+        "team": args.team,
+        "since": args.since,
+        "status": args.status,
+        "dry_run": args.dry_run,
+    });
+    if let Some(channel) = args.channel {
+        body["channel"] = channel.into();
+    }
+    if let Some(until) = args.until {
+        body["until"] = until.into();
+    }
+    let reply = call(
+        client()?
+            .post(url)
+            .bearer_auth(&args.target.key)
+            .json(&body),
+    )
+    .await?;
+    let count = reply["count"].as_u64().unwrap_or(0);
+    if args.dry_run {
+        println!("{count} deliveries would be replayed (dry run)");
+    } else {
+        println!("{count} deliveries replayed (due now, same delivery ids)");
+    }
     Ok(())
 }

@@ -75,6 +75,8 @@ enum Command {
         /// The delivery id (`dlv_…`).
         id: String,
     },
+    /// Re-queue a team's dead or failed deliveries of a time window (bulk replay).
+    Replay(client::ReplayArgs),
     /// Validate the configuration and report every problem with its location.
     Check {
         /// The configuration file (same as --config).
@@ -147,6 +149,9 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Command::Retry { target, id } => runtime()
             .and_then(|rt| rt.block_on(client::retry(target, id)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Replay(args) => runtime()
+            .and_then(|rt| rt.block_on(client::replay(args)))
             .map(|()| ExitCode::SUCCESS),
         Command::Check {
             path,

@@ -28,7 +28,8 @@ pub use ssrf::{Blocked, check_ip};
 #[derive(Clone)]
 pub struct WebhookChannel {
     url: Url,
-    key: Option<SigningKey>,
+    /// Every key signs each request (several while receivers rotate); none = unsigned.
+    keys: Vec<SigningKey>,
     client: WebhookClient,
 }
 
@@ -37,7 +38,7 @@ impl fmt::Debug for WebhookChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookChannel")
             .field("origin", &self.url.origin().ascii_serialization())
-            .field("signed", &self.key.is_some())
+            .field("signing_keys", &self.keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -51,6 +52,17 @@ impl WebhookChannel {
         secret: Option<Secret>,
         client: WebhookClient,
     ) -> Result<WebhookChannel, ConfigError> {
+        WebhookChannel::with_secrets(url, secret.as_slice(), client)
+    }
+
+    /// Like [`WebhookChannel::new`] with any number of secrets: each signs every request,
+    /// and `webhook-signature` lists their signatures space-separated (Standard Webhooks'
+    /// rotation), so a receiver holding either the old or the new secret verifies.
+    pub fn with_secrets(
+        url: Url,
+        secrets: &[Secret],
+        client: WebhookClient,
+    ) -> Result<WebhookChannel, ConfigError> {
         match url.scheme() {
             "http" | "https" => {}
             other => return Err(ConfigError::UnsupportedScheme(other.to_string())),
@@ -58,8 +70,11 @@ impl WebhookChannel {
         if url.host().is_none() {
             return Err(ConfigError::MissingHost);
         }
-        let key = secret.as_ref().map(SigningKey::from_secret).transpose()?;
-        Ok(WebhookChannel { url, key, client })
+        let keys = secrets
+            .iter()
+            .map(SigningKey::from_secret)
+            .collect::<Result<_, _>>()?;
+        Ok(WebhookChannel { url, keys, client })
     }
 
     pub fn url(&self) -> &Url {
@@ -68,7 +83,7 @@ impl WebhookChannel {
 
     /// Whether requests carry a `webhook-signature`.
     pub fn is_signed(&self) -> bool {
-        self.key.is_some()
+        !self.keys.is_empty()
     }
 }
 

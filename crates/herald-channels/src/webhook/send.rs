@@ -71,9 +71,14 @@ pub(super) async fn send(channel: &WebhookChannel, msg: &Outgoing<'_>) -> SendOu
         }
     };
     headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
-    if let Some(key) = &channel.key {
-        let signature = key.sign(msg.delivery_id, timestamp, &body);
-        // base64 and `v1,` are always a valid header value.
+    if !channel.keys.is_empty() {
+        let signature = channel
+            .keys
+            .iter()
+            .map(|key| key.sign(msg.delivery_id, timestamp, &body))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // base64, `v1,` and spaces are always a valid header value.
         if let Ok(value) = HeaderValue::from_str(&signature) {
             headers.insert("webhook-signature", value);
         }

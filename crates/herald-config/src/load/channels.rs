@@ -2,6 +2,7 @@
 //! file), tagged by `type`. A new channel kind adds its arm in [`Loader::channel`] and its
 //! `Raw*Channel` in `raw.rs`.
 
+use herald_core::Secret;
 use toml::Spanned;
 use toml::de::DeValue;
 
@@ -90,20 +91,10 @@ impl Loader<'_> {
                         None
                     }
                 };
-                let secret = match &raw.secret {
-                    Some(s) => {
-                        let secret = self.secret(s, file, "webhook secret")?;
-                        if let Err(err) = check_webhook_secret(secret.expose()) {
-                            self.error(err, at(file, s.span()));
-                            return None;
-                        }
-                        Some(secret)
-                    }
-                    None => None,
-                };
+                let secrets = self.webhook_secrets(&raw, file)?;
                 Some(ChannelConfig::Webhook(WebhookChannelConfig {
                     url: url?,
-                    secret,
+                    secrets,
                 }))
             }
             "telegram" => {
@@ -160,6 +151,48 @@ impl Loader<'_> {
     }
 }
 
+impl Loader<'_> {
+    /// The signing secrets of a webhook: `secret`, or `secrets` while receivers rotate
+    /// (exactly one of the two); each must be a Standard Webhooks secret. Errors point at
+    /// the offending value and never repeat it.
+    fn webhook_secrets(&mut self, raw: &RawWebhook, file: usize) -> Option<Vec<Secret>> {
+        let values: Vec<&Spanned<String>> = match (&raw.secret, &raw.secrets) {
+            (Some(_), Some(list)) => {
+                self.error(
+                    "set either `secret` or `secrets` (to rotate), not both",
+                    at(file, list.span()),
+                );
+                return None;
+            }
+            (Some(one), None) => vec![one],
+            (None, Some(list)) if list.get_ref().is_empty() => {
+                self.error(
+                    "`secrets` needs at least one secret (or leave it out for unsigned requests)",
+                    at(file, list.span()),
+                );
+                return None;
+            }
+            (None, Some(list)) => list.get_ref().iter().collect(),
+            (None, None) => Vec::new(),
+        };
+        let mut secrets = Vec::with_capacity(values.len());
+        let mut ok = true;
+        for value in values {
+            let Some(secret) = self.secret(value, file, "webhook secret") else {
+                ok = false;
+                continue;
+            };
+            if let Err(err) = check_webhook_secret(secret.expose()) {
+                self.error(err, at(file, value.span()));
+                ok = false;
+                continue;
+            }
+            secrets.push(secret);
+        }
+        ok.then_some(secrets)
+    }
+}
+
 /// A Standard Webhooks secret: `whsec_` followed by base64 of 24 to 64 bytes.
 fn check_webhook_secret(secret: &str) -> Result<(), String> {
     let Some(b64) = secret.strip_prefix("whsec_") else {
@@ -185,7 +218,7 @@ mod tests {
     fn unknown_key_in_a_channel() {
         check(
             "[teams.acme.channels.x]\ntype = \"webhook\"\nurl = \"https://example.com/h\"\nretries = 3\n[[teams.acme.subscriptions]]\nchannel = \"x\"\nevents = [\"*\"]\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\n",
-            "herald.toml:20:1: error: unknown field `retries`, expected one of `type`, `url`, `secret`",
+            "herald.toml:20:1: error: unknown field `retries`, expected one of `type`, `url`, `secret`, `secrets`",
         );
     }
 
@@ -194,6 +227,36 @@ mod tests {
         check(
             "[teams.acme.channels.h2]\ntype = \"webhook\"\nurl = \"ftp://example.com\"\nsecret = \"not-a-whsec\"\n[[teams.acme.subscriptions]]\nchannel = \"h2\"\nevents = [\"*\"]\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\n",
             "herald.toml:19:7: error: webhook url must be http or https, not `ftp`\nherald.toml:20:10: error: webhook secret must start with `whsec_` (Standard Webhooks format)",
+        );
+    }
+
+    #[test]
+    fn rotating_webhook_secrets() {
+        let tail = "[[teams.acme.subscriptions]]\nchannel = \"h2\"\nevents = [\"*\"]\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\n";
+        let channel =
+            "[teams.acme.channels.h2]\ntype = \"webhook\"\nurl = \"https://example.com/h\"\n";
+        let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let new = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        // Two valid secrets: no diagnostics.
+        check(
+            &format!("{channel}secrets = [\"{new}\", \"{old}\"]\n{tail}"),
+            "",
+        );
+        check(
+            &format!("{channel}secret = \"{old}\"\nsecrets = [\"{new}\"]\n{tail}"),
+            "herald.toml:21:11: error: set either `secret` or `secrets` (to rotate), not both",
+        );
+        check(
+            &format!("{channel}secrets = []\n{tail}"),
+            "herald.toml:20:11: error: `secrets` needs at least one secret (or leave it out for unsigned requests)",
+        );
+        // Each bad entry is named by its own position, and its value never repeated.
+        check(
+            &format!(
+                "{channel}secrets = [\"{new}\", \"whsec_!!\", \"env:HERALD_TEST_UNSET\"]\n{tail}"
+            ),
+            "herald.toml:20:54: error: webhook secret must be `whsec_` followed by standard base64 of 24 to 64 bytes\n\
+             herald.toml:20:66: error: environment variable `HERALD_TEST_UNSET` (the webhook secret) is not set",
         );
     }
 

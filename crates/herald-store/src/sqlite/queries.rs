@@ -16,15 +16,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next,
+    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next, ReplayFilter,
+    ReplayStatus,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
      d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
-     d.created_at, d.updated_at";
+     d.created_at, d.updated_at, d.budget_start";
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 13;
+const DELIVERY_COLUMN_COUNT: usize = 14;
 
 /// Cursors look like `c1_<seq>`; the version prefix lets the format change later.
 const CURSOR_PREFIX: &str = "c1_";
@@ -72,6 +73,7 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         last_status_code: row.get(10)?,
         created_at: timestamp(row.get(11)?),
         updated_at: timestamp(row.get(12)?),
+        budget_start: row.get(13)?,
     })
 }
 
@@ -83,6 +85,7 @@ fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
         status_code: row.get(3)?,
         error: row.get(4)?,
         response: row.get(5)?,
+        manual: row.get(6)?,
     })
 }
 
@@ -407,24 +410,32 @@ pub(crate) fn claim_due(
     Ok(claimed)
 }
 
-/// The row of a delivery still held under `lease`, as `(seq, attempts)`.
+/// The row of a delivery still held under `lease`, as `(seq, attempts, manual_next)`.
 fn leased_row(
     conn: &Connection,
     delivery_id: &str,
     lease: &LeaseToken,
-) -> Result<(i64, u32), StoreError> {
-    let row: Option<(i64, u32, String, Option<String>)> = conn
-        .prepare_cached("SELECT seq, attempts, status, lease_token FROM deliveries WHERE id = ?1")?
+) -> Result<(i64, u32, bool), StoreError> {
+    let row: Option<(i64, u32, String, Option<String>, bool)> = conn
+        .prepare_cached(
+            "SELECT seq, attempts, status, lease_token, manual_next FROM deliveries WHERE id = ?1",
+        )?
         .query_row(params![delivery_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })
         .optional()?;
     match row {
         None => Err(StoreError::NotFound),
-        Some((seq, attempts, status, Some(token)))
+        Some((seq, attempts, status, Some(token), manual))
             if status == "pending" && token == lease.as_str() =>
         {
-            Ok((seq, attempts))
+            Ok((seq, attempts, manual))
         }
         Some(_) => Err(StoreError::LeaseLost {
             delivery: delivery_id.to_owned(),
@@ -440,12 +451,12 @@ pub(crate) fn finish(
     next: Next,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let (seq, attempts) = leased_row(conn, delivery_id, lease)?;
+    let (seq, attempts, manual) = leased_row(conn, delivery_id, lease)?;
     let number = attempts.saturating_add(1);
     conn.prepare_cached(
         "INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,
-             error, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             error, response, manual)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         seq,
@@ -455,6 +466,7 @@ pub(crate) fn finish(
         attempt.status_code,
         attempt.error,
         attempt.response,
+        manual,
     ])?;
     let (status, next_attempt_at) = match next {
         Next::Succeeded => (DeliveryStatus::Succeeded, None),
@@ -465,7 +477,7 @@ pub(crate) fn finish(
     conn.prepare_cached(
         "UPDATE deliveries
          SET status = ?2, attempts = ?3, next_attempt_at = ?4, due_at = ?4,
-             lease_token = NULL, lease_until = NULL,
+             lease_token = NULL, lease_until = NULL, manual_next = 0,
              last_error = ?5, last_status_code = ?6, updated_at = ?7
          WHERE seq = ?1",
     )?
@@ -537,7 +549,7 @@ pub(crate) fn release(
     delivery_id: &str,
     lease: &LeaseToken,
 ) -> Result<(), StoreError> {
-    let (seq, _) = leased_row(conn, delivery_id, lease)?;
+    let (seq, _, _) = leased_row(conn, delivery_id, lease)?;
     // It was due when claimed, so its scheduled time is already past: due at once.
     conn.prepare_cached(
         "UPDATE deliveries SET lease_token = NULL, lease_until = NULL, due_at = next_attempt_at
@@ -579,13 +591,18 @@ pub(crate) fn retry_now(
     let in_flight = status == DeliveryStatus::Pending && lease_until.is_some_and(|t| t > now);
     if !in_flight {
         // Clearing the lease fences off a worker whose lease ran out but who is still going.
+        // A delivery that was given up on (dead, skipped) starts a fresh retry budget: the
+        // attempts made so far no longer count against the schedule. A pending one keeps
+        // what is left of its budget; either way the next attempt is recorded as manual.
+        let fresh_budget = matches!(status, DeliveryStatus::Dead | DeliveryStatus::Skipped);
         conn.prepare_cached(
             "UPDATE deliveries
              SET status = 'pending', next_attempt_at = ?2, due_at = ?2,
-                 lease_token = NULL, lease_until = NULL, updated_at = ?2
+                 lease_token = NULL, lease_until = NULL, updated_at = ?2, manual_next = 1,
+                 budget_start = CASE WHEN ?3 THEN attempts ELSE budget_start END
              WHERE seq = ?1",
         )?
-        .execute(params![seq, now])?;
+        .execute(params![seq, now, fresh_budget])?;
     }
     let record = conn
         .prepare_cached(&format!(
@@ -593,6 +610,54 @@ pub(crate) fn retry_now(
         ))?
         .query_row(params![seq], delivery_from_row)?;
     Ok(record)
+}
+
+/// Counts, or re-queues, the deliveries a bulk replay selects (see `Store::replay`). One
+/// statement over the team's rows (the `deliveries_team` index), so the writer holds its
+/// transaction for as long as the scan takes.
+pub(crate) fn replay(
+    conn: &Connection,
+    filter: &ReplayFilter,
+    dry_run: bool,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let status = match filter.status {
+        ReplayStatus::Dead => "status = 'dead'",
+        ReplayStatus::Failed => "(status = 'dead' OR (status = 'pending' AND attempts > 0))",
+        ReplayStatus::All => "1 = 1",
+    };
+    // ?5 = now: a delivery being attempted (live lease, or held by this process) is left
+    // to its attempt.
+    let selected = format!(
+        "team_id = ?1 AND (?2 IS NULL OR channel = ?2) AND created_at >= ?3
+         AND (?4 IS NULL OR created_at < ?4) AND {status}
+         AND NOT (status = 'pending' AND lease_until IS NOT NULL AND lease_until > ?5)"
+    );
+    let values = params![
+        filter.team.as_str(),
+        filter.channel,
+        nanos(filter.since),
+        filter.until.map(nanos),
+        nanos(now),
+    ];
+    if dry_run {
+        let count: i64 = conn
+            .prepare(&format!("SELECT count(*) FROM deliveries WHERE {selected}"))?
+            .query_row(values, |row| row.get(0))?;
+        return Ok(u64::try_from(count).unwrap_or(0));
+    }
+    // Like retry_now: a finished delivery starts a fresh retry budget, a pending one keeps
+    // what is left of its own; either way the next attempt is recorded as manual.
+    let changed = conn
+        .prepare(&format!(
+            "UPDATE deliveries
+             SET budget_start = CASE WHEN status = 'pending' THEN budget_start ELSE attempts END,
+                 status = 'pending', next_attempt_at = ?5, due_at = ?5,
+                 lease_token = NULL, lease_until = NULL, manual_next = 1, updated_at = ?5
+             WHERE {selected}"
+        ))?
+        .execute(values)?;
+    Ok(changed as u64)
 }
 
 pub(crate) fn get_event(
@@ -648,7 +713,7 @@ pub(crate) fn get_delivery(
     };
     let attempts = tx
         .prepare_cached(
-            "SELECT number, started_at, duration_ms, status_code, error, response
+            "SELECT number, started_at, duration_ms, status_code, error, response, manual
              FROM attempts WHERE delivery_seq = ?1 ORDER BY number",
         )?
         .query_map(params![seq], attempt_from_row)?

@@ -97,6 +97,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_channel_due ON deliveries (team_id, channel, due_at)
         WHERE status = 'pending' AND due_at IS NOT NULL;
     ",
+    // 4: manual retries. A manual retry of a finished delivery starts a fresh retry budget
+    // (`budget_start` = the attempts made before it), and its next attempt is recorded as
+    // manual (`manual_next`, copied to the attempt row and cleared when it is recorded).
+    "
+    ALTER TABLE deliveries ADD COLUMN budget_start INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN manual_next INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).
