@@ -620,6 +620,8 @@ pub async fn health_is_ok_while_the_store_takes_writes(backend: &mut impl Backen
     assert!(store.events_after(None, "e1", 10).await.unwrap().is_empty());
     let store = backend.reopen(store);
     store.health().await.expect("healthy after a reopen");
+}
+
 const DAY: i64 = 86_400;
 
 /// Prunes at `now` in batches of one until no batch limit is reached; the sum of the

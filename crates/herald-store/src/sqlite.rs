@@ -116,6 +116,8 @@ impl SqliteStore {
     pub fn with_min_free_bytes(mut self, bytes: u64) -> SqliteStore {
         self.min_free_bytes = bytes;
         self
+    }
+
     /// Copies the store in `dir` to the new file `dest` with SQLite's online backup API:
     /// a consistent snapshot, taken while a herald may be serving from `dir` (it does not
     /// take the directory's lock; the copy is one read transaction, which WAL lets run
