@@ -12,5 +12,6 @@ mod delivery_core;
 mod harness;
 mod plugins;
 mod process;
+mod reload;
 mod stream;
 mod support;

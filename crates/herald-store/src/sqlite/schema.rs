@@ -89,6 +89,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_channel_due ON deliveries (team_id, channel, due_at)
         WHERE status = 'pending' AND due_at IS NOT NULL;
     ",
+    // 3: the subscription a delivery was planned for, by its stable name
+    // (`Subscription::key`); NULL for older rows, which keep only the `subscription`
+    // position.
+    "
+    ALTER TABLE deliveries ADD COLUMN subscription_name TEXT;
+    ",
 ];
 
 /// Opens the connection the writer thread will own: WAL, full sync on every commit, the
