@@ -24,6 +24,7 @@ const DELIVERY_KEYS: &[&str] = &[
     "team",
     "channel",
     "subscription",
+    "subscription_name",
     "event_type",
     "status",
     "attempts",

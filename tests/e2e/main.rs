@@ -14,6 +14,7 @@ mod harness;
 mod operations;
 mod plugins;
 mod process;
+mod reload;
 mod retention;
 mod stream;
 mod support;

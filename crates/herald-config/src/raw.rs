@@ -80,7 +80,7 @@ pub(crate) struct RawEventType {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSubscription {
-    pub name: Option<String>,
+    pub name: Option<Spanned<String>>,
     pub channel: Spanned<String>,
     pub events: Spanned<Vec<Spanned<String>>>,
     pub outcome: Option<herald_core::Outcome>,

@@ -60,6 +60,38 @@ impl Subscription {
         }
     }
 
+    /// The stable name deliveries record to find their subscription again after a reload:
+    /// the configured `name`, else `h_` and a hash of what the subscription is (channel,
+    /// patterns, outcome, metadata filter, formatter), so that inserting, removing or
+    /// reordering other subscriptions never changes it.
+    pub fn key(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        // FNV-1a (64 bit): stable across Rust versions and builds, unlike std's hasher;
+        // each field is followed by a separator byte that no field contains.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |text: &str| {
+            for byte in text.bytes().chain([0x1f]) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        feed(&self.channel);
+        feed(&self.patterns.len().to_string());
+        for pattern in &self.patterns {
+            feed(&pattern.to_string());
+        }
+        feed(self.outcome.map_or("", Outcome::as_str));
+        feed(&self.metadata.len().to_string());
+        for (key, value) in &self.metadata {
+            feed(key);
+            feed(value);
+        }
+        feed(self.formatter.as_deref().unwrap_or(""));
+        format!("h_{hash:016x}")
+    }
+
     /// Every reason this subscription does not take `event`; empty means it matches.
     ///
     /// This is the reference semantics: the indexed [`crate::Matcher`] must agree with it
@@ -101,5 +133,45 @@ impl Subscription {
             }
         }
         reasons
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(index: usize, channel: &str, patterns: &[&str]) -> Subscription {
+        let team = TeamId::parse("acme").unwrap();
+        let patterns = patterns
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect();
+        Subscription::new(team, index, channel, patterns)
+    }
+
+    #[test]
+    fn the_key_is_the_name_or_a_hash_of_the_content_never_the_position() {
+        let first = sub(0, "hook", &["capsule.*"]);
+        // The same subscription further down the list keeps its key.
+        assert_eq!(first.key(), sub(3, "hook", &["capsule.*"]).key());
+        assert!(first.key().starts_with("h_"), "{}", first.key());
+        // Any change of content is another subscription.
+        let mut changed = vec![
+            sub(0, "mail", &["capsule.*"]),
+            sub(0, "hook", &["capsule.*", "host.down"]),
+        ];
+        let mut with_outcome = first.clone();
+        with_outcome.outcome = Some(Outcome::Error);
+        let mut with_metadata = first.clone();
+        with_metadata.metadata.insert("region".into(), "eu".into());
+        let mut with_formatter = first.clone();
+        with_formatter.formatter = Some("slack".into());
+        changed.extend([with_outcome, with_metadata, with_formatter]);
+        for other in &changed {
+            assert_ne!(first.key(), other.key(), "{other:?}");
+        }
+        let mut named = first.clone();
+        named.name = Some("ops".into());
+        assert_eq!(named.key(), "ops");
     }
 }

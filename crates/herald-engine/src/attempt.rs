@@ -37,12 +37,7 @@ pub(crate) async fn attempt(
     let mut plugin_error = None;
     let mut skipped = None;
     let mut rendered = None;
-    if let (Some(channel), Some((name, settings))) = (
-        channel,
-        snapshot
-            .formatters
-            .get(&(delivery.team.clone(), delivery.subscription as usize)),
-    ) {
+    if let (Some(channel), Some((name, settings))) = (channel, snapshot.formatter(&delivery)) {
         let plugins = inner.plugins.clone();
         let (name, settings, kind) = (name.clone(), settings.clone(), channel.kind());
         let for_plugin = Arc::clone(&event);
@@ -50,7 +45,7 @@ pub(crate) async fn attempt(
             plugins.format(&name, &for_plugin, kind, &settings)
         })
         .await;
-        let name = &snapshot.formatters[&(delivery.team.clone(), delivery.subscription as usize)].0;
+        let name = snapshot.formatter(&delivery).map_or("", |(name, _)| name);
         match result {
             Ok(Ok(herald_plugins::PluginOutput::Rendered(r))) => rendered = Some(r),
             Ok(Ok(herald_plugins::PluginOutput::Skip(reason))) => {

@@ -436,6 +436,7 @@ fn held_job(
             team: event.team_id.clone(),
             channel: d.channel.clone(),
             subscription: d.subscription,
+            subscription_name: d.subscription_name.clone(),
             event_type: event.event.clone(),
             status: herald_store::DeliveryStatus::Pending,
             attempts: 0,

@@ -180,6 +180,7 @@ fn fan_out(config: &Config, event: &Event) -> Vec<NewDelivery> {
                 id: format!("dlv_{}", uuid::Uuid::now_v7().simple()),
                 channel: sub.channel.clone(),
                 subscription: sub.id.index as u32,
+                subscription_name: Some(sub.key()),
                 // The engine decides, once it knows whether a lane has room.
                 held: false,
             });

@@ -277,6 +277,7 @@ mod tests {
                 team: team.clone(),
                 channel: channel.into(),
                 subscription: 0,
+                subscription_name: None,
                 event_type: "capsule.create".into(),
                 status: DeliveryStatus::Pending,
                 attempts: 0,

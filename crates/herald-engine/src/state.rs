@@ -59,9 +59,13 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub(crate) channels: Channels,
     pub(crate) policy: RetryPolicy,
-    /// (team, subscription index) → (formatter plugin, its merged settings), for the
-    /// subscriptions that name a formatter.
-    pub(crate) formatters: HashMap<(TeamId, usize), (String, herald_plugins::Settings)>,
+    /// (team, subscription key) → (formatter plugin, its merged settings), for the
+    /// subscriptions that name a formatter. Keyed by `Subscription::key`, not position,
+    /// so a delivery queued before a reload keeps its subscription's formatter.
+    pub(crate) formatters: HashMap<(TeamId, String), (String, herald_plugins::Settings)>,
+    /// (team, position) → subscription key, for deliveries stored by an older herald,
+    /// which recorded only the position.
+    by_position: HashMap<(TeamId, usize), String>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -84,17 +88,41 @@ impl Snapshot {
             .filter_map(|sub| {
                 let (plugin, settings) = config.formatter(sub)?;
                 Some((
-                    (sub.id.team.clone(), sub.id.index),
+                    (sub.id.team.clone(), sub.key()),
                     (plugin.name.clone(), settings),
                 ))
             })
+            .collect();
+        let by_position = config
+            .matcher
+            .subscriptions()
+            .iter()
+            .map(|sub| ((sub.id.team.clone(), sub.id.index), sub.key()))
             .collect();
         Ok(Snapshot {
             config: Arc::new(config),
             channels,
             policy,
             formatters,
+            by_position,
         })
+    }
+
+    /// The formatter plugin (and its settings) of the subscription `delivery` was planned
+    /// for, found by its stable name (by position for rows of an older herald).
+    pub(crate) fn formatter(
+        &self,
+        delivery: &herald_store::DeliveryRecord,
+    ) -> Option<&(String, herald_plugins::Settings)> {
+        let team = delivery.team.clone();
+        let key = match &delivery.subscription_name {
+            Some(name) => name.clone(),
+            None => self
+                .by_position
+                .get(&(team.clone(), delivery.subscription as usize))?
+                .clone(),
+        };
+        self.formatters.get(&(team, key))
     }
 
     /// The longest one attempt may take before the engine gives up on it. A channel may

@@ -90,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     id: format!("dlv_{}", uuid::Uuid::now_v7().simple()),
                     channel: "ops-slack".into(),
                     subscription: 0,
+                    subscription_name: None,
                     held: true,
                 };
                 store

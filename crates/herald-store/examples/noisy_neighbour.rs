@@ -52,6 +52,7 @@ fn delivery(channel: &str, held: bool) -> NewDelivery {
         id: format!("dlv_{}", uuid::Uuid::now_v7().simple()),
         channel: channel.into(),
         subscription: 0,
+        subscription_name: None,
         held,
     }
 }

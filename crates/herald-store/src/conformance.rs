@@ -86,6 +86,7 @@ fn delivery(id: &str, channel: &str, held: bool) -> NewDelivery {
         id: id.into(),
         channel: channel.into(),
         subscription: 0,
+        subscription_name: Some(format!("sub_{channel}")),
         held,
     }
 }
@@ -385,6 +386,11 @@ pub async fn an_excluded_backlog_never_hides_other_channels_work(backend: &mut i
     };
     let ids: Vec<_> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
     assert_eq!(ids, ["dlv_g"]);
+    // The subscription's stable name comes back with the delivery.
+    assert_eq!(
+        claimed[0].delivery.subscription_name.as_deref(),
+        Some("sub_ok")
+    );
     assert_eq!(store.next_due(&gone).await.unwrap(), None);
     // Not excluded, the backlog is due first.
     assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(0)));

@@ -20,8 +20,12 @@ pub struct NewDelivery {
     pub id: String,
     /// The name of the event team's channel to deliver to.
     pub channel: String,
-    /// Position of the matching subscription in its team's list.
+    /// Position of the matching subscription in its team's list when planned (kept for
+    /// older readers; it changes meaning when the list changes).
     pub subscription: u32,
+    /// The matching subscription's stable name (`Subscription::key`), which survives
+    /// reloads that insert, remove or reorder subscriptions.
+    pub subscription_name: Option<String>,
     /// The caller keeps this delivery in its own memory queue from the start: it is stored
     /// leased to the store's [`crate::Store::holder`] token, so [`crate::Store::claim_due`]
     /// never hands it out, until an attempt is finished or the store is reopened. Only for
@@ -107,6 +111,8 @@ pub struct DeliveryRecord {
     pub team: TeamId,
     pub channel: String,
     pub subscription: u32,
+    /// The subscription's stable name; `None` for deliveries stored by an older herald.
+    pub subscription_name: Option<String>,
     pub event_type: String,
     pub status: DeliveryStatus,
     /// Attempts made so far.

@@ -101,7 +101,7 @@ impl Loader<'_> {
         }
         ok.then(|| Subscription {
             id,
-            name: raw.name,
+            name: raw.name.map(Spanned::into_inner),
             channel: raw.channel.into_inner(),
             patterns,
             outcome: raw.outcome,
@@ -158,6 +158,14 @@ mod tests {
             "herald.toml:20:11: error: invalid pattern `capsule.*.x`: `*` must be a whole segment and the last one: `*`, or `capsule.*`\n\
              herald.toml:20:26: error: invalid pattern ``: a pattern must not be empty; use `*` for every type\n\
              herald.toml:20:30: error: invalid pattern `**`: `*` must be a whole segment and the last one: `*`, or `capsule.*`",
+        );
+    }
+
+    #[test]
+    fn subscription_names_are_unique_within_a_team() {
+        check(
+            "\n[[teams.acme.subscriptions]]\nname = \"ops\"\nchannel = \"hook\"\nevents = [\"*\"]\n\n[[teams.acme.subscriptions]]\nname = \"ops\"\nchannel = \"hook\"\nevents = [\"host.down\"]\n",
+            "herald.toml:24:8: error: subscription name `ops` is used twice in team `acme`: deliveries find their subscription by it",
         );
     }
 

@@ -162,7 +162,20 @@ impl Loader<'_> {
             }
             let mut used: BTreeMap<&str, bool> =
                 channels.keys().map(|k| (k.as_str(), false)).collect();
+            let mut names = std::collections::BTreeSet::new();
             for (index, In { file, value: raw }) in raw_subs.into_iter().enumerate() {
+                if let Some(name) = &raw.name
+                    && !names.insert(name.get_ref().clone())
+                {
+                    self.error(
+                        format!(
+                            "subscription name `{}` is used twice in team `{id}`: deliveries find their subscription by it",
+                            name.get_ref()
+                        ),
+                        at(file, name.span()),
+                    );
+                    continue;
+                }
                 if let Some(u) = used.get_mut(raw.channel.get_ref().as_str()) {
                     *u = true;
                 }

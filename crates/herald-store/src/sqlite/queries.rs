@@ -23,9 +23,9 @@ use crate::model::{
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
      d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
-     d.created_at, d.updated_at, d.budget_start";
+     d.created_at, d.updated_at, d.budget_start, d.subscription_name";
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 14;
+const DELIVERY_COLUMN_COUNT: usize = 15;
 
 /// Cursors look like `c1_<seq>`; the version prefix lets the format change later.
 const CURSOR_PREFIX: &str = "c1_";
@@ -74,6 +74,7 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         created_at: timestamp(row.get(11)?),
         updated_at: timestamp(row.get(12)?),
         budget_start: row.get(13)?,
+        subscription_name: row.get(14)?,
     })
 }
 
@@ -167,15 +168,16 @@ pub(crate) fn accept(
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
-             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?8)",
+             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at,
+             subscription_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?8, ?9)",
     )?;
     // A held delivery is in the caller's memory queue: leased to the holder, never due.
     let mut insert_held = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
              subscription, status, attempts, next_attempt_at, due_at, lease_token, lease_until,
-             created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, NULL, ?9, ?10, ?8, ?8)",
+             created_at, updated_at, subscription_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, NULL, ?9, ?10, ?8, ?8, ?11)",
     )?;
     let mut results = Vec::with_capacity(events.len());
     for event in events {
@@ -210,6 +212,7 @@ pub(crate) fn accept(
                     now,
                     holder.as_str(),
                     HELD_UNTIL,
+                    delivery.subscription_name,
                 ])?;
             } else {
                 insert_delivery.execute(params![
@@ -221,6 +224,7 @@ pub(crate) fn accept(
                     delivery.channel,
                     delivery.subscription,
                     now,
+                    delivery.subscription_name,
                 ])?;
             }
         }
@@ -244,7 +248,7 @@ pub(crate) enum ClaimLease {
 /// excluded, where the first rows in time order are the ones wanted.
 const CLAIM_ALL: &str = "SELECT d.id, d.event_id, d.team_id, d.channel, d.subscription, \
      d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
-     d.created_at, d.updated_at, d.seq, e.body, e.accepted_at
+     d.created_at, d.updated_at, d.subscription_name, d.seq, e.body, e.accepted_at
      FROM deliveries d JOIN events e ON e.seq = d.event_seq
      WHERE d.status = 'pending' AND d.due_at <= ?1
      ORDER BY d.due_at, d.seq
@@ -252,7 +256,7 @@ const CLAIM_ALL: &str = "SELECT d.id, d.event_id, d.team_id, d.channel, d.subscr
 /// One due row with its event, by `seq`.
 const CLAIM_ROW: &str = "SELECT d.id, d.event_id, d.team_id, d.channel, d.subscription, \
      d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
-     d.created_at, d.updated_at, d.seq, e.body, e.accepted_at
+     d.created_at, d.updated_at, d.subscription_name, d.seq, e.body, e.accepted_at
      FROM deliveries d JOIN events e ON e.seq = d.event_seq
      WHERE d.seq = ?1";
 /// The earliest due time of any channel.

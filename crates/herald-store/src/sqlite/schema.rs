@@ -105,6 +105,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN manual_next INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE attempts ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
     ",
+    // 5: the subscription a delivery was planned for, by its stable name
+    // (`Subscription::key`); NULL for older rows, which keep only the `subscription`
+    // position.
+    "
+    ALTER TABLE deliveries ADD COLUMN subscription_name TEXT;
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).

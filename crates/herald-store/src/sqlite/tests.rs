@@ -48,6 +48,7 @@ fn delivery(id: &str, channel: &str) -> NewDelivery {
         id: id.into(),
         channel: channel.into(),
         subscription: 0,
+        subscription_name: None,
         held: false,
     }
 }

@@ -37,6 +37,7 @@ fn batch(ids: impl Iterator<Item = String>) -> Vec<(Event, Vec<NewDelivery>)> {
             channel: "hook".into(),
             subscription: 0,
             held: false,
+            subscription_name: None,
         };
         (event(&id), vec![delivery])
     })
