@@ -11,5 +11,6 @@ mod delivery;
 mod harness;
 mod plugins;
 mod process;
+mod sdk;
 mod stream;
 mod support;

@@ -24,6 +24,7 @@ use crate::retry::Backoff;
 ///         Message::Channel(c) => format!("channel {} is {}", c.channel, c.state),
 ///         Message::Lagged { missed } => format!("missed {missed} live messages"),
 ///         Message::Reset { reason } => format!("could not resume: {reason}"),
+///         other => format!("{other:?}"), // kinds added by a newer herald
 ///     }
 /// }
 /// # let _ = show;
