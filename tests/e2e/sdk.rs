@@ -107,16 +107,15 @@ fn publish_reaches_the_webhook_and_publish_transient_only_the_stream() {
     // The catalogue catches the wrong method before anything is sent.
     let wrong = block_on(publisher.publish(Event::builder(Types::CapsuleStateChanged).build()))
         .unwrap_err();
-    assert!(
-        wrong.to_string().contains("publish_transient"),
-        "{wrong}"
-    );
+    assert!(wrong.to_string().contains("publish_transient"), "{wrong}");
     let wrong =
         block_on(publisher.publish_transient(Event::builder(Types::HostDown).build())).unwrap_err();
     assert!(matches!(wrong, Error::Catalogue { .. }), "{wrong}");
 
     // The same id again is a duplicate and delivers nothing new.
-    let again = Event::builder(Types::HostDown).id(published.id.clone()).build();
+    let again = Event::builder(Types::HostDown)
+        .id(published.id.clone())
+        .build();
     assert!(block_on(publisher.publish(again)).unwrap().duplicate);
 
     // A batch: three more deliveries, ids in order.
@@ -128,11 +127,17 @@ fn publish_reaches_the_webhook_and_publish_transient_only_the_stream() {
         })
         .collect();
     let reply = block_on(publisher.publish_batch(batch)).unwrap();
-    assert_eq!(reply.ids, ["evt_sdk_batch_0", "evt_sdk_batch_1", "evt_sdk_batch_2"]);
+    assert_eq!(
+        reply.ids,
+        ["evt_sdk_batch_0", "evt_sdk_batch_1", "evt_sdk_batch_2"]
+    );
     rx.wait_for(4, WAIT);
     rx.assert_stays(4, QUIET);
     let delivered: BTreeSet<String> = rx.event_ids().into_iter().collect();
-    assert!(!delivered.contains(&transient.id), "a transient event was delivered");
+    assert!(
+        !delivered.contains(&transient.id),
+        "a transient event was delivered"
+    );
 
     // herald's refusals keep their code, field and message, and never show the key.
     let plain = Publisher::new(h.url(), ACME_KEY).unwrap();
@@ -143,8 +148,8 @@ fn publish_reaches_the_webhook_and_publish_transient_only_the_stream() {
     let refused = block_on(stranger.publish(Event::builder("host.down").build())).unwrap_err();
     assert_eq!(refused.code(), Some("unauthorized"), "{refused}");
     assert!(!refused.is_retryable());
-    let other_team = block_on(plain.publish(Event::builder("host.down").team("globex").build()))
-        .unwrap_err();
+    let other_team =
+        block_on(plain.publish(Event::builder("host.down").team("globex").build())).unwrap_err();
     assert_eq!(other_team.code(), Some("forbidden"), "{other_team}");
     for e in [&unknown, &refused, &other_team] {
         assert_no_secret("an SDK error", &format!("{e} {e:?}"));
@@ -233,7 +238,11 @@ fn background_mode_delivers_every_event_once_across_a_restart() {
     rx.assert_stays(300, QUIET);
     let delivered = rx.event_ids();
     let unique: HashSet<&String> = delivered.iter().collect();
-    assert_eq!(unique.len(), delivered.len(), "an event was delivered twice");
+    assert_eq!(
+        unique.len(),
+        delivered.len(),
+        "an event was delivered twice"
+    );
     let published: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique, published, "delivered ids differ from published ids");
 }
@@ -284,7 +293,10 @@ fn a_full_queue_errors_with_the_event_and_nothing_queued_is_lost() {
         std::thread::spawn(move || block_on(background.publish_or_wait(event)))
     };
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!waiting.is_finished(), "publish_or_wait did not wait for room");
+    assert!(
+        !waiting.is_finished(),
+        "publish_or_wait did not wait for room"
+    );
     h.restart();
     let waited = waiting.join().unwrap().expect("queued once there was room");
     assert_eq!(waited, handed_back);
@@ -301,7 +313,10 @@ fn a_full_queue_errors_with_the_event_and_nothing_queued_is_lost() {
     let closed = background
         .publish(Event::builder("host.down").build())
         .unwrap_err();
-    assert!(matches!(closed, Error::Closed { event: Some(_) }), "{closed:?}");
+    assert!(
+        matches!(closed, Error::Closed { event: Some(_) }),
+        "{closed:?}"
+    );
 }
 
 #[test]

@@ -76,6 +76,7 @@ mod background;
 mod bus;
 mod catalogue;
 mod error;
+mod http;
 mod publisher;
 mod retry;
 mod subscriber;

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use herald_core::{EventKind, RawEvent, TeamId, Timestamp};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use std::future::Future;
 
 use crate::catalogue::EventCatalogue;
 use crate::error::{Error, from_reply};
+use crate::http;
 use crate::retry::Backoff;
 
 /// Most events herald takes in one request.
@@ -161,33 +163,9 @@ impl PublisherBuilder {
 
     /// Builds the publisher.
     pub fn build(self) -> Result<Publisher, Error> {
-        let base = self.url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base).map_err(|e| Error::Url {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::Url {
-                url: self.url,
-                reason: "the scheme must be http or https".into(),
-            });
-        }
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", self.api_key)).map_err(|_| Error::Url {
-                url: self.url.clone(),
-                reason: "the API key contains characters a header cannot carry".into(),
-            })?;
-        // Keeps the key out of HTTP/2 header compression tables and debug output.
-        auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::Transport)?;
+        let base = http::base_url(&self.url)?;
+        let auth = http::bearer(&self.url, &self.api_key)?;
+        let http = http::client(Some(self.timeout), self.connect_timeout)?;
         Ok(Publisher {
             inner: Arc::new(Inner {
                 http,
@@ -311,16 +289,7 @@ impl Publisher {
             .enumerate()
             .map(|(i, e)| self.prepare_any(e).map_err(|e| within(e, i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut failures = 0;
-        loop {
-            match self.post_batch(&events).await {
-                Err(e) if e.is_retryable() && failures + 1 < self.inner.attempts => {
-                    tokio::time::sleep(self.inner.backoff.delay(failures)).await;
-                    failures += 1;
-                }
-                other => return other,
-            }
-        }
+        self.with_retries(|| self.post_batch(&events)).await
     }
 
     /// Checks `event` for the given publishing method and fills its id.
@@ -361,9 +330,18 @@ impl Publisher {
     }
 
     async fn send_one(&self, event: RawEvent) -> Result<Published, Error> {
+        self.with_retries(|| self.post_one(&event)).await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts run out.
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
         let mut failures = 0;
         loop {
-            match self.post_one(&event).await {
+            match attempt().await {
                 Err(e) if e.is_retryable() && failures + 1 < self.inner.attempts => {
                     tokio::time::sleep(self.inner.backoff.delay(failures)).await;
                     failures += 1;

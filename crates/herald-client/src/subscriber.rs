@@ -9,6 +9,7 @@ use herald_core::{Pattern, RawEvent};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 
 use crate::error::{Error, from_reply};
+use crate::http;
 use crate::retry::Backoff;
 
 /// One message of the live stream.
@@ -145,30 +146,11 @@ impl Subscriber {
     /// ```
     pub fn new(url: impl Into<String>, api_key: impl AsRef<str>) -> Result<Subscriber, Error> {
         let url = url.into();
-        let base = url.trim_end_matches('/');
-        reqwest::Url::parse(base).map_err(|e| Error::Url {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", api_key.as_ref())).map_err(|_| {
-                Error::Url {
-                    url: url.clone(),
-                    reason: "the API key contains characters a header cannot carry".into(),
-                }
-            })?;
-        auth.set_sensitive(true);
+        let base = http::base_url(&url)?;
+        let auth = http::bearer(&url, api_key.as_ref())?;
         // No overall timeout: a stream is open for as long as it is read. The idle
-        // timeout below notices a dead connection instead (herald sends a heartbeat every
-        // 15 s).
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::Transport)?;
+        // timeout notices a dead connection instead (herald sends a heartbeat every 15 s).
+        let http = http::client(None, Duration::from_secs(3))?;
         Ok(Subscriber {
             http,
             url: format!("{base}/v1/stream"),
