@@ -33,8 +33,11 @@ use crate::subscriber::{Message, Subscriber};
 pub enum Notice {
     /// An event of a subscribed type.
     Event(Arc<RawEvent>),
-    /// This subscriber fell behind and `missed` events were skipped; it keeps receiving.
-    Lagged { missed: u64 },
+    /// This subscriber fell behind and events were skipped; it keeps receiving.
+    Lagged {
+        /// How many events were skipped.
+        missed: u64,
+    },
 }
 
 /// A boxed future, so that [`Bus`] stays usable as `dyn Bus`.

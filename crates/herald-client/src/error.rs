@@ -28,6 +28,7 @@ pub enum Error {
         status: u16,
         /// herald's error code, e.g. `invalid_event` (see docs/api.md).
         code: String,
+        /// herald's explanation, e.g. `metadata.reason: is longer than 2048 characters`.
         message: String,
         /// The field at fault, e.g. `[3].event` inside a batch.
         field: Option<String>,
@@ -37,13 +38,24 @@ pub enum Error {
     Transport(#[source] reqwest::Error),
     /// herald answered something this client does not understand.
     #[error("unexpected reply from herald (HTTP {status}): {detail}")]
-    Protocol { status: u16, detail: String },
+    Protocol {
+        /// The HTTP status of the reply.
+        status: u16,
+        /// What did not fit (the start of the body, or the parse error).
+        detail: String,
+    },
     /// The event breaks a rule of the envelope; checked before anything is sent.
     #[error("invalid event: {field}: {message}")]
-    InvalidEvent { field: String, message: String },
+    InvalidEvent {
+        /// The field at fault, e.g. `metadata.reason` or `[3].event` in a batch.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The publisher's catalogue declares this type with another kind, or not at all.
     #[error("event type `{event_type}`: {problem}")]
     Catalogue {
+        /// The event's type.
         event_type: String,
         /// What the catalogue says, e.g. "declared transient; use `publish_transient`".
         problem: String,
@@ -52,23 +64,37 @@ pub enum Error {
     },
     /// A batch outside 1..=1,000 events.
     #[error("a batch holds 1 to {max} events; got {got}")]
-    BatchSize { got: usize, max: usize },
+    BatchSize {
+        /// How many events the batch held.
+        got: usize,
+        /// The most herald takes (1,000).
+        max: usize,
+    },
     /// A type pattern that herald would refuse (`caps*`, `a.*.b`, …).
     #[error("{0}")]
     Pattern(#[from] herald_core::PatternError),
     /// The base URL cannot be used.
     #[error("invalid herald URL `{url}`: {reason}")]
-    Url { url: String, reason: String },
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The background queue is full. Nothing was dropped: the event is handed back.
     #[error("the background queue is full ({capacity} events waiting); the event was not queued")]
     QueueFull {
+        /// The queue's capacity, in events.
         capacity: usize,
         /// The event that did not fit, to retry or put elsewhere.
         event: Box<RawEvent>,
     },
     /// The background publisher (or bus) was closed. The event, if any, is handed back.
     #[error("the publisher is closed; the event was not queued")]
-    Closed { event: Option<Box<RawEvent>> },
+    Closed {
+        /// The event that was not queued, when there was one.
+        event: Option<Box<RawEvent>>,
+    },
 }
 
 impl Error {

@@ -72,6 +72,8 @@
 //! ([`Error::Api`]); [`Error::is_retryable`] tells network errors and 5xx from mistakes.
 //! Neither errors nor `Debug` output contain the API key.
 
+#![warn(missing_docs)]
+
 mod background;
 mod bus;
 mod catalogue;
@@ -109,3 +111,8 @@ pub use subscriber::{ChannelUpdate, DeliveryUpdate, Message, Subscriber};
 /// );
 /// ```
 pub type Event = herald_core::RawEvent;
+
+// The README's example compiles as a doctest, so it cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -35,17 +35,28 @@ use crate::retry::Backoff;
 pub enum Message {
     /// An accepted event: durable (stored, delivered; it has an id to resume from) or
     /// transient (live only, never replayed). `id`, `timestamp` and `team_id` are set.
-    Event { durable: bool, event: RawEvent },
+    Event {
+        /// `false` for a transient event (live stream only, never replayed).
+        durable: bool,
+        /// The event as herald accepted it.
+        event: RawEvent,
+    },
     /// A delivery attempt ended.
     Delivery(DeliveryUpdate),
     /// A channel changed state.
     Channel(ChannelUpdate),
     /// This subscriber fell more than herald's bus capacity behind and missed `missed`
     /// live messages; the stream goes on.
-    Lagged { missed: u64 },
+    Lagged {
+        /// How many live messages were skipped.
+        missed: u64,
+    },
     /// herald could not resume from the last event id (unknown or pruned): events between
     /// the disconnect and now may be missing.
-    Reset { reason: String },
+    Reset {
+        /// herald's explanation.
+        reason: String,
+    },
 }
 
 /// `event: delivery` — the outcome of one delivery attempt.
@@ -59,14 +70,21 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[non_exhaustive]
 pub struct DeliveryUpdate {
+    /// The team the delivery belongs to.
     pub team: String,
+    /// The delivery's id (`dlv_…`), also the `webhook-id` of a webhook.
     pub delivery_id: String,
+    /// The event delivered.
     pub event_id: String,
+    /// The event's type.
     pub event_type: String,
+    /// The channel delivered to.
     pub channel: String,
     /// `succeeded`, `retrying`, `dead`, `disabled` or `skipped`.
     pub status: String,
+    /// The attempt's number, from 1.
     pub attempt: u32,
+    /// Why the attempt failed, if it did.
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -81,10 +99,13 @@ pub struct DeliveryUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ChannelUpdate {
+    /// The team the channel belongs to.
     pub team: String,
+    /// The channel's name.
     pub channel: String,
     /// `disabled`, `failing` or `ok`.
     pub state: String,
+    /// Why, when herald says (e.g. the endpoint answered 410).
     #[serde(default)]
     pub reason: Option<String>,
 }
