@@ -89,9 +89,25 @@ pub trait Bus: Send + Sync {
 #[must_use = "dropping a Subscription unsubscribes at once"]
 pub struct Subscription {
     task: JoinHandle<()>,
+    /// Cleared on drop, before the task is aborted: aborting takes effect only at the
+    /// task's next await, and a handler must not be called for an event published after
+    /// `drop` returned.
+    active: Arc<AtomicBool>,
 }
 
 impl Subscription {
+    /// Runs `body` as the subscription's task; `body` calls the handler only while the
+    /// flag it gets is set.
+    fn spawn<F, Fut>(body: F) -> Subscription
+    where
+        F: FnOnce(Arc<AtomicBool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let active = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(body(Arc::clone(&active)));
+        Subscription { task, active }
+    }
+
     /// Waits until the subscription ends by itself (its bus closed).
     ///
     /// ```
@@ -110,6 +126,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.active.store(false, Ordering::SeqCst);
         self.task.abort();
     }
 }
@@ -220,19 +237,20 @@ impl Bus for MemoryBus {
             .sender()
             .ok_or(Error::Closed { event: None })?
             .subscribe();
-        let task = tokio::spawn(async move {
+        Ok(Subscription::spawn(|active| async move {
             loop {
-                match rx.recv().await {
-                    Ok(event) if admits(&patterns, &event.event) => handler(Notice::Event(event)),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        handler(Notice::Lagged { missed });
-                    }
+                let notice = match rx.recv().await {
+                    Ok(event) if admits(&patterns, &event.event) => Notice::Event(event),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => Notice::Lagged { missed },
                     Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if !active.load(Ordering::SeqCst) {
+                    break;
                 }
+                handler(notice);
             }
-        });
-        Ok(Subscription { task })
+        }))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
@@ -318,18 +336,21 @@ impl HeraldBus {
 
 /// Feeds a subscriber's events and lag notices to `handler` until a refusal ends it.
 fn follow(mut subscriber: Subscriber, handler: Handler) -> Subscription {
-    let task = tokio::spawn(async move {
+    Subscription::spawn(|active| async move {
         loop {
-            match subscriber.next().await {
-                Ok(Message::Event { event, .. }) => handler(Notice::Event(Arc::new(event))),
-                Ok(Message::Lagged { missed }) => handler(Notice::Lagged { missed }),
-                Ok(_) => {}
+            let notice = match subscriber.next().await {
+                Ok(Message::Event { event, .. }) => Notice::Event(Arc::new(event)),
+                Ok(Message::Lagged { missed }) => Notice::Lagged { missed },
+                Ok(_) => continue,
                 // Only refusals reach here (a revoked key): nothing more will come.
                 Err(_) => break,
+            };
+            if !active.load(Ordering::SeqCst) {
+                break;
             }
+            handler(notice);
         }
-    });
-    Subscription { task }
+    })
 }
 
 impl Bus for HeraldBus {
