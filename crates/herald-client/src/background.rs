@@ -49,7 +49,8 @@ pub trait Metrics: Send + Sync + 'static {
         let _ = count;
     }
     /// herald refused these events for good (a 4xx such as `unknown_event_type`); they
-    /// are not retried, and this hook is where they surface.
+    /// are not retried, and this hook is where they surface (without a hook they are
+    /// only counted, in [`BackgroundStats::failed`]).
     fn failed(&self, events: &[RawEvent], error: &Error) {
         let _ = (events, error);
     }
