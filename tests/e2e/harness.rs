@@ -766,6 +766,19 @@ impl Herald {
         std::fs::write(&self.config, text).expect("write the configuration");
     }
 
+    /// Pins the listener to the port the server has now, so a restart keeps its URL:
+    /// for clients that reconnect by themselves (herald-client's publisher, subscriber).
+    pub fn keep_port(&self) {
+        let port = self.url().rsplit(':').next().expect("a port in the URL");
+        let text = std::fs::read_to_string(&self.config).expect("read the configuration");
+        let pinned = text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        assert_ne!(pinned, text, "no `listen = \"127.0.0.1:0\"` line to pin");
+        self.write_config(&pinned);
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => child.try_wait().expect("poll herald").is_none(),

@@ -16,5 +16,6 @@ mod plugins;
 mod process;
 mod reload;
 mod retention;
+mod sdk;
 mod stream;
 mod support;

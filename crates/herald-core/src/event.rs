@@ -138,25 +138,29 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// An event as a publisher sends it: `id`, `timestamp` and `team_id` may be absent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+///
+/// `Serialize` writes the same wire shape (absent fields left out), so a publisher in
+/// Rust (herald-client) sends exactly what the server parses; build one with
+/// [`RawEvent::builder`].
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "an event object")]
 pub struct RawEvent {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub event: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<Resource>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -414,6 +418,9 @@ pub fn check_event_type(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+mod builder;
+pub use builder::EventBuilder;
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,9 @@ pub mod secret;
 pub mod subscription;
 pub mod team;
 
-pub use event::{Actor, ActorType, Event, EventError, Outcome, RawEvent, Resource, Timestamp};
+pub use event::{
+    Actor, ActorType, Event, EventBuilder, EventError, Outcome, RawEvent, Resource, Timestamp,
+};
 pub use explain::{Explanation, Verdict};
 pub use matcher::Matcher;
 pub use message::{Format, Rendered};

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use herald_engine::{Engine, EngineOptions};
 use herald_server::AppState;
 use herald_store::SqliteStore;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let outcome = herald_config::load(config_path);
@@ -46,11 +46,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let bound = listener.local_addr()?;
+    // Signal handlers are installed before the first line: whoever reads it may signal at
+    // once, and a SIGTERM or SIGHUP arriving earlier would get the default action (exit).
+    let term = signal(SignalKind::terminate());
+    let hup = signal(SignalKind::hangup());
     // Scripts and tests read this first line to learn the port when listening on :0.
     println!("herald listening on http://{bound}");
     tracing::info!(address = %bound, "listening");
 
-    tokio::spawn(reload_on_sighup(state.clone()));
+    tokio::spawn(reload_on_sighup(state.clone(), hup));
     let (stop_commands, stop_rx) = tokio::sync::watch::channel(false);
     let retention = tokio::spawn(herald_engine::run_retention(
         engine.clone(),
@@ -59,7 +63,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let commands = start_telegram_commands(&engine, stop_rx)?;
     let app = herald_server::router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(engine.clone()))
+        .with_graceful_shutdown(shutdown_signal(engine.clone(), term))
         .await
         .context("serving HTTP")?;
     tracing::info!("no longer accepting requests; finishing attempts in flight");
@@ -74,8 +78,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal(engine: Engine) {
-    let mut term = match signal(SignalKind::terminate()) {
+async fn shutdown_signal(engine: Engine, term: std::io::Result<Signal>) {
+    let mut term = match term {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGTERM");
@@ -89,8 +93,8 @@ async fn shutdown_signal(engine: Engine) {
     engine.begin_draining();
 }
 
-async fn reload_on_sighup(state: AppState) {
-    let mut hup = match signal(SignalKind::hangup()) {
+async fn reload_on_sighup(state: AppState, hup: std::io::Result<Signal>) {
+    let mut hup = match hup {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /v1/admin/reload");
