@@ -385,6 +385,8 @@ pub struct Conf {
     concurrency_per_channel: Option<u32>,
     /// Extra lines at the end of `[delivery]`.
     delivery_lines: Vec<String>,
+    /// Extra `(team, line)` pairs at the end of `[teams.acme]` / `[teams.globex]`.
+    team_lines: Vec<(String, String)>,
     channels: String,
 }
 
@@ -402,6 +404,7 @@ impl Conf {
             max_body_bytes: None,
             concurrency_per_channel: None,
             delivery_lines: Vec::new(),
+            team_lines: Vec::new(),
             channels: String::new(),
         }
     }
@@ -424,6 +427,12 @@ impl Conf {
     /// A raw line appended to `[delivery]` (to break the file on purpose, say).
     pub fn delivery_line(mut self, line: &str) -> Conf {
         self.delivery_lines.push(line.to_string());
+        self
+    }
+
+    /// A raw line in `[teams.TEAM]` (acme or globex), e.g. `alerts = "ops"`.
+    pub fn team_line(mut self, team: &str, line: &str) -> Conf {
+        self.team_lines.push((team.to_string(), line.to_string()));
         self
     }
 
@@ -459,6 +468,15 @@ impl Conf {
             events.join(", ")
         ));
         self
+    }
+
+    /// The extra lines of `team`'s table, each ending in a newline.
+    fn lines_of(&self, team: &str) -> String {
+        self.team_lines
+            .iter()
+            .filter(|(t, _)| t == team)
+            .map(|(_, line)| format!("{line}\n"))
+            .collect()
     }
 
     pub fn render(&self) -> String {
@@ -498,10 +516,12 @@ transient = true
 
 [teams.acme]
 api_keys = [\"{ACME_KEY}\"]
-
+{}
 [teams.globex]
 api_keys = [\"{GLOBEX_KEY}\"]
-{}",
+{}{}",
+            self.lines_of("acme"),
+            self.lines_of("globex"),
             self.channels
         )
     }

@@ -100,6 +100,8 @@ struct TeamDraft {
     /// Subscriptions too broken to read: their channel is unknown, so unused-channel
     /// warnings would be guesses.
     unreadable_subscriptions: usize,
+    /// `alerts = "CHANNEL"`, with the file it is in.
+    alerts: Option<(Spanned<String>, usize)>,
 }
 
 #[derive(Default)]

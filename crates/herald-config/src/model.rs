@@ -140,6 +140,8 @@ pub struct TeamConfig {
     pub id: TeamId,
     pub api_keys: Vec<Secret>,
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// The channel of this team that owner alerts (a channel disabled or failing) go to.
+    pub alerts: Option<String>,
 }
 
 /// A channel, closed over the kinds herald ships.
