@@ -359,3 +359,38 @@ fn an_endpoint_answering_410_produces_exactly_one_alert_on_the_alert_channel() {
     let theirs = h.get("/v1/deliveries", GLOBEX_KEY).expect(200);
     assert_eq!(theirs["deliveries"], json!([]), "{theirs}");
 }
+
+#[test]
+fn dead_letters_reaching_the_threshold_alert_once() {
+    let down = Receiver::scripted("down", [], Answer::status(500));
+    let ops = Receiver::start("ops-dead");
+    let h = Herald::start(
+        "ops-dead-letters",
+        &Conf::new()
+            .schedule(&["50ms"])
+            .webhook("acme", "down", &down)
+            .webhook("acme", "ops", &ops)
+            .team_line("acme", "alerts = \"ops\"\nalert_dead_letters = 2")
+            .subscribe("acme", "down", &["*"]),
+    );
+    for n in 0..4 {
+        let event = json!({"id": format!("evt_dl_{n}"), "event": "host.down"});
+        h.post(&event, ACME_KEY).expect(202);
+    }
+    // Every delivery dies (two attempts each); the alert comes once, at the crossing.
+    down.wait_for(8, WAIT);
+    for n in 0..4 {
+        let id = only_delivery(&h, &format!("evt_dl_{n}"), ACME_KEY);
+        h.wait_delivery(&id, ACME_KEY, "dead", |d, _| d["status"] == "dead");
+    }
+    let alerts = ops.wait_for(1, WAIT);
+    let alert = alerts[0].json();
+    assert_eq!(alert["event"], "herald.channel.dead_letters", "{alert}");
+    assert_eq!(alert["metadata"]["channel"], "down", "{alert}");
+    let how = alert["metadata"]["how_to_fix"].as_str().unwrap_or("");
+    assert!(
+        how.contains("herald replay --team acme --channel down"),
+        "{alert}"
+    );
+    ops.assert_stays(1, QUIET);
+}

@@ -102,6 +102,8 @@ struct TeamDraft {
     unreadable_subscriptions: usize,
     /// `alerts = "CHANNEL"`, with the file it is in.
     alerts: Option<(Spanned<String>, usize)>,
+    /// `alert_dead_letters = N`, with the file it is in.
+    alert_dead_letters: Option<(Spanned<u64>, usize)>,
 }
 
 #[derive(Default)]

@@ -369,6 +369,11 @@ impl Store for SqliteStore {
         Box::pin(self.read(queries::queue_depth))
     }
 
+    fn dead_count<'a>(&'a self, team: &'a TeamId, channel: &'a str) -> StoreFuture<'a, u64> {
+        let (team, channel) = (team.clone(), channel.to_owned());
+        Box::pin(self.read(move |conn| queries::dead_count(conn, &team, &channel)))
+    }
+
     fn events_after<'a>(
         &'a self,
         team: Option<&'a TeamId>,

@@ -13,7 +13,8 @@ use crate::diagnostic::{Diagnostic, Location};
 use crate::model::{ChannelConfig, TeamConfig};
 use crate::raw::RawSubscription;
 
-const TEAM_KEYS: &str = "api_keys, channels, subscriptions, description, alerts";
+const TEAM_KEYS: &str =
+    "api_keys, channels, subscriptions, description, alerts, alert_dead_letters";
 
 impl Loader<'_> {
     pub(super) fn teams(&mut self, value: Spanned<DeValue<'_>>, file: usize) {
@@ -60,6 +61,7 @@ impl Loader<'_> {
                 subscriptions: Vec::new(),
                 unreadable_subscriptions: 0,
                 alerts: None,
+                alert_dead_letters: None,
             };
             for (key, value) in body {
                 match key.get_ref().as_ref() {
@@ -73,6 +75,10 @@ impl Loader<'_> {
                     }
                     "alerts" => {
                         draft.alerts = self.de::<Spanned<String>>(value, file).map(|v| (v, file));
+                    }
+                    "alert_dead_letters" => {
+                        draft.alert_dead_letters =
+                            self.de::<Spanned<u64>>(value, file).map(|v| (v, file));
                     }
                     "channels" => self.channels(&mut draft, value, file),
                     "subscriptions" => {
@@ -125,6 +131,7 @@ impl Loader<'_> {
                 subscriptions: raw_subs,
                 unreadable_subscriptions,
                 alerts,
+                alert_dead_letters,
             } = draft;
             let mut resolved_keys = Vec::new();
             for (key, file) in &api_keys {
@@ -193,6 +200,20 @@ impl Loader<'_> {
                         None
                     }
                 });
+            let alert_dead_letters = match alert_dead_letters {
+                Some((n, file)) if *n.get_ref() == 0 || alerts.is_none() => {
+                    let message = if *n.get_ref() == 0 {
+                        "`alert_dead_letters` must be at least 1".to_string()
+                    } else {
+                        format!(
+                            "`alert_dead_letters` needs `alerts = \"CHANNEL\"` in team `{id}`: there is nowhere to send the alert"
+                        )
+                    };
+                    self.error(message, at(file, n.span()));
+                    None
+                }
+                other => other.map(|(n, _)| n.into_inner()),
+            };
             let mut configs = BTreeMap::new();
             for (name, (loc, config)) in &channels {
                 match config {
@@ -226,6 +247,7 @@ impl Loader<'_> {
                     api_keys: resolved_keys,
                     channels: configs,
                     alerts,
+                    alert_dead_letters,
                 },
             );
         }
@@ -241,7 +263,7 @@ mod tests {
     fn unknown_key_in_a_team() {
         check(
             &format!("{SUB}[teams.acme.limits]\nrate = 1\n"),
-            "herald.toml:21:13: error: unknown key `limits` in team `acme`; expected one of api_keys, channels, subscriptions, description, alerts",
+            "herald.toml:21:13: error: unknown key `limits` in team `acme`; expected one of api_keys, channels, subscriptions, description, alerts, alert_dead_letters",
         );
     }
 
@@ -316,6 +338,21 @@ mod tests {
             files.short().trim_end(),
             "herald.toml:12:10: error: `alerts` names `pager`, which is not a channel of team `acme`"
         );
+        for (lines, want) in [
+            ("alerts = \"hook\"\nalert_dead_letters = 100\n", ""),
+            (
+                "alerts = \"hook\"\nalert_dead_letters = 0\n",
+                "herald.toml:13:22: error: `alert_dead_letters` must be at least 1",
+            ),
+            (
+                "alert_dead_letters = 5\n",
+                "herald.toml:12:22: error: `alert_dead_letters` needs `alerts = \"CHANNEL\"` in team `acme`: there is nowhere to send the alert",
+            ),
+        ] {
+            let text = BASE.replace("[teams.acme]\n", &format!("[teams.acme]\n{lines}"));
+            let files = Files::new(&[("herald.toml", &format!("{text}{SUB}"))]);
+            assert_eq!(files.short().trim_end(), want, "{lines}");
+        }
     }
 
     #[test]
