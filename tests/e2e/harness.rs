@@ -388,6 +388,8 @@ pub struct Conf {
     /// Extra lines at the end of `[server]` and `[store]`.
     server_lines: Vec<String>,
     store_lines: Vec<String>,
+    /// Extra `(team, line)` pairs at the end of `[teams.acme]` / `[teams.globex]`.
+    team_lines: Vec<(String, String)>,
     channels: String,
 }
 
@@ -407,6 +409,7 @@ impl Conf {
             delivery_lines: Vec::new(),
             server_lines: Vec::new(),
             store_lines: Vec::new(),
+            team_lines: Vec::new(),
             channels: String::new(),
         }
     }
@@ -444,6 +447,12 @@ impl Conf {
         self
     }
 
+    /// A raw line in `[teams.TEAM]` (acme or globex), e.g. `alerts = "ops"`.
+    pub fn team_line(mut self, team: &str, line: &str) -> Conf {
+        self.team_lines.push((team.to_string(), line.to_string()));
+        self
+    }
+
     /// A signed webhook channel of `team` pointing at `receiver`.
     pub fn webhook(mut self, team: &str, name: &str, receiver: &Receiver) -> Conf {
         self.channels.push_str(&format!(
@@ -476,6 +485,15 @@ impl Conf {
             events.join(", ")
         ));
         self
+    }
+
+    /// The extra lines of `team`'s table, each ending in a newline.
+    fn lines_of(&self, team: &str) -> String {
+        self.team_lines
+            .iter()
+            .filter(|(t, _)| t == team)
+            .map(|(_, line)| format!("{line}\n"))
+            .collect()
     }
 
     pub fn render(&self) -> String {
@@ -524,10 +542,12 @@ transient = true
 
 [teams.acme]
 api_keys = [\"{ACME_KEY}\"]
-
+{}
 [teams.globex]
 api_keys = [\"{GLOBEX_KEY}\"]
-{}",
+{}{}",
+            self.lines_of("acme"),
+            self.lines_of("globex"),
             self.channels
         )
     }

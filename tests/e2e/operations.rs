@@ -302,3 +302,95 @@ fn replay_redelivers_exactly_the_selected_deliveries_with_their_webhook_ids() {
     rx_b.assert_stays(3, QUIET);
     rx_g.assert_stays(2, QUIET);
 }
+
+#[test]
+fn an_endpoint_answering_410_produces_exactly_one_alert_on_the_alert_channel() {
+    let gone = Receiver::scripted("gone", [], Answer::status(410));
+    let ops = Receiver::start("ops");
+    let h = Herald::start(
+        "ops-alerts",
+        &Conf::new()
+            .webhook("acme", "gone", &gone)
+            .webhook("acme", "ops", &ops)
+            .team_line("acme", "alerts = \"ops\"")
+            .subscribe("acme", "gone", &["*"]),
+    );
+    for n in 0..5 {
+        let event = json!({"id": format!("evt_gone_{n}"), "event": "host.down"});
+        h.post(&event, ACME_KEY).expect(202);
+    }
+    let alerts = ops.wait_for(1, WAIT);
+    let alert = alerts[0].json();
+    assert_eq!(alert["event"], "herald.channel.disabled", "{alert}");
+    assert_eq!(alert["team_id"], "acme", "{alert}");
+    assert_eq!(alert["metadata"]["channel"], "gone", "{alert}");
+    assert_eq!(alert["metadata"]["state"], "disabled", "{alert}");
+    let how = alert["metadata"]["how_to_fix"].as_str().unwrap_or("");
+    assert!(how.contains("/v1/channels/acme/gone/enable"), "{alert}");
+    assert!(
+        alert["error"].as_str().is_some_and(|e| e.contains("410")),
+        "the reason is in the alert: {alert}"
+    );
+    // One alert per state change, however many deliveries hit the 410.
+    ops.assert_stays(1, QUIET);
+    assert!(
+        gone.count() >= 1,
+        "the failing endpoint was tried: {}",
+        gone.count()
+    );
+    // The alert is a durable delivery like any other, listed by the API.
+    let listed = h.get("/v1/deliveries?channel=ops", ACME_KEY).expect(200);
+    let rows = listed["deliveries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["event_type"], "herald.channel.disabled", "{listed}");
+    assert_eq!(rows[0]["id"], alerts[0].webhook_id(), "{listed}");
+    h.wait_delivery(
+        rows[0]["id"].as_str().unwrap(),
+        ACME_KEY,
+        "succeeded",
+        |d, _| d["status"] == "succeeded",
+    );
+    // Re-enabled, failing again: a new state change, a second alert.
+    h.post_empty("/v1/channels/acme/gone/enable", ACME_KEY)
+        .expect(200);
+    ops.wait_for(2, WAIT);
+    ops.assert_stays(2, QUIET);
+    // Nothing of this leaked into globex.
+    let theirs = h.get("/v1/deliveries", GLOBEX_KEY).expect(200);
+    assert_eq!(theirs["deliveries"], json!([]), "{theirs}");
+}
+
+#[test]
+fn dead_letters_reaching_the_threshold_alert_once() {
+    let down = Receiver::scripted("down", [], Answer::status(500));
+    let ops = Receiver::start("ops-dead");
+    let h = Herald::start(
+        "ops-dead-letters",
+        &Conf::new()
+            .schedule(&["50ms"])
+            .webhook("acme", "down", &down)
+            .webhook("acme", "ops", &ops)
+            .team_line("acme", "alerts = \"ops\"\nalert_dead_letters = 2")
+            .subscribe("acme", "down", &["*"]),
+    );
+    for n in 0..4 {
+        let event = json!({"id": format!("evt_dl_{n}"), "event": "host.down"});
+        h.post(&event, ACME_KEY).expect(202);
+    }
+    // Every delivery dies (two attempts each); the alert comes once, at the crossing.
+    down.wait_for(8, WAIT);
+    for n in 0..4 {
+        let id = only_delivery(&h, &format!("evt_dl_{n}"), ACME_KEY);
+        h.wait_delivery(&id, ACME_KEY, "dead", |d, _| d["status"] == "dead");
+    }
+    let alerts = ops.wait_for(1, WAIT);
+    let alert = alerts[0].json();
+    assert_eq!(alert["event"], "herald.channel.dead_letters", "{alert}");
+    assert_eq!(alert["metadata"]["channel"], "down", "{alert}");
+    let how = alert["metadata"]["how_to_fix"].as_str().unwrap_or("");
+    assert!(
+        how.contains("herald replay --team acme --channel down"),
+        "{alert}"
+    );
+    ops.assert_stays(1, QUIET);
+}

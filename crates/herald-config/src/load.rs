@@ -101,6 +101,10 @@ struct TeamDraft {
     /// Subscriptions too broken to read: their channel is unknown, so unused-channel
     /// warnings would be guesses.
     unreadable_subscriptions: usize,
+    /// `alerts = "CHANNEL"`, with the file it is in.
+    alerts: Option<(Spanned<String>, usize)>,
+    /// `alert_dead_letters = N`, with the file it is in.
+    alert_dead_letters: Option<(Spanned<u64>, usize)>,
 }
 
 #[derive(Default)]

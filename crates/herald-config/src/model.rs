@@ -168,6 +168,10 @@ pub struct TeamConfig {
     pub id: TeamId,
     pub api_keys: Vec<Secret>,
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// The channel of this team that owner alerts (a channel disabled or failing) go to.
+    pub alerts: Option<String>,
+    /// Alert when a channel of this team has at least this many dead deliveries.
+    pub alert_dead_letters: Option<u64>,
 }
 
 /// A channel, closed over the kinds herald ships.

@@ -216,13 +216,19 @@ async fn record_channel_health(
     at: herald_core::Timestamp,
 ) {
     let (team, channel) = key;
+    // `changed`: this attempt moved the channel into the state (attempts in flight at the
+    // same time may all see the 410); the owner is alerted once per change.
+    let mut changed = false;
     let change = match outcome {
         SendOutcome::Disable { error, .. } => {
-            inner.scheduler().set_disabled(key, true);
+            let mut scheduler = inner.scheduler();
+            changed = !scheduler.is_disabled(key);
+            scheduler.set_disabled(key, true);
+            drop(scheduler);
             Some(("disabled", Some(error.clone())))
         }
         SendOutcome::Permanent { error, .. } => {
-            inner
+            changed = inner
                 .failing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -267,6 +273,17 @@ async fn record_channel_health(
     }
     if state != "ok" {
         tracing::warn!(%team, %channel, state, reason = reason.as_deref().unwrap_or(""), "channel state changed");
+        if changed {
+            crate::alerts::channel_state_changed(
+                inner,
+                team,
+                channel,
+                state,
+                reason.as_deref(),
+                at,
+            )
+            .await;
+        }
     }
     inner.bus.publish(LiveMessage::Channel {
         team: team.clone(),

@@ -98,6 +98,7 @@ impl Engine {
             // Start-up: everything the last process left unfinished is due.
             store_due: Mutex::new(Some(now())),
             failing: Mutex::new(failing),
+            dead_alerted: Mutex::new(std::collections::HashSet::new()),
             bus: LiveBus::default(),
             plugins,
             _plugin_watcher: watcher,

@@ -28,7 +28,16 @@ pub(crate) async fn run_finisher(inner: Arc<Inner>, mut finished: mpsc::Unbounde
                 _ => None,
             })
             .collect();
+        let dead: Vec<String> = batch
+            .iter()
+            .filter(|f| f.next == Next::Dead)
+            .map(|f| f.delivery_id.clone())
+            .collect();
         record(&inner, std::mem::take(&mut batch)).await;
+        if !dead.is_empty() {
+            // Counted once the records are committed; off the finisher's path.
+            tokio::spawn(crate::alerts::dead_letters_added(Arc::clone(&inner), dead));
+        }
         if let Some(earliest) = retries.into_iter().min() {
             inner.store_due_at(earliest);
         }

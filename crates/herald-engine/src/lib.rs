@@ -10,6 +10,7 @@
 //! `attempt` and `finisher` use it and never each other in a loop (engine → dispatch →
 //! attempt / finisher; engine → ingest). `scheduler` and `concurrency` are pure.
 
+mod alerts;
 mod attempt;
 mod channels;
 mod concurrency;

@@ -183,6 +183,11 @@ impl Scheduler {
         changed.then_some(limit)
     }
 
+    /// Whether the channel is disabled (its deliveries wait).
+    pub fn is_disabled(&self, key: &ChannelKey) -> bool {
+        self.disabled.contains(key)
+    }
+
     pub fn set_disabled(&mut self, key: &ChannelKey, disabled: bool) {
         if disabled {
             self.disabled.insert(key.clone());

@@ -158,6 +158,10 @@ pub(crate) struct Inner {
     pub store_due: Mutex<Option<Timestamp>>,
     /// Channels whose last attempt failed permanently (blocked bot, SMTP 5xx, …).
     pub failing: Mutex<HashSet<ChannelKey>>,
+    /// Channels whose dead letters are at or over their team's `alert_dead_letters` and
+    /// whose owner was alerted (memory only: after a restart the next dead letter over the
+    /// threshold alerts once more).
+    pub dead_alerted: Mutex<HashSet<ChannelKey>>,
     pub bus: LiveBus,
     /// The formatter plugins; hot-swapped on their own (file watcher, reload).
     pub plugins: Arc<herald_plugins::PluginSet>,

@@ -7,10 +7,11 @@
 //! finish; `finish_many` reports each record on its own; `next_due` leaves out held and
 //! excluded work, and an excluded channel's older backlog never hides another's due work;
 //! retries of one team cannot touch another's; a manual retry of a dead delivery starts a
-//! fresh budget and its attempt is recorded as manual; a bulk replay re-queues exactly
-//! what its filter selects, of one team only; `events_after` replays in order within
-//! scope; `health` is ok while the store takes writes; pruning removes finished rows past
-//! their age (or over the size limit) in batches and never a pending delivery or its event.
+//! fresh budget and its attempt is recorded as manual; a bulk replay re-queues exactly what
+//! its filter selects, of one team only, and `dead_count` counts one channel's dead
+//! letters; `events_after` replays in order within scope; `health` is ok while the store
+//! takes writes; pruning removes finished rows past their age (or over the size limit) in
+//! batches and never a pending delivery or its event.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -540,6 +541,11 @@ pub async fn replay_requeues_exactly_the_selected_deliveries_of_one_team(
     for (f, want) in &cases {
         let counted = store.replay(f, true, at(40)).await.unwrap();
         assert_eq!(counted, *want, "dry run of {f:?}");
+    }
+    // dead_count (owner alerts' threshold) counts one channel of one team.
+    for (team_name, channel, want) in [("acme", "a", 2), ("acme", "b", 1), ("globex", "a", 1)] {
+        let count = store.dead_count(&team(team_name), channel).await.unwrap();
+        assert_eq!(count, want, "dead letters of {team_name}/{channel}");
     }
     let (dead, _) = store.get_delivery(None, "dlv_e10").await.unwrap().unwrap();
     assert_eq!(

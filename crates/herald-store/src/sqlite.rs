@@ -4,9 +4,9 @@
 //! on Tokio's blocking pool over a few read-only connections, which WAL lets proceed
 //! while the writer commits.
 
-mod backup;
 #[cfg(test)]
 mod backlog_tests;
+mod backup;
 mod queries;
 mod retention;
 mod schema;
@@ -464,6 +464,11 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
+    }
+
+    fn dead_count<'a>(&'a self, team: &'a TeamId, channel: &'a str) -> StoreFuture<'a, u64> {
+        let (team, channel) = (team.clone(), channel.to_owned());
+        Box::pin(self.read(move |conn| queries::dead_count(conn, &team, &channel)))
     }
 
     fn events_after<'a>(

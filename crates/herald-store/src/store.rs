@@ -194,6 +194,9 @@ pub trait Store: Send + Sync + 'static {
     /// (e.g. [`StoreError::Closed`], [`StoreError::DiskFull`]).
     fn health(&self) -> StoreFuture<'_, ()>;
 
+    /// How many dead deliveries (dead letters) `channel` of `team` has now.
+    fn dead_count<'a>(&'a self, team: &'a TeamId, channel: &'a str) -> StoreFuture<'a, u64>;
+
     /// Up to `limit` (clamped to `1..=MAX_PAGE_SIZE`) events in scope stored after the event
     /// `after_event_id`, in the order they were stored: the replay behind SSE
     /// `Last-Event-ID`. [`StoreError::NotFound`] if that event is not in scope.

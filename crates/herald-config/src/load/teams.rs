@@ -13,7 +13,8 @@ use crate::diagnostic::{Diagnostic, Location};
 use crate::model::{ChannelConfig, TeamConfig};
 use crate::raw::RawSubscription;
 
-const TEAM_KEYS: &str = "api_keys, channels, subscriptions, description";
+const TEAM_KEYS: &str =
+    "api_keys, channels, subscriptions, description, alerts, alert_dead_letters";
 
 impl Loader<'_> {
     pub(super) fn teams(&mut self, value: Spanned<DeValue<'_>>, file: usize) {
@@ -59,6 +60,8 @@ impl Loader<'_> {
                 channels: BTreeMap::new(),
                 subscriptions: Vec::new(),
                 unreadable_subscriptions: 0,
+                alerts: None,
+                alert_dead_letters: None,
             };
             for (key, value) in body {
                 match key.get_ref().as_ref() {
@@ -69,6 +72,13 @@ impl Loader<'_> {
                     }
                     "description" => {
                         self.de::<String>(value, file);
+                    }
+                    "alerts" => {
+                        draft.alerts = self.de::<Spanned<String>>(value, file).map(|v| (v, file));
+                    }
+                    "alert_dead_letters" => {
+                        draft.alert_dead_letters =
+                            self.de::<Spanned<u64>>(value, file).map(|v| (v, file));
                     }
                     "channels" => self.channels(&mut draft, value, file),
                     "subscriptions" => {
@@ -120,6 +130,8 @@ impl Loader<'_> {
                 channels,
                 subscriptions: raw_subs,
                 unreadable_subscriptions,
+                alerts,
+                alert_dead_letters,
             } = draft;
             let mut resolved_keys = Vec::new();
             for (key, file) in &api_keys {
@@ -183,6 +195,38 @@ impl Loader<'_> {
                     subscriptions.push(sub);
                 }
             }
+            // The alert channel must be one of the team's own; alerts alone are a use.
+            let alerts =
+                alerts.and_then(|(name, file)| match used.get_mut(name.get_ref().as_str()) {
+                    Some(u) => {
+                        *u = true;
+                        Some(name.into_inner())
+                    }
+                    None => {
+                        self.error(
+                            format!(
+                                "`alerts` names `{}`, which is not a channel of team `{id}`",
+                                name.get_ref()
+                            ),
+                            at(file, name.span()),
+                        );
+                        None
+                    }
+                });
+            let alert_dead_letters = match alert_dead_letters {
+                Some((n, file)) if *n.get_ref() == 0 || alerts.is_none() => {
+                    let message = if *n.get_ref() == 0 {
+                        "`alert_dead_letters` must be at least 1".to_string()
+                    } else {
+                        format!(
+                            "`alert_dead_letters` needs `alerts = \"CHANNEL\"` in team `{id}`: there is nowhere to send the alert"
+                        )
+                    };
+                    self.error(message, at(file, n.span()));
+                    None
+                }
+                other => other.map(|(n, _)| n.into_inner()),
+            };
             let mut configs = BTreeMap::new();
             for (name, (loc, config)) in &channels {
                 match config {
@@ -215,6 +259,8 @@ impl Loader<'_> {
                     id,
                     api_keys: resolved_keys,
                     channels: configs,
+                    alerts,
+                    alert_dead_letters,
                 },
             );
         }
@@ -230,7 +276,7 @@ mod tests {
     fn unknown_key_in_a_team() {
         check(
             &format!("{SUB}[teams.acme.limits]\nrate = 1\n"),
-            "herald.toml:21:13: error: unknown key `limits` in team `acme`; expected one of api_keys, channels, subscriptions, description",
+            "herald.toml:21:13: error: unknown key `limits` in team `acme`; expected one of api_keys, channels, subscriptions, description, alerts, alert_dead_letters",
         );
     }
 
@@ -271,6 +317,55 @@ mod tests {
             files.load().config.is_some(),
             "a warning does not make the config invalid"
         );
+    }
+
+    #[test]
+    fn the_alert_channel_is_one_of_the_teams_channels() {
+        // An alert-only channel needs no subscription.
+        let files = Files::new(&[(
+            "herald.toml",
+            &BASE.replace("[teams.acme]\n", "[teams.acme]\nalerts = \"hook\"\n"),
+        )]);
+        assert_eq!(files.short().trim_end(), "");
+        assert_eq!(
+            files
+                .load()
+                .config
+                .unwrap()
+                .teams
+                .values()
+                .next()
+                .unwrap()
+                .alerts
+                .as_deref(),
+            Some("hook")
+        );
+        let files = Files::new(&[(
+            "herald.toml",
+            &format!(
+                "{}{SUB}",
+                BASE.replace("[teams.acme]\n", "[teams.acme]\nalerts = \"pager\"\n")
+            ),
+        )]);
+        assert_eq!(
+            files.short().trim_end(),
+            "herald.toml:12:10: error: `alerts` names `pager`, which is not a channel of team `acme`"
+        );
+        for (lines, want) in [
+            ("alerts = \"hook\"\nalert_dead_letters = 100\n", ""),
+            (
+                "alerts = \"hook\"\nalert_dead_letters = 0\n",
+                "herald.toml:13:22: error: `alert_dead_letters` must be at least 1",
+            ),
+            (
+                "alert_dead_letters = 5\n",
+                "herald.toml:12:22: error: `alert_dead_letters` needs `alerts = \"CHANNEL\"` in team `acme`: there is nowhere to send the alert",
+            ),
+        ] {
+            let text = BASE.replace("[teams.acme]\n", &format!("[teams.acme]\n{lines}"));
+            let files = Files::new(&[("herald.toml", &format!("{text}{SUB}"))]);
+            assert_eq!(files.short().trim_end(), want, "{lines}");
+        }
     }
 
     #[test]

@@ -838,6 +838,21 @@ pub(crate) fn channel_states(
     Ok(states)
 }
 
+/// Dead letters of one channel: the team's dead rows (`deliveries_team_status`), filtered.
+pub(crate) fn dead_count(
+    conn: &Connection,
+    team: &TeamId,
+    channel: &str,
+) -> Result<u64, StoreError> {
+    let count: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM deliveries
+             WHERE team_id = ?1 AND status = 'dead' AND channel = ?2",
+        )?
+        .query_row(params![team.as_str(), channel], |row| row.get(0))?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 pub(crate) fn queue_depth(conn: &Connection) -> Result<u64, StoreError> {
     let depth: i64 = conn
         // Left alone, SQLite counts through a full index of all deliveries; the partial
