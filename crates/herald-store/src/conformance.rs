@@ -12,6 +12,9 @@
 //! letters; `events_after` replays in order within scope; `health` is ok while the store
 //! takes writes; pruning removes finished rows past their age (or over the size limit) in
 //! batches and never a pending delivery or its event.
+//!
+//! Long on purpose: one function per promise, each a small story a reviewer reads on its
+//! own; a promise added to the `Store` trait gets its case here, so the file grows with it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
