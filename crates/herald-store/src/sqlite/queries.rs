@@ -20,10 +20,17 @@ use crate::model::{
     ReplayStatus,
 };
 
+/// The columns [`delivery_from_row`] reads, in its order, as a literal (so `concat!` can
+/// build whole statements from it); select them first.
+macro_rules! delivery_columns {
+    () => {
+        "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
+         d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
+         d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name"
+    };
+}
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
-const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
-     d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
-     d.created_at, d.updated_at, d.budget_start, d.subscription_name";
+const DELIVERY_COLUMNS: &str = delivery_columns!();
 /// How many columns [`DELIVERY_COLUMNS`] names.
 const DELIVERY_COLUMN_COUNT: usize = 15;
 
@@ -246,19 +253,23 @@ pub(crate) enum ClaimLease {
 
 /// Due work in time order, over the `deliveries_due` index: the read when no channel is
 /// excluded, where the first rows in time order are the ones wanted.
-const CLAIM_ALL: &str = "SELECT d.id, d.event_id, d.team_id, d.channel, d.subscription, \
-     d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
-     d.created_at, d.updated_at, d.subscription_name, d.seq, e.body, e.accepted_at
+const CLAIM_ALL: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    ", d.seq, e.body, e.accepted_at
      FROM deliveries d JOIN events e ON e.seq = d.event_seq
      WHERE d.status = 'pending' AND d.due_at <= ?1
      ORDER BY d.due_at, d.seq
-     LIMIT ?2";
+     LIMIT ?2"
+);
 /// One due row with its event, by `seq`.
-const CLAIM_ROW: &str = "SELECT d.id, d.event_id, d.team_id, d.channel, d.subscription, \
-     d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status_code, \
-     d.created_at, d.updated_at, d.subscription_name, d.seq, e.body, e.accepted_at
+const CLAIM_ROW: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    ", d.seq, e.body, e.accepted_at
      FROM deliveries d JOIN events e ON e.seq = d.event_seq
-     WHERE d.seq = ?1";
+     WHERE d.seq = ?1"
+);
 /// The earliest due time of any channel.
 const NEXT_DUE_ALL: &str = "SELECT due_at FROM deliveries
      WHERE status = 'pending' AND due_at IS NOT NULL
