@@ -23,7 +23,7 @@ pub async fn run_retention(engine: Engine, mut stop: watch::Receiver<bool>) {
             dead: retention.dead,
             max_store_size: retention.max_store_size,
         };
-        let batch = usize::try_from(retention.batch).unwrap_or(1000);
+        let batch = usize::try_from(retention.batch).unwrap_or(100);
         let interval = retention.interval;
         drop(config);
         let store = engine.store();

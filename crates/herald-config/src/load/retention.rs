@@ -17,7 +17,7 @@ const DEFAULT_EVENTS: Duration = Duration::from_secs(30 * DAY);
 const DEFAULT_ATTEMPTS: Duration = Duration::from_secs(7 * DAY);
 const DEFAULT_DEAD: Duration = Duration::from_secs(90 * DAY);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-const DEFAULT_BATCH: u32 = 1000;
+const DEFAULT_BATCH: u32 = 100;
 
 impl Loader<'_> {
     pub(super) fn retention(&mut self, raw: Option<In<RawRetention>>) -> Option<RetentionConfig> {
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(r.attempts, Duration::from_secs(7 * 86_400));
         assert_eq!(r.dead, Duration::from_secs(90 * 86_400));
         assert_eq!(r.max_store_size, None);
-        assert_eq!(r.batch, 1000);
+        assert_eq!(r.batch, 100);
     }
 
     #[test]
