@@ -82,6 +82,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (team_id, channel)
     ) WITHOUT ROWID;
     ",
+    // 2: a team's SSE replay (`events_after` with a team) walks only its own events.
+    "CREATE INDEX events_team_seq ON events (team_id, seq);",
 ];
 
 /// Opens the connection the writer thread will own: WAL, full sync on every commit, the
