@@ -3,7 +3,7 @@
 //! WebSocket's parity with SSE. The clients are raw (TCP for SSE, tungstenite for the
 //! WebSocket) so that a test controls exactly when a client reads.
 //!
-//! Why this file is long (~910 lines): the raw SSE and WebSocket clients (the first half)
+//! Why this file is long (~960 lines): the raw SSE and WebSocket clients (the first half)
 //! live here because only these tests use them, and each of the four scenarios drives
 //! several clients step by step. A new client-side helper for other tests belongs in
 //! `harness.rs` instead.
@@ -910,4 +910,47 @@ fn the_websocket_carries_the_same_messages_as_sse_with_the_same_auth_and_filters
         shapes(&seen),
         ["event evt_ws_3 durable", "event evt_ws_end_g transient"]
     );
+}
+
+#[test]
+fn streams_end_when_a_reload_removes_their_key() {
+    let conf = Conf::new();
+    let h = Herald::start("stream-revoked", &conf);
+    let mut acme_sse = Client::sse(&h, "/v1/stream", &[bearer(ACME_KEY)]).unwrap();
+    let mut acme_ws = Client::ws(&h, "/v1/ws", &[bearer(ACME_KEY)]).unwrap();
+    let mut admin = Client::sse(&h, "/v1/stream", &[bearer(ADMIN_TOKEN)]).unwrap();
+    let mut globex = Client::sse(&h, "/v1/stream", &[bearer(GLOBEX_KEY)]).unwrap();
+    wait_live(
+        &h,
+        ACME_KEY,
+        "revoke",
+        &mut [&mut acme_sse, &mut acme_ws, &mut admin],
+    );
+    wait_live(&h, GLOBEX_KEY, "revoke_g", &mut [&mut globex]);
+
+    // Rotate acme's key and the admin token; globex's key stays.
+    h.write_config(
+        &conf
+            .render()
+            .replace(ACME_KEY, "acme-rotated-key")
+            .replace(ADMIN_TOKEN, "admin-rotated-token"),
+    );
+    h.post_empty("/v1/admin/reload", ADMIN_TOKEN).expect(200);
+
+    for client in [&mut acme_sse, &mut acme_ws, &mut admin] {
+        let name = client.name();
+        block_on(async {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                match tokio::time::timeout_at(deadline, client.next()).await {
+                    Ok(Err(_)) => break,
+                    Ok(Ok(_)) => {}
+                    Err(_) => panic!("{name}: the stream stayed open after its key was removed"),
+                }
+            }
+        });
+    }
+    // A stream whose key is still configured keeps streaming.
+    publish(&h, GLOBEX_KEY, "evt_after_rotation", "host.down");
+    globex.read_until_event("evt_after_rotation");
 }

@@ -41,6 +41,8 @@ pub struct PluginState {
     pub state: &'static str,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// The teams it is quarantined for (only the caller's own for a team key).
+    pub quarantined_teams: Vec<String>,
 }
 
 /// A channel and its health, for the API.
@@ -341,10 +343,14 @@ impl Engine {
     }
 
     /// The formatter plugins and their state (admin view; plugins are global).
-    pub fn plugins(&self) -> Vec<PluginState> {
-        self.inner
-            .plugins
-            .status()
+    /// The plugins and their health as `team` sees it (failures and quarantine are per
+    /// team); `None` is the admin, who sees every team's.
+    pub fn plugins(&self, team: Option<&TeamId>) -> Vec<PluginState> {
+        let status = match team {
+            Some(team) => self.inner.plugins.status_for_team(team.as_str()),
+            None => self.inner.plugins.status(),
+        };
+        status
             .into_iter()
             .map(|p| PluginState {
                 state: if p.quarantined.is_some() {
@@ -356,6 +362,7 @@ impl Engine {
                 name: p.name,
                 version: p.version,
                 consecutive_failures: p.consecutive_failures,
+                quarantined_teams: p.quarantined_teams,
             })
             .collect()
     }

@@ -4,6 +4,9 @@
 //! the version current when it starts and finishes on it even if a reload swaps a new
 //! version in meanwhile. A new version replaces the old only once it has loaded and
 //! passed validation; a broken one is rejected with its error and the old keeps serving.
+//!
+//! Failures are counted, and quarantine applied, per team (the event's `team_id`): one
+//! team's events that make a plugin fail must not stop it rendering for another team.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,9 +42,12 @@ pub struct PluginStatus {
     pub path: PathBuf,
     pub version: String,
     pub wasm_sha256: String,
+    /// Consecutive failures (per team; for several teams the highest).
     pub consecutive_failures: u32,
-    /// Why it is quarantined (the last failure), if it is.
+    /// Why it is quarantined (the last failure), if it is for any team in view.
     pub quarantined: Option<String>,
+    /// The teams it is quarantined for, in order.
+    pub quarantined_teams: Vec<String>,
 }
 
 /// What a reload did.
@@ -72,7 +78,8 @@ impl std::fmt::Debug for PluginSet {
 struct Entry {
     spec: PluginSpec,
     current: ArcSwap<Plugin>,
-    health: Mutex<Health>,
+    /// Per team.
+    health: Mutex<BTreeMap<String, Health>>,
     /// SHA-256 of the file content last read, so an unchanged file is not recompiled.
     seen: Mutex<String>,
 }
@@ -106,7 +113,7 @@ impl PluginSet {
         let entry = Arc::new(Entry {
             spec: spec.clone(),
             current: ArcSwap::from_pointee(plugin),
-            health: Mutex::new(Health::default()),
+            health: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(stamp),
         });
         self.entries
@@ -211,10 +218,11 @@ impl PluginSet {
         channel_kind: &str,
         settings: &crate::Settings,
     ) -> Result<PluginOutput, PluginError> {
-        let entry = self.checked_entry(name)?;
+        let team = event.team_id.as_str();
+        let entry = self.checked_entry(name, team)?;
         let plugin = entry.current.load_full();
         let result = plugin.format(event, channel_kind, settings);
-        self.record(&entry, &result);
+        self.record(&entry, team, &result);
         result
     }
 
@@ -226,30 +234,32 @@ impl PluginSet {
         channel_kind: &str,
         settings: &crate::Settings,
     ) -> Result<Render, PluginError> {
-        let entry = self.checked_entry(name)?;
+        let team = event.team_id.as_str();
+        let entry = self.checked_entry(name, team)?;
         let plugin = entry.current.load_full();
         let render = plugin.render(event, channel_kind, settings);
-        self.record(&entry, &render.result);
+        self.record(&entry, team, &render.result);
         Ok(render)
     }
 
-    fn checked_entry(&self, name: &str) -> Result<Arc<Entry>, PluginError> {
+    fn checked_entry(&self, name: &str, team: &str) -> Result<Arc<Entry>, PluginError> {
         let entry = self
             .entry(name)
             .ok_or_else(|| PluginError::Unknown(name.to_string()))?;
-        let health = entry.health.lock().unwrap_or_else(|e| e.into_inner());
-        if health.quarantined {
+        let teams = entry.health.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(health) = teams.get(team).filter(|h| h.quarantined) {
             return Err(PluginError::Quarantined {
                 failures: health.consecutive_failures,
                 last: health.last_error.clone().unwrap_or_default(),
             });
         }
-        drop(health);
+        drop(teams);
         Ok(entry)
     }
 
-    fn record(&self, entry: &Entry, result: &Result<PluginOutput, PluginError>) {
-        let mut health = entry.health.lock().unwrap_or_else(|e| e.into_inner());
+    fn record(&self, entry: &Entry, team: &str, result: &Result<PluginOutput, PluginError>) {
+        let mut teams = entry.health.lock().unwrap_or_else(|e| e.into_inner());
+        let health = teams.entry(team.to_string()).or_default();
         match result {
             Err(e) if e.is_plugin_fault() => {
                 health.consecutive_failures += 1;
@@ -261,9 +271,10 @@ impl PluginSet {
                     health.quarantined = true;
                     tracing::warn!(
                         plugin = %entry.spec.name,
+                        team,
                         failures = health.consecutive_failures,
                         error = %e,
-                        "plugin quarantined: herald formats its deliveries with the built-in formatter until it is reloaded"
+                        "plugin quarantined for this team: herald formats the team's deliveries with the built-in formatter until it is reloaded"
                     );
                 }
             }
@@ -272,7 +283,17 @@ impl PluginSet {
         }
     }
 
+    /// Every plugin's state over all teams (the admin's view).
     pub fn status(&self) -> Vec<PluginStatus> {
+        self.status_where(|_| true)
+    }
+
+    /// Every plugin's state for `team` only: no other team's failures show.
+    pub fn status_for_team(&self, team: &str) -> Vec<PluginStatus> {
+        self.status_where(|t| t == team)
+    }
+
+    fn status_where(&self, in_view: impl Fn(&str) -> bool) -> Vec<PluginStatus> {
         let entries: Vec<Arc<Entry>> = self
             .entries
             .read()
@@ -284,16 +305,25 @@ impl PluginSet {
             .iter()
             .map(|entry| {
                 let plugin = entry.current.load();
-                let health = entry.health.lock().unwrap_or_else(|e| e.into_inner());
+                let teams = entry.health.lock().unwrap_or_else(|e| e.into_inner());
+                let seen: Vec<(&String, &Health)> =
+                    teams.iter().filter(|(t, _)| in_view(t)).collect();
+                let quarantined: Vec<&(&String, &Health)> =
+                    seen.iter().filter(|(_, h)| h.quarantined).collect();
                 PluginStatus {
                     name: entry.spec.name.clone(),
                     path: entry.spec.path.clone(),
                     version: plugin.info().version.clone(),
                     wasm_sha256: plugin.wasm_sha256().to_string(),
-                    consecutive_failures: health.consecutive_failures,
-                    quarantined: health
-                        .quarantined
-                        .then(|| health.last_error.clone().unwrap_or_default()),
+                    consecutive_failures: seen
+                        .iter()
+                        .map(|(_, h)| h.consecutive_failures)
+                        .max()
+                        .unwrap_or(0),
+                    quarantined: quarantined
+                        .first()
+                        .map(|(_, h)| h.last_error.clone().unwrap_or_default()),
+                    quarantined_teams: quarantined.iter().map(|(t, _)| t.to_string()).collect(),
                 }
             })
             .collect()
@@ -350,7 +380,11 @@ impl PluginSet {
             })?;
         let version = plugin.info().version.clone();
         entry.current.store(Arc::new(plugin));
-        *entry.health.lock().unwrap_or_else(|e| e.into_inner()) = Health::default();
+        entry
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         tracing::info!(plugin = %entry.spec.name, %version, "plugin reloaded");
         Ok(Reload::Swapped { version })
     }

@@ -9,7 +9,7 @@ mod routes;
 mod stream;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use herald_engine::Engine;
@@ -24,6 +24,19 @@ pub struct AppState {
     /// The main configuration file, re-read on reload.
     pub config_path: PathBuf,
     pub metrics: PrometheusHandle,
+    /// Counts successful reloads: open streams re-check their credentials on each.
+    pub reloads: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config_path: PathBuf, metrics: PrometheusHandle) -> AppState {
+        AppState {
+            engine,
+            config_path,
+            metrics,
+            reloads: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 /// The API's routes.
@@ -56,7 +69,11 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
         .await
         .map_err(|e| format!("reload task failed: {e}"))?;
     match outcome.config {
-        Some(config) => state.engine.reload(config).await,
+        Some(config) => {
+            state.engine.reload(config).await?;
+            state.reloads.send_modify(|n| *n += 1);
+            Ok(())
+        }
         None => Err(outcome.diagnostics.render_short()),
     }
 }

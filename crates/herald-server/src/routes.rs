@@ -413,7 +413,7 @@ async fn enable_channel(
 
 async fn plugins(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let caller = who(&state, &headers)?;
-    let mut plugins = state.engine.plugins();
+    let mut plugins = state.engine.plugins(caller.scope());
     // Plugins are global configuration: a team sees only those its subscriptions use.
     if let Caller::Team(team) = &caller {
         let config = state.engine.config();

@@ -6,6 +6,10 @@
 //! never stored, so they cannot be replayed), then the live stream. A client that falls
 //! more than the bus capacity behind gets a `lagged` message saying how many it missed and
 //! keeps streaming.
+//!
+//! A stream lives no longer than its credentials: after each configuration reload it
+//! checks its token again, and ends (with a `closed` message) when the key or admin
+//! token was removed or now belongs to another team.
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -86,6 +90,8 @@ enum Item {
     Lagged(u64),
     /// The `Last-Event-ID` is unknown (or pruned): nothing could be replayed.
     Reset(String),
+    /// The stream's credentials were removed by a reload: the last item.
+    Closed,
 }
 
 impl Item {
@@ -95,6 +101,11 @@ impl Item {
             Item::Message(m) => m.json.clone(),
             Item::Lagged(missed) => json!({"kind": "lagged", "missed": missed}).to_string(),
             Item::Reset(reason) => json!({"kind": "reset", "reason": reason}).to_string(),
+            Item::Closed => json!({
+                "kind": "closed",
+                "reason": "this stream's API key or admin token was removed by a configuration reload"
+            })
+            .to_string(),
         }
     }
 
@@ -107,6 +118,7 @@ impl Item {
             },
             Item::Lagged(_) => "lagged",
             Item::Reset(_) => "reset",
+            Item::Closed => "closed",
         };
         let mut e = SseEvent::default().event(name).data(self.to_json());
         if let Item::Message(m) = self
@@ -121,12 +133,32 @@ impl Item {
     }
 }
 
+/// The credentials a stream was opened with, checked again after every reload.
+struct Credentials {
+    headers: HeaderMap,
+    query_token: Option<String>,
+    caller: Caller,
+}
+
+impl Credentials {
+    /// Whether the token still names the same caller in the configuration now in force.
+    fn still_valid(&self, state: &AppState) -> bool {
+        caller_from(
+            &state.engine.config(),
+            &self.headers,
+            self.query_token.as_deref(),
+        )
+        .is_ok_and(|c| c == self.caller)
+    }
+}
+
 /// Subscribes first, then reads the replay, so nothing committed in between is missed;
 /// live messages already replayed are skipped.
 async fn items(
     state: &AppState,
     filter: Filter,
     last_event_id: Option<String>,
+    credentials: Credentials,
 ) -> impl Stream<Item = Item> + Send + 'static {
     let rx = state.engine.bus().subscribe();
     let mut replay: VecDeque<Item> = VecDeque::new();
@@ -174,16 +206,37 @@ async fn items(
     // The stream ends when the server begins shutting down, so an open stream cannot
     // hold a graceful shutdown open forever.
     let draining = state.engine.draining();
+    let mut reloads = state.reloads.subscribe();
+    reloads.mark_unchanged();
+    let live = Live {
+        state: state.clone(),
+        credentials,
+        reloads,
+        closed: false,
+    };
     stream::unfold(
-        (rx, replay, replayed, filter, draining),
-        |(mut rx, mut replay, replayed, filter, mut draining)| async move {
+        (rx, replay, replayed, filter, draining, live),
+        |(mut rx, mut replay, replayed, filter, mut draining, mut live)| async move {
+            if live.closed {
+                return None;
+            }
             if let Some(item) = replay.pop_front() {
-                return Some((item, (rx, replay, replayed, filter, draining)));
+                return Some((item, (rx, replay, replayed, filter, draining, live)));
             }
             loop {
                 let received = tokio::select! {
-                    received = rx.recv() => received,
+                    received = rx.recv() => Some(received),
                     _ = draining.wait_for(|d| *d) => return None,
+                    changed = live.reloads.changed() => {
+                        if changed.is_ok() && live.credentials.still_valid(&live.state) {
+                            continue;
+                        }
+                        None
+                    }
+                };
+                let Some(received) = received else {
+                    live.closed = true;
+                    return Some((Item::Closed, (rx, replay, replayed, filter, draining, live)));
                 };
                 match received {
                     Ok(m) => {
@@ -198,12 +251,15 @@ async fn items(
                         {
                             continue;
                         }
-                        return Some((Item::Message(m), (rx, replay, replayed, filter, draining)));
+                        return Some((
+                            Item::Message(m),
+                            (rx, replay, replayed, filter, draining, live),
+                        ));
                     }
                     Err(RecvError::Lagged(missed)) => {
                         return Some((
                             Item::Lagged(missed),
-                            (rx, replay, replayed, filter, draining),
+                            (rx, replay, replayed, filter, draining, live),
                         ));
                     }
                     Err(RecvError::Closed) => return None,
@@ -211,6 +267,15 @@ async fn items(
             }
         },
     )
+}
+
+/// What the live half of a stream watches besides the bus.
+struct Live {
+    state: AppState,
+    credentials: Credentials,
+    reloads: tokio::sync::watch::Receiver<u64>,
+    /// `Item::Closed` was sent: the stream ends.
+    closed: bool,
 }
 
 pub async fn sse(
@@ -225,7 +290,12 @@ pub async fn sse(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .filter(|s| !s.is_empty());
-    let items = items(&state, filter, last).await;
+    let credentials = Credentials {
+        headers,
+        query_token: q.access_token,
+        caller,
+    };
+    let items = items(&state, filter, last, credentials).await;
     let events = futures_util::StreamExt::map(items, |item| Ok::<_, Infallible>(item.to_sse()));
     Ok(Sse::new(events)
         .keep_alive(
@@ -244,8 +314,13 @@ pub async fn ws(
 ) -> Result<Response, ApiError> {
     let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
     let filter = Filter::parse(&caller, q.events.as_deref())?;
+    let credentials = Credentials {
+        headers,
+        query_token: q.access_token,
+        caller,
+    };
     Ok(upgrade.on_upgrade(move |socket| async move {
-        let items = items(&state, filter, None).await;
+        let items = items(&state, filter, None, credentials).await;
         forward(socket, items).await;
     }))
 }

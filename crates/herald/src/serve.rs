@@ -37,11 +37,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let engine = Engine::start(config, Arc::new(store), EngineOptions::default())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    let state = AppState {
-        engine: engine.clone(),
-        config_path: config_path.to_path_buf(),
-        metrics: herald_server::install_metrics(),
-    };
+    let state = AppState::new(
+        engine.clone(),
+        config_path.to_path_buf(),
+        herald_server::install_metrics(),
+    );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -80,6 +80,45 @@ fn consecutive_failures_quarantine_a_plugin_until_it_is_reloaded() {
 }
 
 #[test]
+fn one_teams_failures_never_quarantine_a_plugin_for_another_team() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.wasm");
+    deploy("fixture-echo", &path);
+    let set = PluginSet::new(host(), 3);
+    set.insert(spec("echo", &path)).unwrap();
+    let fail = settings(&[("fail", "boom")]);
+    let ok = settings(&[]);
+    let acme = event();
+    let mut globex = event();
+    globex.team_id = herald_core::TeamId::parse("globex").unwrap();
+
+    for _ in 0..3 {
+        assert!(set.format("echo", &acme, "webhook", &fail).is_err());
+    }
+    assert!(matches!(
+        set.format("echo", &acme, "webhook", &ok),
+        Err(PluginError::Quarantined { failures: 3, .. })
+    ));
+    // globex's events still render, and its status shows no failure of acme's.
+    assert!(set.format("echo", &globex, "webhook", &ok).is_ok());
+    let globex_status = &set.status_for_team("globex")[0];
+    assert_eq!(
+        (
+            globex_status.consecutive_failures,
+            globex_status.quarantined.as_deref()
+        ),
+        (0, None)
+    );
+    let acme_status = &set.status_for_team("acme")[0];
+    assert_eq!(
+        acme_status.quarantined.as_deref(),
+        Some("plugin error: boom")
+    );
+    // The admin's view names the quarantined team.
+    assert_eq!(set.status()[0].quarantined_teams, ["acme"]);
+}
+
+#[test]
 fn hot_reload_swaps_good_versions_and_rejects_broken_ones() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("formatter.wasm");

@@ -875,6 +875,13 @@ pub(crate) fn queue_depth(conn: &Connection) -> Result<u64, StoreError> {
     Ok(u64::try_from(depth).unwrap_or(0))
 }
 
+/// A team's events after seq `?1` (`?2` the team), in order: walks `events_team_seq`.
+pub(crate) const EVENTS_AFTER_TEAM: &str = "SELECT body, accepted_at FROM events
+     WHERE team_id = ?2 AND seq > ?1 ORDER BY seq LIMIT ?3";
+/// Every team's events after seq `?1` (`?2` unused, NULL), in order.
+const EVENTS_AFTER_ALL: &str = "SELECT body, accepted_at FROM events
+     WHERE seq > ?1 AND ?2 IS NULL ORDER BY seq LIMIT ?3";
+
 pub(crate) fn events_after(
     conn: &Connection,
     team: Option<&TeamId>,
@@ -891,12 +898,15 @@ pub(crate) fn events_after(
         .query_row(params![after_event_id, team], |row| row.get(0))
         .optional()?;
     let after = after.ok_or(StoreError::NotFound)?;
+    // Two statements, not `?2 IS NULL OR team_id = ?2`: that form cannot use the
+    // (team_id, seq) index, and a team's replay would walk every team's later events.
+    let sql = if team.is_some() {
+        EVENTS_AFTER_TEAM
+    } else {
+        EVENTS_AFTER_ALL
+    };
     let rows = tx
-        .prepare_cached(
-            "SELECT body, accepted_at FROM events
-             WHERE seq > ?1 AND (?2 IS NULL OR team_id = ?2)
-             ORDER BY seq LIMIT ?3",
-        )?
+        .prepare_cached(sql)?
         .query_map(params![after, team, clamp_limit(limit)], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
         })?

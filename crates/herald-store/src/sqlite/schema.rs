@@ -111,6 +111,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE deliveries ADD COLUMN subscription_name TEXT;
     ",
+    // 6: a team's SSE replay (`events_after` with a team) walks only its own events.
+    "CREATE INDEX events_team_seq ON events (team_id, seq);",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).

@@ -1193,3 +1193,27 @@ async fn health_fails_when_free_space_is_below_the_minimum() {
     let store = store.with_min_free_bytes(1);
     store.health().await.expect("any real disk has a byte free");
 }
+
+#[tokio::test]
+async fn a_teams_replay_walks_its_own_events_through_an_index() {
+    let f = Fixture::new();
+    let conn = super::schema::open_reader(f.store.path()).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::queries::EVENTS_AFTER_TEAM
+        ))
+        .unwrap()
+        .query_map(rusqlite::params![0, "acme", 10], |row| {
+            row.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let plan = plan.join("; ");
+    assert!(
+        plan.contains("USING INDEX events_team_seq")
+            || plan.contains("USING COVERING INDEX events_team_seq"),
+        "a team's Last-Event-ID replay must not scan other teams' events: {plan}"
+    );
+}
