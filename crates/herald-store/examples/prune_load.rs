@@ -120,6 +120,7 @@ async fn measure(
                         channel: "hook".into(),
                         subscription: 0,
                         held: true,
+                        subscription_name: None,
                     };
                     let started = Instant::now();
                     store
