@@ -5,7 +5,8 @@
 //! is halved if the endpoint pushed back (429, 5xx, timeout, connection failure), cut by
 //! a tenth if the window's mean latency rose clearly above its long-run mean (the endpoint
 //! is queueing), and raised by one if neither happened and the limit was actually reached
-//! (so an idle channel does not grow a limit it never uses). The long-run mean is the
+//! (so an idle channel does not grow a limit it never uses); until the endpoint first
+//! pushes back or slows down, the limit doubles instead (slow start). The long-run mean is the
 //! baseline of an endpoint that is not queueing: windows that rose move it only slightly.
 //! Pure: the caller passes the clock in.
 
@@ -83,6 +84,10 @@ pub struct Limiter {
     rtt_count: u32,
     reached_limit: bool,
     back_pressure: bool,
+    /// Until the endpoint first shows a limit (a latency rise or back-pressure), the limit
+    /// doubles per window instead of growing by one: a burst to a fast endpoint reaches
+    /// its ceiling in a few round trips, not sixty (TCP's slow start).
+    slow_start: bool,
 }
 
 impl Limiter {
@@ -100,6 +105,7 @@ impl Limiter {
             rtt_count: 0,
             reached_limit: false,
             back_pressure: false,
+            slow_start: true,
         }
     }
 
@@ -165,6 +171,7 @@ impl Limiter {
     fn adjust(&mut self, max: usize) {
         let max = max.max(1) as f64;
         if self.back_pressure {
+            self.slow_start = false;
             self.limit = (self.limit * BACK_PRESSURE_RATIO).max(1.0);
             return;
         }
@@ -178,6 +185,7 @@ impl Limiter {
             current > self.past.mean + threshold
         };
         if rose {
+            self.slow_start = false;
             self.limit = (self.limit * LATENCY_RATIO).max(1.0);
             // The baseline is the latency of an endpoint that is not queueing, so a rise
             // moves it only a little: enough that a lasting change of the endpoint's own
@@ -185,7 +193,12 @@ impl Limiter {
             self.past.mean += BASELINE_DRIFT * (current - self.past.mean);
         } else {
             if self.reached_limit {
-                self.limit = (self.limit.floor() + 1.0).min(max);
+                let grown = if self.slow_start {
+                    self.limit.floor() * 2.0
+                } else {
+                    self.limit.floor() + 1.0
+                };
+                self.limit = grown.min(max);
             }
             self.past.update(current);
         }
@@ -231,6 +244,26 @@ mod tests {
             (Duration::from_millis(1), Signal::Answered)
         });
         assert_eq!(end, DEFAULT_MAX_LIMIT);
+    }
+
+    #[test]
+    fn a_fast_endpoint_reaches_its_ceiling_within_a_few_round_trips() {
+        let mut l = Limiter::new(ADAPTIVE);
+        let after = drive(&mut l, 5, |_| (Duration::from_millis(1), Signal::Answered));
+        assert_eq!(after, DEFAULT_MAX_LIMIT, "4 → 8 → 16 → 32 → 64");
+    }
+
+    #[test]
+    fn slow_start_ends_at_the_first_rise() {
+        // Flat at 10 ms up to 8 in flight, then queueing: doubling stops at the knee and
+        // additive growth takes over from there.
+        let mut l = Limiter::new(ADAPTIVE);
+        let after = drive(&mut l, 3, |n| {
+            let extra = n.saturating_sub(8) as u64;
+            (Duration::from_millis(10 + 10 * extra), Signal::Answered)
+        });
+        assert_eq!(after, 14, "4 → 8 → 16, then 16 × 0.9 once the latency rose");
+        assert!(!l.slow_start);
     }
 
     #[test]
