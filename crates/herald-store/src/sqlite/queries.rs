@@ -173,18 +173,14 @@ pub(crate) fn accept(
          ON CONFLICT (id, team_id) DO NOTHING
          RETURNING seq",
     )?;
+    // A held delivery (?9 = the holder) is in the caller's memory queue: leased to the
+    // holder for good and never due; any other is due at once.
     let mut insert_delivery = conn.prepare_cached(
-        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
-             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at,
-             subscription_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?8, ?9)",
-    )?;
-    // A held delivery is in the caller's memory queue: leased to the holder, never due.
-    let mut insert_held = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
              subscription, status, attempts, next_attempt_at, due_at, lease_token, lease_until,
              created_at, updated_at, subscription_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, NULL, ?9, ?10, ?8, ?8, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8,
+             CASE WHEN ?9 IS NULL THEN ?8 END, ?9, ?10, ?8, ?8, ?11)",
     )?;
     let mut results = Vec::with_capacity(events.len());
     for event in events {
@@ -207,33 +203,24 @@ pub(crate) fn accept(
             continue;
         };
         for delivery in &event.deliveries {
-            if delivery.held {
-                insert_held.execute(params![
-                    delivery.id,
-                    seq,
-                    event.team.as_str(),
-                    event.id,
-                    event.event_type,
-                    delivery.channel,
-                    delivery.subscription,
-                    now,
-                    holder.as_str(),
-                    HELD_UNTIL,
-                    delivery.subscription_name,
-                ])?;
+            let (lease_token, lease_until) = if delivery.held {
+                (Some(holder.as_str()), Some(HELD_UNTIL))
             } else {
-                insert_delivery.execute(params![
-                    delivery.id,
-                    seq,
-                    event.team.as_str(),
-                    event.id,
-                    event.event_type,
-                    delivery.channel,
-                    delivery.subscription,
-                    now,
-                    delivery.subscription_name,
-                ])?;
-            }
+                (None, None)
+            };
+            insert_delivery.execute(params![
+                delivery.id,
+                seq,
+                event.team.as_str(),
+                event.id,
+                event.event_type,
+                delivery.channel,
+                delivery.subscription,
+                now,
+                lease_token,
+                lease_until,
+                delivery.subscription_name,
+            ])?;
         }
         results.push(Accepted::New {
             id: event.id.clone(),
