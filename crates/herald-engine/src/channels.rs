@@ -1,10 +1,11 @@
-//! Building the channel adapters a configuration declares.
+//! Building the channel adapters a configuration declares, and the Telegram bot they
+//! share.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_channels::telegram::{ParseMode as TelegramParseMode, TelegramOptions};
+use herald_channels::telegram::{BotState, ParseMode as TelegramParseMode, TelegramOptions};
 use herald_channels::webhook::DEFAULT_USER_AGENT;
 use herald_channels::{
     Channel, EmailChannel, FileChannel, HttpOptions, Mailer, TelegramBot, TelegramChannel,
@@ -16,8 +17,42 @@ use herald_core::TeamId;
 /// Every channel of every team, keyed by (team, channel name).
 pub type Channels = HashMap<(TeamId, String), Arc<dyn Channel>>;
 
-/// Builds one adapter per configured channel, sharing one HTTP client.
-pub fn build_channels(config: &Config) -> Result<Channels, String> {
+/// The options of the bot `[telegram]` configures: every wait of one send fits the
+/// attempt limit the engine enforces.
+fn telegram_options(config: &Config) -> TelegramOptions {
+    let timeout = config.delivery.timeout;
+    TelegramOptions {
+        max_retry_wait: timeout,
+        max_queue_wait: timeout,
+        timeout,
+        connect_timeout: timeout.min(Duration::from_secs(5)),
+        ..TelegramOptions::default()
+    }
+}
+
+/// The bot `[telegram]` configures (`None` without the section), keeping what it learns
+/// in `state`. A new bot has not read `state` yet: call `TelegramBot::restore` before it
+/// sends.
+pub fn telegram_bot(
+    config: &Config,
+    state: &Arc<dyn BotState>,
+) -> Result<Option<TelegramBot>, String> {
+    let Some(t) = &config.telegram else {
+        return Ok(None);
+    };
+    TelegramBot::with_state(
+        &t.bot_token,
+        &t.api_url,
+        telegram_options(config),
+        Arc::clone(state),
+    )
+    .map(Some)
+    .map_err(|err| format!("[telegram]: {err}"))
+}
+
+/// Builds one adapter per configured channel, sharing one HTTP client, one mailer and
+/// `bot` (the bot [`telegram_bot`] gave for this configuration).
+pub fn build_channels(config: &Config, bot: Option<&TelegramBot>) -> Result<Channels, String> {
     let timeout = config.delivery.timeout;
     let client = WebhookClient::new(HttpOptions {
         timeout,
@@ -40,23 +75,6 @@ pub fn build_channels(config: &Config) -> Result<Channels, String> {
         ),
         None => None,
     };
-    let bot = match &config.telegram {
-        Some(t) => {
-            // Every wait of one send fits the attempt limit the engine enforces.
-            let options = TelegramOptions {
-                max_retry_wait: timeout,
-                max_queue_wait: timeout,
-                timeout,
-                connect_timeout: timeout.min(Duration::from_secs(5)),
-                ..TelegramOptions::default()
-            };
-            Some(
-                TelegramBot::with_options(&t.bot_token, &t.api_url, options)
-                    .map_err(|err| format!("[telegram]: {err}"))?,
-            )
-        }
-        None => None,
-    };
     let mut channels: Channels = HashMap::new();
     for (team, team_config) in &config.teams {
         for (name, channel) in &team_config.channels {
@@ -67,7 +85,7 @@ pub fn build_channels(config: &Config) -> Result<Channels, String> {
                 ),
                 ChannelConfig::File(f) => Arc::new(FileChannel::new(f.path.clone())),
                 ChannelConfig::Telegram(t) => {
-                    let bot = bot.clone().ok_or_else(|| {
+                    let bot = bot.cloned().ok_or_else(|| {
                         format!("channel `{name}` of team `{team}` needs a [telegram] section")
                     })?;
                     let mode = match t.parse_mode {

@@ -79,7 +79,7 @@ impl Engine {
             tracing::error!(plugin = %name, %error, "formatter plugin not loaded; its subscriptions use the built-in formatter");
         }
         let watcher = (!plugins.names().is_empty()).then(|| plugins.watch(Duration::from_secs(1)));
-        let snapshot = Snapshot::build(config)?;
+        let snapshot = Snapshot::prepare(config, &store).await?;
         let states = store
             .channel_states(None)
             .await
@@ -249,7 +249,7 @@ impl Engine {
     /// Swaps in a new configuration atomically. Attempts in flight finish on the old one.
     /// Channels disabled by a 410 are re-enabled.
     pub async fn reload(&self, config: Config) -> Result<(), String> {
-        let snapshot = Snapshot::build(config)?;
+        let snapshot = Snapshot::prepare(config, &self.inner.store).await?;
         let plugins = self.inner.plugins.clone();
         let specs = herald_plugins::specs_from_config(&snapshot.config);
         let results = tokio::task::spawn_blocking(move || plugins.sync(specs))
