@@ -50,7 +50,8 @@ fn requests_to(double: &TelegramDouble, chat: i64) -> usize {
 fn wait_messages(double: &TelegramDouble, chat: i64, count: usize) -> Vec<String> {
     let messages = block_on(double.wait_for_messages(chat, count, Duration::from_secs(30)));
     let texts: Vec<String> = messages.into_iter().map(|m| m.visible_text).collect();
-    assert_eq!(texts.len(), count, "messages in chat {chat}: {texts:#?}");
+    let starts: Vec<String> = texts.iter().map(|t| t.chars().take(60).collect()).collect();
+    assert_eq!(texts.len(), count, "messages in chat {chat}: {starts:#?}");
     texts
 }
 

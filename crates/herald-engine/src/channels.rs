@@ -30,24 +30,26 @@ fn telegram_options(config: &Config) -> TelegramOptions {
     }
 }
 
-/// The bot `[telegram]` configures (`None` without the section), keeping what it learns
-/// in `state`. A new bot has not read `state` yet: call `TelegramBot::restore` before it
-/// sends.
+/// The bot `[telegram]` configures (`None` without the section): `previous` when it
+/// serves the same token, API URL and options — a reload keeps the bot, with its flood
+/// control (the chats' buckets, a 429's hold) and the migrations it learnt — else a new
+/// one keeping what it learns in `state`. The flag says it is new: it has not read
+/// `state` yet, so call `TelegramBot::restore` before it sends.
 pub fn telegram_bot(
     config: &Config,
+    previous: Option<&TelegramBot>,
     state: &Arc<dyn BotState>,
-) -> Result<Option<TelegramBot>, String> {
+) -> Result<Option<(TelegramBot, bool)>, String> {
     let Some(t) = &config.telegram else {
         return Ok(None);
     };
-    TelegramBot::with_state(
-        &t.bot_token,
-        &t.api_url,
-        telegram_options(config),
-        Arc::clone(state),
-    )
-    .map(Some)
-    .map_err(|err| format!("[telegram]: {err}"))
+    let options = telegram_options(config);
+    if let Some(bot) = previous.filter(|bot| bot.serves(&t.bot_token, &t.api_url, &options)) {
+        return Ok(Some((bot.clone(), false)));
+    }
+    TelegramBot::with_state(&t.bot_token, &t.api_url, options, Arc::clone(state))
+        .map(|bot| Some((bot, true)))
+        .map_err(|err| format!("[telegram]: {err}"))
 }
 
 /// Builds one adapter per configured channel, sharing one HTTP client, one mailer and

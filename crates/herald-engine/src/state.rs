@@ -81,16 +81,28 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the snapshot of `config`, its Telegram bot keeping what it learns in
-    /// `store` and knowing what an earlier process recorded there.
+    /// Builds the snapshot of `config`. Its Telegram bot is `previous`'s when that one
+    /// serves the same token, API URL and options (a reload keeps the flood control and
+    /// what the bot learnt); a new one keeps what it learns in `store` and first reads
+    /// what an earlier process recorded there.
     pub(crate) async fn prepare(
         config: Config,
+        previous: Option<&Snapshot>,
         store: &Arc<dyn Store>,
     ) -> Result<Snapshot, String> {
         let state: Arc<dyn herald_channels::telegram::BotState> =
             Arc::new(StoreBotState(Arc::clone(store)));
-        let telegram = telegram_bot(&config, &state)?;
-        if let Some(bot) = &telegram {
+        let previous_bot = previous.and_then(|s| s.telegram.as_ref());
+        let (telegram, new) = match telegram_bot(&config, previous_bot, &state)? {
+            Some((bot, new)) => (Some(bot), new),
+            None => (None, false),
+        };
+        if let Some(bot) = telegram.as_ref().filter(|_| new) {
+            if previous_bot.is_some() {
+                tracing::info!(
+                    "telegram: the token, api_url or delivery timeout changed; a new bot starts with a fresh flood control"
+                );
+            }
             let known = bot
                 .restore()
                 .await

@@ -69,7 +69,7 @@ use reqwest::redirect::Policy;
 
 use crate::{Channel, Outgoing, SendFuture};
 
-pub use commands::{POLL_TIMEOUT, StatusFn, run_commands, start_reply};
+pub use commands::{MAX_ANSWERS_IN_FLIGHT, POLL_TIMEOUT, StatusFn, run_commands, start_reply};
 pub use limiter::Limits;
 pub use render::{
     MARKDOWN_V2_RESERVED, MAX_MESSAGE_LEN, MAX_PARTS, escape_html, escape_markdown_v2,
