@@ -124,3 +124,53 @@ pub fn build_channels(config: &Config, bot: Option<&TelegramBot>) -> Result<Chan
     }
     Ok(channels)
 }
+
+#[cfg(test)]
+mod tests {
+    use herald_channels::telegram::MemoryState;
+
+    use super::*;
+
+    fn config(token: &str, timeout: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        let text = format!(
+            "[delivery]\ntimeout = \"{timeout}\"\n\n[[event_types]]\nname = \"capsule.create\"\n\n\
+             [teams.acme]\napi_keys = [\"acme-key\"]\n\
+             [teams.acme.channels.chat]\ntype = \"telegram\"\nchat_id = -42\n\
+             [[teams.acme.subscriptions]]\nchannel = \"chat\"\nevents = [\"*\"]\n\n\
+             [telegram]\nbot_token = \"{token}\"\napi_url = \"http://127.0.0.1:9\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let outcome = herald_config::load_with_env(&path, &|_| None);
+        outcome
+            .config
+            .unwrap_or_else(|| panic!("{}", outcome.diagnostics))
+    }
+
+    #[test]
+    fn a_reload_keeps_the_bot_unless_its_settings_change() {
+        let state: Arc<dyn BotState> = Arc::new(MemoryState::default());
+        let first = config("111:aaaaaaaaaa", "5s");
+        let (bot, new) = telegram_bot(&first, None, &state).unwrap().unwrap();
+        assert!(new);
+        assert_eq!(bot.id(), "111");
+        let check = |config: &Config| {
+            let (kept, new) = telegram_bot(config, Some(&bot), &state).unwrap().unwrap();
+            // A kept bot is the same bot: it shares the flood control and migrations.
+            assert_eq!(!new, kept.same_bot(&bot));
+            if new { "new" } else { "kept" }
+        };
+        assert_eq!(check(&first), "kept");
+        assert_eq!(check(&config("111:aaaaaaaaaa", "5s")), "kept");
+        assert_eq!(check(&config("111:bbbbbbbbbb", "5s")), "new");
+        assert_eq!(check(&config("111:aaaaaaaaaa", "7s")), "new");
+        let mut without = first.clone();
+        without.telegram = None;
+        assert!(
+            telegram_bot(&without, Some(&bot), &state)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -241,6 +241,12 @@ impl TelegramBot {
             && *options == self.inner.options
     }
 
+    /// Whether `other` is this very bot (a clone of it), sharing its flood control and
+    /// what it learnt; two bots built from the same token are not.
+    pub fn same_bot(&self, other: &TelegramBot) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Reads the migrations an earlier process recorded in the bot's [`BotState`] (added
     /// to what this one knows); how many there are.
     pub async fn restore(&self) -> Result<usize, StateError> {
