@@ -193,7 +193,9 @@ fn a_reload_keeps_the_bots_flood_control_and_migrations() {
     }
     let to_group = requests_to(&double, GROUP);
 
-    h.write_config(&conf.render());
+    // The same bot token, a longer delivery timeout: the bot gets a new HTTP client and
+    // keeps its flood control and what it learnt.
+    h.write_config(&conf.timeout("12s").render());
     assert_eq!(
         h.post_empty("/v1/admin/reload", ADMIN_TOKEN).expect(200),
         json!({"reloaded": true})

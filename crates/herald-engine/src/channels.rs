@@ -31,10 +31,11 @@ fn telegram_options(config: &Config) -> TelegramOptions {
 }
 
 /// The bot `[telegram]` configures (`None` without the section): `previous` when it
-/// serves the same token, API URL and options — a reload keeps the bot, with its flood
-/// control (the chats' buckets, a 429's hold) and the migrations it learnt — else a new
-/// one keeping what it learns in `state`. The flag says it is new: it has not read
-/// `state` yet, so call `TelegramBot::restore` before it sends.
+/// serves the same token and API URL — a reload keeps the bot, with its flood control
+/// (the chats' buckets, a 429's hold) and the migrations it learnt, reconfigured if the
+/// delivery timeout changed — else a new one keeping what it learns in `state`. The flag
+/// says it is new: it has not read `state` yet, so call `TelegramBot::restore` before it
+/// sends.
 pub fn telegram_bot(
     config: &Config,
     previous: Option<&TelegramBot>,
@@ -44,8 +45,11 @@ pub fn telegram_bot(
         return Ok(None);
     };
     let options = telegram_options(config);
-    if let Some(bot) = previous.filter(|bot| bot.serves(&t.bot_token, &t.api_url, &options)) {
-        return Ok(Some((bot.clone(), false)));
+    if let Some(bot) = previous.filter(|bot| bot.serves(&t.bot_token, &t.api_url)) {
+        let bot = bot
+            .reconfigured(options)
+            .map_err(|err| format!("[telegram]: {err}"))?;
+        return Ok(Some((bot, false)));
     }
     TelegramBot::with_state(&t.bot_token, &t.api_url, options, Arc::clone(state))
         .map(|bot| Some((bot, true)))
@@ -157,14 +161,15 @@ mod tests {
         assert_eq!(bot.id(), "111");
         let check = |config: &Config| {
             let (kept, new) = telegram_bot(config, Some(&bot), &state).unwrap().unwrap();
-            // A kept bot is the same bot: it shares the flood control and migrations.
-            assert_eq!(!new, kept.same_bot(&bot));
+            // A kept bot shares the flood control and migrations; a new one does not.
+            assert_eq!(!new, kept.shares_state_with(&bot));
             if new { "new" } else { "kept" }
         };
         assert_eq!(check(&first), "kept");
         assert_eq!(check(&config("111:aaaaaaaaaa", "5s")), "kept");
+        // New timeouts: a new HTTP client, the same flood control and migrations.
+        assert_eq!(check(&config("111:aaaaaaaaaa", "7s")), "kept");
         assert_eq!(check(&config("111:bbbbbbbbbb", "5s")), "new");
-        assert_eq!(check(&config("111:aaaaaaaaaa", "7s")), "new");
         let mut without = first.clone();
         without.telegram = None;
         assert!(

@@ -119,7 +119,7 @@ impl Engine {
 
     /// The Telegram bot the channels send through (`None` without `[telegram]`): give it
     /// to `run_commands`, so that command answers share its flood control. A reload keeps
-    /// it unless the token, API URL or delivery timeout changed.
+    /// its flood control and migrations unless the token or API URL changed.
     pub fn telegram_bot(&self) -> Option<herald_channels::TelegramBot> {
         self.inner.snapshot().telegram.clone()
     }

@@ -82,9 +82,9 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// Builds the snapshot of `config`. Its Telegram bot is `previous`'s when that one
-    /// serves the same token, API URL and options (a reload keeps the flood control and
-    /// what the bot learnt); a new one keeps what it learns in `store` and first reads
-    /// what an earlier process recorded there.
+    /// serves the same token and API URL (a reload keeps the flood control and what the
+    /// bot learnt); a new one keeps what it learns in `store` and first reads what an
+    /// earlier process recorded there.
     pub(crate) async fn prepare(
         config: Config,
         previous: Option<&Snapshot>,
@@ -100,7 +100,7 @@ impl Snapshot {
         if let Some(bot) = telegram.as_ref().filter(|_| new) {
             if previous_bot.is_some() {
                 tracing::info!(
-                    "telegram: the token, api_url or delivery timeout changed; a new bot starts with a fresh flood control"
+                    "telegram: the bot_token or api_url changed; a new bot starts with a fresh flood control"
                 );
             }
             let known = bot

@@ -2,10 +2,11 @@
 //!
 //! One [`TelegramBot`] per bot token, shared by every [`TelegramChannel`] of the process
 //! and by the command answers ([`run_commands`]): it holds the HTTP client, the flood
-//! control and what it learnt about migrated chats. The engine keeps the same bot across
-//! configuration reloads while its token, API URL and options stay the same
-//! ([`TelegramBot::serves`]), so a reload forgets neither. A channel is a chat id, an
-//! optional topic, a parse mode and `disable_notification`.
+//! control and what it learnt about migrated chats. The engine keeps the bot across
+//! configuration reloads while its token and API URL stay the same
+//! ([`TelegramBot::serves`]; new timeouts give a [`TelegramBot::reconfigured`] bot that
+//! shares the flood control and migrations), so a reload forgets neither. A channel is a
+//! chat id, an optional topic, a parse mode and `disable_notification`.
 //!
 //! **State that outlives the process.** Chat migrations and split-delivery progress go
 //! through a [`BotState`] the builder provides (the engine's is its store; the default,
@@ -147,12 +148,14 @@ struct BotInner {
     token: Secret,
     api_url: Url,
     options: TelegramOptions,
-    limiter: limiter::Limiter,
+    /// Shared with the bots [`TelegramBot::reconfigured`] makes of this one.
+    limiter: Arc<limiter::Limiter>,
     /// The bot's public id ([`TelegramBot::id`]).
     id: String,
     /// Group id → the supergroup it became (`migrate_to_chat_id`): what `state` holds,
-    /// read by [`TelegramBot::restore`], and what this process learnt since.
-    migrations: Mutex<HashMap<i64, i64>>,
+    /// read by [`TelegramBot::restore`], and what this process learnt since. Shared like
+    /// the limiter.
+    migrations: Arc<Mutex<HashMap<i64, i64>>>,
     state: Arc<dyn BotState>,
 }
 
@@ -202,14 +205,7 @@ impl TelegramBot {
             return Err(ConfigError::TokenShape);
         }
         let api_url = parse_api_url(api_url)?;
-        if options.timeout.is_zero() {
-            return Err(ConfigError::ZeroTimeout { what: "timeout" });
-        }
-        if options.connect_timeout.is_zero() {
-            return Err(ConfigError::ZeroTimeout {
-                what: "connect timeout",
-            });
-        }
+        check_options(&options)?;
         let client = http_client(&options, options.timeout)?;
         let bot = teloxide::Bot::with_client(raw, client).set_api_url(api_url.clone());
         Ok(TelegramBot {
@@ -217,11 +213,42 @@ impl TelegramBot {
                 bot,
                 token: token.clone(),
                 api_url,
-                limiter: limiter::Limiter::new(options.limits),
+                limiter: Arc::new(limiter::Limiter::new(options.limits)),
                 options,
                 id: state::bot_id(raw),
-                migrations: Mutex::new(HashMap::new()),
+                migrations: Arc::new(Mutex::new(HashMap::new())),
                 state,
+            }),
+        })
+    }
+
+    /// This bot with other options (new timeouts after a reload): a new HTTP client,
+    /// sharing this bot's flood control (unless `options.limits` differ), the migrations
+    /// it learnt and its [`BotState`]. Itself when the options are the same.
+    pub fn reconfigured(&self, options: TelegramOptions) -> Result<TelegramBot, ConfigError> {
+        let inner = &self.inner;
+        if options == inner.options {
+            return Ok(self.clone());
+        }
+        check_options(&options)?;
+        let client = http_client(&options, options.timeout)?;
+        let bot = teloxide::Bot::with_client(inner.token.expose(), client)
+            .set_api_url(inner.api_url.clone());
+        let limiter = if options.limits == inner.options.limits {
+            Arc::clone(&inner.limiter)
+        } else {
+            Arc::new(limiter::Limiter::new(options.limits))
+        };
+        Ok(TelegramBot {
+            inner: Arc::new(BotInner {
+                bot,
+                token: inner.token.clone(),
+                api_url: inner.api_url.clone(),
+                options,
+                limiter,
+                id: inner.id.clone(),
+                migrations: Arc::clone(&inner.migrations),
+                state: Arc::clone(&inner.state),
             }),
         })
     }
@@ -233,18 +260,19 @@ impl TelegramBot {
         &self.inner.id
     }
 
-    /// Whether this bot is the one `token`, `api_url` and `options` would build: then a
-    /// reload keeps it, with its flood control and what it learnt.
-    pub fn serves(&self, token: &Secret, api_url: &str, options: &TelegramOptions) -> bool {
+    /// Whether this bot talks to `api_url` with `token`: then a reload keeps it (or a
+    /// [`TelegramBot::reconfigured`] one), with its flood control and what it learnt.
+    pub fn serves(&self, token: &Secret, api_url: &str) -> bool {
         token.expose() == self.inner.token.expose()
             && parse_api_url(api_url).is_ok_and(|url| url == self.inner.api_url)
-            && *options == self.inner.options
     }
 
-    /// Whether `other` is this very bot (a clone of it), sharing its flood control and
-    /// what it learnt; two bots built from the same token are not.
-    pub fn same_bot(&self, other: &TelegramBot) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+    /// Whether `other` shares this bot's flood control and the migrations it learnt (a
+    /// clone, or a [`TelegramBot::reconfigured`] one); two bots built from the same token
+    /// do not.
+    pub fn shares_state_with(&self, other: &TelegramBot) -> bool {
+        Arc::ptr_eq(&self.inner.limiter, &other.inner.limiter)
+            && Arc::ptr_eq(&self.inner.migrations, &other.inner.migrations)
     }
 
     /// Reads the migrations an earlier process recorded in the bot's [`BotState`] (added
@@ -326,6 +354,18 @@ impl TelegramBot {
     fn scrub(&self, text: &str) -> String {
         scrub_token(text, self.inner.token.expose())
     }
+}
+
+fn check_options(options: &TelegramOptions) -> Result<(), ConfigError> {
+    if options.timeout.is_zero() {
+        return Err(ConfigError::ZeroTimeout { what: "timeout" });
+    }
+    if options.connect_timeout.is_zero() {
+        return Err(ConfigError::ZeroTimeout {
+            what: "connect timeout",
+        });
+    }
+    Ok(())
 }
 
 fn parse_api_url(api_url: &str) -> Result<Url, ConfigError> {
