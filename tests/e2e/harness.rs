@@ -419,6 +419,12 @@ impl Conf {
         self
     }
 
+    /// `[delivery] timeout` (default `1s`).
+    pub fn timeout(mut self, timeout: &str) -> Conf {
+        self.timeout = timeout.to_string();
+        self
+    }
+
     pub fn max_body_bytes(mut self, bytes: u64) -> Conf {
         self.max_body_bytes = Some(bytes);
         self

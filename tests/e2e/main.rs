@@ -19,3 +19,4 @@ mod retention;
 mod sdk;
 mod stream;
 mod support;
+mod telegram;

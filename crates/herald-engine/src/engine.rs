@@ -79,7 +79,7 @@ impl Engine {
             tracing::error!(plugin = %name, %error, "formatter plugin not loaded; its subscriptions use the built-in formatter");
         }
         let watcher = (!plugins.names().is_empty()).then(|| plugins.watch(Duration::from_secs(1)));
-        let snapshot = Snapshot::build(config)?;
+        let snapshot = Snapshot::prepare(config, None, &store).await?;
         let states = store
             .channel_states(None)
             .await
@@ -115,6 +115,13 @@ impl Engine {
     /// The live bus: subscribe to follow events and delivery state changes.
     pub fn bus(&self) -> &LiveBus {
         &self.inner.bus
+    }
+
+    /// The Telegram bot the channels send through (`None` without `[telegram]`): give it
+    /// to `run_commands`, so that command answers share its flood control. A reload keeps
+    /// its flood control and migrations unless the token or API URL changed.
+    pub fn telegram_bot(&self) -> Option<herald_channels::TelegramBot> {
+        self.inner.snapshot().telegram.clone()
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -249,7 +256,9 @@ impl Engine {
     /// Swaps in a new configuration atomically. Attempts in flight finish on the old one.
     /// Channels disabled by a 410 are re-enabled.
     pub async fn reload(&self, config: Config) -> Result<(), String> {
-        let snapshot = Snapshot::build(config)?;
+        let previous = self.inner.snapshot();
+        let snapshot = Snapshot::prepare(config, Some(&previous), &self.inner.store).await?;
+        drop(previous);
         let plugins = self.inner.plugins.clone();
         let specs = herald_plugins::specs_from_config(&snapshot.config);
         let results = tokio::task::spawn_blocking(move || plugins.sync(specs))

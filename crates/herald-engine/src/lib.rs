@@ -12,6 +12,7 @@
 
 mod alerts;
 mod attempt;
+mod bot_state;
 mod channels;
 mod concurrency;
 mod dispatch;

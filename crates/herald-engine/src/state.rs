@@ -12,7 +12,8 @@ use herald_core::{TeamId, Timestamp};
 use herald_store::Store;
 use tokio::sync::Notify;
 
-use crate::channels::{Channels, build_channels};
+use crate::bot_state::StoreBotState;
+use crate::channels::{Channels, build_channels, telegram_bot};
 use crate::concurrency::{INITIAL_LIMIT, Policy};
 use crate::live::LiveBus;
 use crate::retry::RetryPolicy;
@@ -58,6 +59,8 @@ impl Default for EngineOptions {
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub(crate) channels: Channels,
+    /// The Telegram bot the channels share (and the command answers use).
+    pub(crate) telegram: Option<herald_channels::TelegramBot>,
     pub(crate) policy: RetryPolicy,
     /// (team, subscription key) → (formatter plugin, its merged settings), for the
     /// subscriptions that name a formatter. Keyed by `Subscription::key`, not position,
@@ -78,8 +81,47 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn build(config: Config) -> Result<Snapshot, String> {
-        let channels = build_channels(&config)?;
+    /// Builds the snapshot of `config`. Its Telegram bot is `previous`'s when that one
+    /// serves the same token and API URL (a reload keeps the flood control and what the
+    /// bot learnt); a new one keeps what it learns in `store` and first reads what an
+    /// earlier process recorded there.
+    pub(crate) async fn prepare(
+        config: Config,
+        previous: Option<&Snapshot>,
+        store: &Arc<dyn Store>,
+    ) -> Result<Snapshot, String> {
+        let state: Arc<dyn herald_channels::telegram::BotState> =
+            Arc::new(StoreBotState(Arc::clone(store)));
+        let previous_bot = previous.and_then(|s| s.telegram.as_ref());
+        let (telegram, new) = match telegram_bot(&config, previous_bot, &state)? {
+            Some((bot, new)) => (Some(bot), new),
+            None => (None, false),
+        };
+        if let Some(bot) = telegram.as_ref().filter(|_| new) {
+            if previous_bot.is_some() {
+                tracing::info!(
+                    "telegram: the bot_token or api_url changed; a new bot starts with a fresh flood control"
+                );
+            }
+            let known = bot
+                .restore()
+                .await
+                .map_err(|e| format!("reading the Telegram chat migrations: {e}"))?;
+            if known > 0 {
+                tracing::info!(
+                    migrations = known,
+                    "telegram: chat migrations recorded earlier apply"
+                );
+            }
+        }
+        Snapshot::build(config, telegram)
+    }
+
+    fn build(
+        config: Config,
+        telegram: Option<herald_channels::TelegramBot>,
+    ) -> Result<Snapshot, String> {
+        let channels = build_channels(&config, telegram.as_ref())?;
         let policy = RetryPolicy::new(config.delivery.retry_schedule.clone());
         let formatters = config
             .matcher
@@ -102,6 +144,7 @@ impl Snapshot {
         Ok(Snapshot {
             config: Arc::new(config),
             channels,
+            telegram,
             policy,
             formatters,
             by_position,

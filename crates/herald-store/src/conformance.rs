@@ -11,7 +11,9 @@
 //! its filter selects, of one team only, and `dead_count` counts one channel's dead
 //! letters; `events_after` replays in order within scope; `health` is ok while the store
 //! takes writes; pruning removes finished rows past their age (or over the size limit) in
-//! batches and never a pending delivery or its event.
+//! batches and never a pending delivery or its event; chat migrations (per bot) and the
+//! progress of split deliveries survive a reopen, and pruning a delivery removes its
+//! progress.
 //!
 //! Long on purpose: one function per promise, each a small story a reviewer reads on its
 //! own; a promise added to the `Store` trait gets its case here, so the file grows with it.
@@ -22,7 +24,10 @@ use std::time::Duration;
 
 use herald_core::{Event, Outcome, TeamId, Timestamp};
 
-use crate::{Accepted, Finish, NewAttempt, NewDelivery, Next, Store, StoreError};
+use crate::{
+    Accepted, ChatMigration, Finish, NewAttempt, NewDelivery, Next, SplitProgress, Store,
+    StoreError,
+};
 
 /// A backend under test: opens stores, and reopens one as a restarted process would.
 pub trait Backend {
@@ -49,6 +54,8 @@ macro_rules! store_conformance_tests {
             events_after_replays_in_order_within_scope,
             health_is_ok_while_the_store_takes_writes,
             prune_removes_finished_rows_past_their_age_and_never_pending_ones,
+            chat_migrations_and_split_progress_survive_a_reopen,
+            pruning_a_delivery_removes_its_split_progress,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -797,4 +804,175 @@ pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
     );
     assert_eq!(stats.oldest_pending, Some(at(0)));
     assert!(stats.size_bytes > 0);
+}
+
+/// `bot`'s migrations, sorted.
+async fn migrations_of(store: &dyn Store, bot: &str) -> Vec<(i64, i64)> {
+    let mut pairs: Vec<(i64, i64)> = store
+        .chat_migrations(bot)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.from, m.to))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+pub async fn chat_migrations_and_split_progress_survive_a_reopen(backend: &mut impl Backend) {
+    let store = backend.open();
+    assert!(store.chat_migrations("111").await.unwrap().is_empty());
+    let migrate = |from, to| ChatMigration { from, to };
+    store
+        .record_chat_migration("111", migrate(-5, -1_000_000_000_005), at(1))
+        .await
+        .unwrap();
+    store
+        .record_chat_migration("111", migrate(-6, -1_000_000_000_006), at(1))
+        .await
+        .unwrap();
+    // Another bot's knowledge is its own.
+    store
+        .record_chat_migration("222", migrate(-5, -1_000_000_000_999), at(1))
+        .await
+        .unwrap();
+    // A second migration of the same chat replaces the first.
+    store
+        .record_chat_migration("111", migrate(-6, -1_000_000_000_066), at(2))
+        .await
+        .unwrap();
+
+    let halfway = SplitProgress {
+        parts: 3,
+        delivered: 1,
+    };
+    assert_eq!(store.split_progress("dlv_split").await.unwrap(), None);
+    store
+        .set_split_progress("dlv_split", halfway, at(1))
+        .await
+        .unwrap();
+    store
+        .set_split_progress(
+            "dlv_other",
+            SplitProgress {
+                parts: 2,
+                delivered: 1,
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+    let further = SplitProgress {
+        parts: 3,
+        delivered: 2,
+    };
+    store
+        .set_split_progress("dlv_split", further, at(2))
+        .await
+        .unwrap();
+
+    let store = backend.reopen(store);
+    assert_eq!(
+        migrations_of(&*store, "111").await,
+        [(-6, -1_000_000_000_066), (-5, -1_000_000_000_005)]
+    );
+    assert_eq!(
+        migrations_of(&*store, "222").await,
+        [(-5, -1_000_000_000_999)]
+    );
+    assert!(migrations_of(&*store, "333").await.is_empty());
+    assert_eq!(
+        store.split_progress("dlv_split").await.unwrap(),
+        Some(further)
+    );
+
+    // A finished delivery's progress is forgotten; the others' stays.
+    assert!(store.clear_split_progress("dlv_split").await.unwrap());
+    assert!(!store.clear_split_progress("dlv_split").await.unwrap());
+    assert_eq!(store.split_progress("dlv_split").await.unwrap(), None);
+    assert_eq!(
+        store
+            .split_progress("dlv_other")
+            .await
+            .unwrap()
+            .map(|p| p.delivered),
+        Some(1)
+    );
+}
+
+pub async fn pruning_a_delivery_removes_its_split_progress(backend: &mut impl Backend) {
+    let store = backend.open();
+    for (event_id, delivery_id) in [
+        ("evt_done", "dlv_done"),
+        ("evt_dead", "dlv_dead"),
+        ("evt_waiting", "dlv_waiting"),
+    ] {
+        accept(
+            &*store,
+            event("acme", event_id),
+            vec![delivery(delivery_id, "chat", false)],
+        )
+        .await;
+    }
+    let halfway = SplitProgress {
+        parts: 2,
+        delivered: 1,
+    };
+    for id in ["dlv_done", "dlv_dead", "dlv_waiting"] {
+        store.set_split_progress(id, halfway, at(1)).await.unwrap();
+    }
+    // Finished without the progress being cleared (a channel that failed to clear it):
+    // retention still removes it with the delivery.
+    let finishes = take_due(&*store, at(0))
+        .await
+        .into_iter()
+        .map(|c| {
+            let next = match c.delivery.id.as_str() {
+                "dlv_done" => Next::Succeeded,
+                "dlv_dead" => Next::Dead,
+                _ => Next::RetryAt(at(1000 * DAY)),
+            };
+            Finish {
+                delivery_id: c.delivery.id.clone(),
+                lease: c.lease,
+                attempt: attempt(if next == Next::Succeeded { 200 } else { 500 }),
+                next,
+                now: at(1),
+            }
+        })
+        .collect();
+    for result in store.finish_many(finishes).await.unwrap() {
+        result.unwrap();
+    }
+    let limits = crate::PruneLimits {
+        events: Duration::from_secs(30 * 86_400),
+        attempts: Duration::from_secs(7 * 86_400),
+        dead: Duration::from_secs(90 * 86_400),
+        max_store_size: None,
+    };
+    let progress = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.split_progress(id).await.unwrap() }
+    };
+
+    prune_all(&*store, &limits, at(31 * DAY)).await;
+    assert_eq!(progress("dlv_done").await, None, "pruned with its event");
+    assert_eq!(
+        progress("dlv_dead").await,
+        Some(halfway),
+        "a dead letter is kept"
+    );
+    assert_eq!(progress("dlv_waiting").await, Some(halfway));
+
+    prune_all(&*store, &limits, at(91 * DAY)).await;
+    assert_eq!(
+        progress("dlv_dead").await,
+        None,
+        "pruned with the dead letter"
+    );
+    assert_eq!(
+        progress("dlv_waiting").await,
+        Some(halfway),
+        "a pending delivery keeps its progress"
+    );
 }

@@ -28,9 +28,10 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DEFAULT_PAGE_SIZE, DeliveryFilter,
-    DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
-    NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter, ReplayStatus, StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DEFAULT_PAGE_SIZE,
+    DeliveryFilter, DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken,
+    MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
+    ReplayStatus, SplitProgress, StoreStats,
 };
 pub use sqlite::{CopyReport, DEFAULT_MIN_FREE_BYTES, SqliteStore, WriteStats};
 pub use store::{Store, StoreFuture};

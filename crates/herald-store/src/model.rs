@@ -387,3 +387,19 @@ pub struct StoreStats {
     /// When the oldest pending delivery was created; `None` when nothing is pending.
     pub oldest_pending: Option<Timestamp>,
 }
+
+/// A chat a bot was told had moved: a Telegram group upgraded to a supergroup
+/// (`migrate_to_chat_id`). Kept per bot, by its public id (never its token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatMigration {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// How far a delivery sent as several messages (a long Telegram message split in parts)
+/// got: a retry resumes at part `delivered + 1` when the message still has `parts` parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitProgress {
+    pub parts: u32,
+    pub delivered: u32,
+}

@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod backlog_tests;
 mod backup;
+mod chat_state;
 mod queries;
 mod retention;
 mod schema;
@@ -25,9 +26,9 @@ use rusqlite::Connection;
 
 use crate::error::StoreError;
 use crate::model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
+    DeliveryRecord, Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
+    ReplayFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;
@@ -415,6 +416,52 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Vec<ChannelState>> {
         let team = team.cloned();
         Box::pin(self.read(move |conn| queries::channel_states(conn, team.as_ref())))
+    }
+
+    fn chat_migrations<'a>(&'a self, bot: &'a str) -> StoreFuture<'a, Vec<ChatMigration>> {
+        let bot = bot.to_owned();
+        Box::pin(self.read(move |conn| chat_state::chat_migrations(conn, &bot)))
+    }
+
+    fn record_chat_migration<'a>(
+        &'a self,
+        bot: &'a str,
+        migration: ChatMigration,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let bot = bot.to_owned();
+        Box::pin(self.writer.run_unsynced(move |conn| {
+            chat_state::record_chat_migration(conn, &bot, migration, now)
+        }))
+    }
+
+    fn split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+    ) -> StoreFuture<'a, Option<SplitProgress>> {
+        let id = delivery_id.to_owned();
+        Box::pin(self.read(move |conn| chat_state::split_progress(conn, &id)))
+    }
+
+    fn set_split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        progress: SplitProgress,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let id = delivery_id.to_owned();
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| chat_state::set_split_progress(conn, &id, progress, now)),
+        )
+    }
+
+    fn clear_split_progress<'a>(&'a self, delivery_id: &'a str) -> StoreFuture<'a, bool> {
+        let id = delivery_id.to_owned();
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| chat_state::clear_split_progress(conn, &id)),
+        )
     }
 
     fn prune<'a>(

@@ -8,9 +8,9 @@ use herald_core::{Event, TeamId, Timestamp};
 
 use crate::error::StoreError;
 use crate::model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
+    DeliveryRecord, Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
+    ReplayFilter, SplitProgress, StoreStats,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -169,6 +169,38 @@ pub trait Store: Send + Sync + 'static {
     /// Channel states in scope, ordered by team then channel.
     fn channel_states<'a>(&'a self, team: Option<&'a TeamId>)
     -> StoreFuture<'a, Vec<ChannelState>>;
+
+    /// The chat migrations `bot` has recorded (its public id, e.g. a Telegram bot's numeric
+    /// id: never a token), in no particular order.
+    fn chat_migrations<'a>(&'a self, bot: &'a str) -> StoreFuture<'a, Vec<ChatMigration>>;
+
+    /// Records that `migration.from` moved to `migration.to` for `bot` (replacing what
+    /// was known of `from`). May be committed without a full sync: a migration lost in a
+    /// crash is learnt again from the next send to the old chat.
+    fn record_chat_migration<'a>(
+        &'a self,
+        bot: &'a str,
+        migration: ChatMigration,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// How far the delivery `delivery_id`, sent as several messages, got; `None` if
+    /// nothing is recorded.
+    fn split_progress<'a>(&'a self, delivery_id: &'a str)
+    -> StoreFuture<'a, Option<SplitProgress>>;
+
+    /// Records (or replaces) the progress of a split delivery. May be committed without
+    /// a full sync: progress lost in a crash repeats parts, which at-least-once allows.
+    fn set_split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        progress: SplitProgress,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Forgets the progress of a delivery (it finished); `false` if there was none.
+    /// [`Store::prune`] also removes the progress of every delivery it removes.
+    fn clear_split_progress<'a>(&'a self, delivery_id: &'a str) -> StoreFuture<'a, bool>;
 
     /// Removes one batch of finished rows past `limits` at `now`: at most about `batch`
     /// rows of each kind, in one short write, so that ingest is never held up behind a

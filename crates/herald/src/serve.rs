@@ -113,17 +113,21 @@ async fn reload_on_sighup(state: AppState, hup: std::io::Result<Signal>) {
     }
 }
 
-/// With `[telegram] commands = true`, answers `/start` and `/status` in chats.
+/// With `[telegram] commands = true`, answers `/start` and `/status` in chats, through
+/// the engine's bot: the answers take their turn under the same flood control as the
+/// notifications. (A reload that changes the token leaves the answers on the old bot
+/// until herald restarts.)
 fn start_telegram_commands(
     engine: &Engine,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let config = engine.config();
-    let Some(telegram) = config.telegram.as_ref().filter(|t| t.commands) else {
+    if !config.telegram.as_ref().is_some_and(|t| t.commands) {
         return Ok(None);
-    };
-    let bot = herald_channels::TelegramBot::new(&telegram.bot_token, &telegram.api_url)
-        .map_err(|e| anyhow::anyhow!("[telegram]: {e}"))?;
+    }
+    let bot = engine
+        .telegram_bot()
+        .ok_or_else(|| anyhow::anyhow!("[telegram]: the engine has no bot"))?;
     let engine = engine.clone();
     let status: herald_channels::telegram::StatusFn =
         Arc::new(move |chat_id, thread| chat_status(&engine.config(), chat_id, thread));

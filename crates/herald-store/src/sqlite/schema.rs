@@ -113,6 +113,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
     // 6: a team's SSE replay (`events_after` with a team) walks only its own events.
     "CREATE INDEX events_team_seq ON events (team_id, seq);",
+    // 7: what the Telegram channel learns and must not forget at a restart. A group's
+    // migration to a supergroup (`migrate_to_chat_id`), per bot (its public id, never the
+    // token); and how many parts of a split delivery were delivered, until it finishes
+    // (pruned with its delivery).
+    "
+    CREATE TABLE chat_migrations (
+        bot         TEXT NOT NULL,
+        from_chat   INTEGER NOT NULL,
+        to_chat     INTEGER NOT NULL,
+        migrated_at INTEGER NOT NULL,
+        PRIMARY KEY (bot, from_chat)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE split_progress (
+        delivery_id TEXT PRIMARY KEY,
+        parts       INTEGER NOT NULL,
+        delivered   INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).
