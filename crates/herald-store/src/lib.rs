@@ -1,8 +1,8 @@
 //! herald-store: the durable record of accepted events and the queue of their deliveries.
 //!
 //! The engine talks to a [`Store`] only; [`SqliteStore`] is the embedded implementation
-//! (SQLite in WAL mode, one writer thread doing group commit). A PostgreSQL backend is
-//! meant to implement the same trait without the engine changing.
+//! (SQLite in WAL mode, one writer thread doing group commit, exclusive to one process);
+//! [`PostgresStore`] is the shared one, which several herald nodes use at once.
 //!
 //! Architecture invariants:
 //! - Accepted means durable: [`Store::accept`] returns only after the transaction that
@@ -19,10 +19,12 @@
 //! - Every read a team can make is scoped by `Option<&TeamId>` (`None` = admin): a team
 //!   never sees another team's rows, not even as a distinct error.
 
+mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
 mod model;
+mod postgres;
 mod sqlite;
 mod store;
 
@@ -31,6 +33,11 @@ pub use model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DEFAULT_PAGE_SIZE, DeliveryFilter,
     DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
     NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter, ReplayStatus, StoreStats,
+};
+pub use postgres::{
+    DEFAULT_POOL_SIZE as DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA,
+    MigrateReport, PostgresOptions, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION,
+    valid_schema_name,
 };
 pub use sqlite::{CopyReport, DEFAULT_MIN_FREE_BYTES, SqliteStore, WriteStats};
 pub use store::{Store, StoreFuture};
