@@ -99,6 +99,7 @@ impl Engine {
             scheduler: Mutex::new(Scheduler::new(policy, disabled)),
             // Start-up: everything the last process left unfinished is due.
             store_due: Mutex::new(Some(now())),
+            shared_backlog: AtomicBool::new(false),
             failing: Mutex::new(failing),
             dead_alerted: Mutex::new(std::collections::HashSet::new()),
             bus: LiveBus::default(),
@@ -457,5 +458,6 @@ fn held_job(
         },
         event: event.clone(),
         lease: holder.clone(),
+        lease_until: None,
     }
 }
