@@ -42,8 +42,8 @@ impl PgSchema {
         block_on(async {
             if let Err(e) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                 panic!(
-                    "PostgreSQL not reachable at {} ({e}): start it with `service postgresql start`, \
-                     or point HERALD_TEST_DATABASE_URL at one",
+                    "PostgreSQL not reachable at {} ({e}): start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                     (trust auth, database `test`), or point HERALD_TEST_DATABASE_URL at one",
                     url.split('@').next_back().unwrap_or(&url)
                 );
             }

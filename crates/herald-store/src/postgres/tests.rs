@@ -35,8 +35,8 @@ impl TestSchema {
         // Fail loudly and say what to start when the server is not there.
         if let Err(e) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
             panic!(
-                "PostgreSQL not reachable at {} ({e}): start it with `service postgresql start` \
-                 (or `pg_ctlcluster 15 main start`), or point HERALD_TEST_DATABASE_URL at one",
+                "PostgreSQL not reachable at {} ({e}): start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 (trust auth, database `test`), or point HERALD_TEST_DATABASE_URL at one",
                 url.split('@').next_back().unwrap_or(&url)
             );
         }
