@@ -319,13 +319,12 @@ fn postgres_going_away_answers_503_and_loses_nothing_acknowledged() {
         }
     });
     // The refused event is sent again, as a publisher would.
-    let retried = wait_until("the refused event accepted", WAIT, || {
+    wait_until("the refused event accepted", WAIT, || {
         match post_event(&node, "evt_during") {
             202 | 200 => Ok(()),
             other => Err(format!("HTTP {other}")),
         }
     });
-    let () = retried;
     acknowledged.push("evt_during".into());
     for i in 0..3 {
         let id = format!("evt_after_{i}");
@@ -344,4 +343,69 @@ fn postgres_going_away_answers_503_and_loses_nothing_acknowledged() {
             Err(format!("missing {missing:?}"))
         }
     });
+}
+
+#[test]
+fn herald_migrate_upgrades_once_and_a_newer_schema_or_a_backup_is_refused_clearly() {
+    use crate::harness::outputs;
+    use crate::support::{Scratch, herald, run, text};
+
+    let schema = PgSchema::new();
+    let receiver = Receiver::start("migrate");
+    let scratch = Scratch::new("cluster-migrate");
+    let config = scratch.write(
+        "herald.toml",
+        &conf(&schema, &schema.url, &receiver).render(),
+    );
+    let command = |args: &[&str]| {
+        let mut cmd = herald();
+        cmd.args(args).arg("--config").arg(&config);
+        run(cmd, "")
+    };
+    let first = command(&["migrate"]);
+    assert!(first.status.success(), "{}", outputs(&first));
+    assert_eq!(
+        text(&first.stdout).trim(),
+        format!("schema `{}` migrated from version 0 to 1", schema.name)
+    );
+    let again = command(&["migrate"]);
+    assert!(again.status.success(), "{}", outputs(&again));
+    assert!(
+        text(&again.stdout).contains("nothing to do"),
+        "{}",
+        outputs(&again)
+    );
+
+    // herald does not copy a PostgreSQL store: it says what to use instead.
+    let backup = command(&["backup", "copy.db"]);
+    assert!(!backup.status.success(), "{}", outputs(&backup));
+    assert!(
+        text(&backup.stderr).contains("pg_dump"),
+        "{}",
+        outputs(&backup)
+    );
+
+    // A schema a newer herald migrated: this one refuses to serve on it, and says why.
+    block_on(async {
+        let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {}.schema_migrations (version) VALUES (99)",
+                schema.name
+            ))
+            .await
+            .unwrap();
+    });
+    let serve = command(&["serve"]);
+    assert!(!serve.status.success(), "{}", outputs(&serve));
+    let stderr = text(&serve.stderr);
+    assert!(
+        stderr.contains("has version 99, newer than the 1 this herald knows"),
+        "{}",
+        outputs(&serve)
+    );
+    crate::harness::assert_no_secret("herald serve's output", &stderr);
 }

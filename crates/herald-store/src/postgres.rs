@@ -145,6 +145,15 @@ fn is_unreachable(err: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// A transaction PostgreSQL aborted to resolve a conflict (deadlock, serialization), which
+/// may succeed when run again.
+fn is_retryable(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|code| {
+        *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            || *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
         if is_unreachable(&err) {
@@ -330,14 +339,27 @@ impl Store for PostgresStore {
                 return Ok(Vec::new());
             }
             let lock = self.events_lock;
-            self.in_tx(true, async move |tx| {
-                // Shared: many accepts at once; `events_after` takes it exclusively to see
-                // a `seq` order no later commit can fill in (see there).
-                tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&lock])
-                    .await?;
-                queries::accept(tx, &batch, now).await
-            })
-            .await
+            let batch = &batch;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let result = self
+                    .in_tx(true, async move |tx| {
+                        // Shared: many accepts at once; `events_after` takes it exclusively
+                        // to see a `seq` order no later commit can fill in (see there).
+                        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&lock])
+                            .await?;
+                        queries::accept(tx, batch, now).await
+                    })
+                    .await;
+                // Two nodes inserting the same event ids in different orders can deadlock
+                // on the unique key; PostgreSQL aborts one of them, which simply tries
+                // again (and then finds the other's rows: duplicates).
+                match result {
+                    Err(StoreError::Postgres(e)) if tries < 5 && is_retryable(&e) => continue,
+                    other => return other,
+                }
+            }
         })
     }
 

@@ -46,17 +46,26 @@ async fn prune_events(
     if seqs.is_empty() {
         return Ok(());
     }
+    // Another node may have re-queued one of these deliveries (a replay) since the
+    // selection: each statement checks again, so a pending delivery and its event stay.
     let attempts = tx
         .prepare_cached(
             "DELETE FROM attempts WHERE delivery_seq IN
-               (SELECT seq FROM deliveries WHERE event_seq = ANY($1))",
+               (SELECT seq FROM deliveries
+                 WHERE event_seq = ANY($1) AND status IN ('succeeded', 'skipped'))",
         )
         .await?;
     let deliveries = tx
-        .prepare_cached("DELETE FROM deliveries WHERE event_seq = ANY($1)")
+        .prepare_cached(
+            "DELETE FROM deliveries
+              WHERE event_seq = ANY($1) AND status IN ('succeeded', 'skipped')",
+        )
         .await?;
     let events = tx
-        .prepare_cached("DELETE FROM events WHERE seq = ANY($1)")
+        .prepare_cached(
+            "DELETE FROM events e WHERE e.seq = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
+        )
         .await?;
     report.attempts += tx.execute(&attempts, &[&seqs]).await?;
     report.deliveries += tx.execute(&deliveries, &[&seqs]).await?;
@@ -132,7 +141,7 @@ pub(super) async fn prune(
     if !dead.is_empty() {
         report.attempts += tx.execute(&delete_attempts, &[&dead]).await?;
         let delete = tx
-            .prepare_cached("DELETE FROM deliveries WHERE seq = ANY($1)")
+            .prepare_cached("DELETE FROM deliveries WHERE seq = ANY($1) AND status = 'dead'")
             .await?;
         let n = tx.execute(&delete, &[&dead]).await?;
         report.deliveries += n;

@@ -466,3 +466,40 @@ async fn events_after_waits_for_accepts_in_flight() {
     client.batch_execute("COMMIT").await.unwrap();
     assert_eq!(reader.await.unwrap().unwrap(), Vec::<Event>::new());
 }
+
+/// Two nodes accepting the same ids in opposite orders (a publisher's retries of a batch
+/// reaching both) may deadlock on the unique key; both still answer, and each event is
+/// stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opposite_batches_of_the_same_events_on_two_nodes_both_succeed() {
+    let schema = TestSchema::new().await;
+    let node_a = Arc::new(schema.open().await);
+    let node_b = Arc::new(schema.open().await);
+    for round in 0..5 {
+        let ids: Vec<String> = (0..1000).map(|i| format!("r{round}_e{i}")).collect();
+        let batch = |ids: &[String], tag: &str| -> Vec<(Event, Vec<NewDelivery>)> {
+            ids.iter()
+                .map(|id| (event("acme", id), vec![delivery(&format!("{id}_{tag}"))]))
+                .collect()
+        };
+        let forward = batch(&ids, "a");
+        let mut reversed_ids = ids.clone();
+        reversed_ids.reverse();
+        let backward = batch(&reversed_ids, "b");
+        let (a, b) = tokio::join!(
+            {
+                let node = Arc::clone(&node_a);
+                tokio::spawn(async move { node.accept(forward, at(0)).await })
+            },
+            {
+                let node = Arc::clone(&node_b);
+                tokio::spawn(async move { node.accept(backward, at(0)).await })
+            }
+        );
+        let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+        let new = a.iter().chain(&b).filter(|r| !r.is_duplicate()).count();
+        assert_eq!(new, 1000, "round {round}: each event new exactly once");
+    }
+    let stats = node_a.stats().await.unwrap();
+    assert_eq!((stats.events, stats.deliveries), (5000, 5000), "{stats:?}");
+}
