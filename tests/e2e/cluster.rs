@@ -279,9 +279,17 @@ fn postgres_going_away_answers_503_and_loses_nothing_acknowledged() {
     let proxied = schema
         .url
         .replacen(&upstream.to_string(), &proxy.addr.to_string(), 1);
-    let receiver = Receiver::start("outage");
+    // The first delivery is answered slowly: its attempt is in flight when the database
+    // goes, so its record can only be written after it comes back.
+    let receiver = Receiver::scripted(
+        "outage",
+        [Answer::status(200).after(Duration::from_millis(1500))],
+        Answer::status(200),
+    );
     let node = Herald::start("outage", &conf(&schema, &proxied, &receiver));
-    let mut acknowledged = Vec::new();
+    let mut acknowledged = vec!["evt_in_flight".to_string()];
+    assert_eq!(post_event(&node, "evt_in_flight"), 202);
+    receiver.wait_for(1, WAIT);
     for i in 0..5 {
         let id = format!("evt_before_{i}");
         assert_eq!(post_event(&node, &id), 202);
@@ -310,6 +318,9 @@ fn postgres_going_away_answers_503_and_loses_nothing_acknowledged() {
     let ready = node.get("/readyz", "");
     assert_eq!(ready.status, 503, "{}", ready.text);
     assert!(ready.text.contains("database"), "{}", ready.text);
+
+    // The slow attempt ends during the outage: its record waits, retried, in memory.
+    node.wait_for_log("recording attempts failed; trying again");
 
     proxy.restore();
     wait_until("ready again", WAIT, || {
@@ -341,6 +352,17 @@ fn postgres_going_away_answers_503_and_loses_nothing_acknowledged() {
             Ok(())
         } else {
             Err(format!("missing {missing:?}"))
+        }
+    });
+    // Every delivery's record reached the store once it was back, the in-flight one too.
+    wait_until("every delivery recorded as succeeded", WAIT * 2, || {
+        let open =
+            schema.count("SELECT count(*) FROM {schema}.deliveries WHERE status <> 'succeeded'");
+        let total = schema.count("SELECT count(*) FROM {schema}.deliveries");
+        if open == 0 && total == acknowledged.len() as i64 {
+            Ok(())
+        } else {
+            Err(format!("{open} of {total} not succeeded"))
         }
     });
 }
