@@ -172,7 +172,11 @@ impl Engine {
                             let key = (event.team_id.clone(), d.channel.clone());
                             d.held = holder.is_some() && scheduler.has_room(&key);
                             if !d.held {
-                                scheduler.spilled(&key);
+                                // A shared store's deliveries are claimed after the commit
+                                // (below), not refilled into a lane that spilled.
+                                if holder.is_some() {
+                                    scheduler.spilled(&key);
+                                }
                                 spilled = true;
                             }
                         }

@@ -16,6 +16,10 @@
 //!   `herald.lock`, whose holder's pid is named in the error), so it hands the engine a
 //!   holder token and the engine dispatches from memory (see [`Store`], "The queue
 //!   boundary").
+//! - The PostgreSQL store is shared: `holder()` is `None`, every claim is a lease that
+//!   expires (`FOR UPDATE SKIP LOCKED`, a random token per row), and a node's dead leases
+//!   are taken over by the others; its conformance run and shared-store tests are in
+//!   `postgres/tests.rs`, against the real server.
 //! - Every read a team can make is scoped by `Option<&TeamId>` (`None` = admin): a team
 //!   never sees another team's rows, not even as a distinct error.
 
