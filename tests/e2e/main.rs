@@ -8,6 +8,7 @@ mod browser;
 mod channels;
 mod cli;
 mod client;
+mod cluster;
 mod delivery;
 mod delivery_core;
 mod harness;

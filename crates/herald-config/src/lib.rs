@@ -15,6 +15,6 @@ pub use load::{Env, LoadOutcome, load, load_with_env};
 pub use model::{
     ChannelConfig, Config, DEFAULT_MAX_CONCURRENCY_PER_CHANNEL, DEFAULT_PLUGIN_MEMORY_LIMIT,
     DEFAULT_PLUGIN_TIMEOUT, DEFAULT_WORKERS, DeliveryConfig, EmailChannelConfig, EmailConfig,
-    FileChannelConfig, ParseMode, PluginConfig, RetentionConfig, ServerConfig, StoreConfig,
-    TeamConfig, TelegramChannelConfig, TelegramConfig, WebhookChannelConfig,
+    FileChannelConfig, ParseMode, PluginConfig, PostgresConfig, RetentionConfig, ServerConfig,
+    StoreConfig, TeamConfig, TelegramChannelConfig, TelegramConfig, WebhookChannelConfig,
 };

@@ -98,11 +98,26 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The data directory of the embedded store.
+    /// The data directory of the embedded store (unused with PostgreSQL).
     pub path: PathBuf,
     /// Free space the store's filesystem must keep for `/readyz` to pass; `None` for the
     /// store's default.
     pub min_free_bytes: Option<u64>,
+    /// `backend = "postgres"`: the shared store several nodes use; `None` for the
+    /// embedded (SQLite) store.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `[store] backend = "postgres"`: where the shared store is.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The connection string (`postgres://user:password@host:port/db` or key=value
+    /// form); a secret, since it may hold a password.
+    pub url: Secret,
+    /// Most connections one node opens.
+    pub pool_size: usize,
+    /// The schema herald's tables live in (a plain lower-case identifier).
+    pub schema: String,
 }
 
 /// `[retention]`: how long finished records are kept. Pending deliveries (and their

@@ -21,8 +21,12 @@ pub(crate) struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
-    pub path: Option<String>,
+    pub backend: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
     pub min_free_bytes: Option<Spanned<u64>>,
+    pub url: Option<Spanned<String>>,
+    pub pool_size: Option<Spanned<u32>>,
+    pub schema: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

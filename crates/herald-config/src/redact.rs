@@ -24,6 +24,16 @@ pub(crate) fn secret_spans(doc: &DeTable<'_>) -> Vec<Range<usize>> {
 
 fn walk_table(table: &DeTable<'_>, spans: &mut Vec<Range<usize>>) {
     for (key, value) in table {
+        // `[store] url` may hold the database's password (elsewhere a `url` is public).
+        if key.get_ref().as_ref() == "store"
+            && let DeValue::Table(store) = value.get_ref()
+        {
+            for (key, value) in store {
+                if key.get_ref().as_ref() == "url" {
+                    literal_spans(value, spans);
+                }
+            }
+        }
         if SECRET_KEYS.contains(&key.get_ref().as_ref()) {
             literal_spans(value, spans);
         } else {

@@ -27,6 +27,7 @@ pub(crate) async fn attempt(
         delivery,
         event,
         lease,
+        ..
     } = job;
     let key = (delivery.team.clone(), delivery.channel.clone());
     let number = delivery.attempts + 1;

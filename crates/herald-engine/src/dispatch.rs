@@ -1,8 +1,11 @@
 //! The dispatcher: starts attempts from the scheduler's lanes within the worker and
 //! per-channel limits, feeds what each attempt showed back into its channel's limit, and
 //! reads the store only when it holds work nobody has in memory — at start-up, when a
-//! retry falls due (a timer on the earliest due time, never a poll), after a retry or
-//! re-enable request, and to refill a lane that spilled. On shutdown it drains.
+//! retry falls due (a timer on the earliest due time), after a retry or re-enable
+//! request, and to refill a lane that spilled. On a shared store (several nodes) it also
+//! claims every `shared_poll` (work other nodes accepted or scheduled, leases of nodes
+//! that died) and claims only as much as its workers can start, so that leases do not run
+//! out in memory and the other nodes get their share. On shutdown it drains.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,10 +75,20 @@ fn start_ready(
     let snapshot = inner.snapshot();
     let workers = snapshot.config.delivery.workers;
     let now = Instant::now();
+    // A claimed delivery is attempted only while its lease outlives the attempt, with
+    // room for the record to be written: else another node may take it over mid-send.
+    let must_outlive = crate::after(
+        crate::now(),
+        snapshot.attempt_limit() + std::time::Duration::from_secs(5),
+    );
     loop {
         let Some(job) = inner.scheduler().next(workers, now) else {
             break;
         };
+        if job.lease_until.is_some_and(|until| until < must_outlive) {
+            give_back(inner, job);
+            continue;
+        }
         let info = Running {
             key: job.key(),
             delivery_id: job.delivery.id.clone(),
@@ -89,6 +102,23 @@ fn start_ready(
         ));
         running.insert(handle.id(), info);
     }
+}
+
+/// A claimed job whose lease is nearly over: not attempted, its lease given back so that
+/// any node (this one included) claims it afresh.
+fn give_back(inner: &Arc<Inner>, job: Job) {
+    let key = job.key();
+    inner
+        .scheduler()
+        .done(&key, Duration::ZERO, Signal::Neutral, Instant::now());
+    tracing::debug!(delivery = %job.delivery.id, "lease nearly over before the attempt could start; giving it back");
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        if let Err(e) = inner.store.release(&job.delivery.id, &job.lease).await {
+            tracing::debug!(delivery = %job.delivery.id, error = %e, "giving back a lease failed; it expires on its own");
+        }
+        inner.read_store_now();
+    });
 }
 
 /// Feeds an ended attempt back into its lane. A task that panicked frees its slot too,
@@ -113,6 +143,10 @@ fn ended(
     if let Some(limit) = inner.scheduler().done(&key, rtt, signal, Instant::now()) {
         tracing::debug!(team = %key.0, channel = %key.1, limit, "concurrency limit changed");
     }
+    // A worker is free and the store may hold more due work than the last claim took.
+    if inner.shared_backlog.swap(false, Ordering::SeqCst) {
+        inner.read_store_now();
+    }
 }
 
 fn store_is_due(inner: &Inner) -> bool {
@@ -131,14 +165,27 @@ fn store_sleep(inner: &Inner) -> Option<Duration> {
 }
 
 /// Takes the store's due work into the lanes, page by page, then learns when the next
-/// falls due. Exclusive stores hold what they take; shared ones lease it.
+/// falls due. Exclusive stores hold what they take; shared ones lease it, one page of at
+/// most the free workers, and read again on their poll timer.
 async fn read_store(inner: &Inner) {
     *inner.store_due.lock().unwrap_or_else(|e| e.into_inner()) = None;
     metrics::counter!("herald_store_reads_total").increment(1);
-    let batch = inner.options.claim_batch;
+    let shared = inner.store.holder().is_none();
+    if shared {
+        inner.store_due_at(crate::after(now(), inner.options.shared_poll));
+    }
     let lease = inner.snapshot().lease();
     let mut exclude;
     loop {
+        let mut batch = inner.options.claim_batch;
+        if shared {
+            let workers = inner.snapshot().config.delivery.workers;
+            batch = batch.min(workers.saturating_sub(inner.scheduler().busy()));
+            if batch == 0 {
+                inner.shared_backlog.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
         exclude = inner.scheduler().exclusions();
         let now = now();
         let claims: Result<Vec<Claimed>, StoreError> = match inner.store.holder() {
@@ -153,6 +200,12 @@ async fn read_store(inner: &Inner) {
                     scheduler.push(Job::from(claim));
                 }
                 if n < batch {
+                    break;
+                }
+                if shared {
+                    // One page: the rest is claimed as workers free up, by whichever
+                    // node has them.
+                    inner.shared_backlog.store(true, Ordering::SeqCst);
                     break;
                 }
             }

@@ -99,6 +99,7 @@ impl Engine {
             scheduler: Mutex::new(Scheduler::new(policy, disabled)),
             // Start-up: everything the last process left unfinished is due.
             store_due: Mutex::new(Some(now())),
+            shared_backlog: AtomicBool::new(false),
             failing: Mutex::new(failing),
             dead_alerted: Mutex::new(std::collections::HashSet::new()),
             bus: LiveBus::default(),
@@ -178,7 +179,11 @@ impl Engine {
                             let key = (event.team_id.clone(), d.channel.clone());
                             d.held = holder.is_some() && scheduler.has_room(&key);
                             if !d.held {
-                                scheduler.spilled(&key);
+                                // A shared store's deliveries are claimed after the commit
+                                // (below), not refilled into a lane that spilled.
+                                if holder.is_some() {
+                                    scheduler.spilled(&key);
+                                }
                                 spilled = true;
                             }
                         }
@@ -466,5 +471,6 @@ fn held_job(
         },
         event: event.clone(),
         lease: holder.clone(),
+        lease_until: None,
     }
 }

@@ -43,6 +43,10 @@ pub struct EngineOptions {
     pub claim_batch: usize,
     /// How long shutdown waits for attempts in flight before releasing their leases.
     pub shutdown_grace: Duration,
+    /// Shared store only: how often the dispatcher claims due work even when it knows of
+    /// none, to take what other nodes accepted but did not start, retries they scheduled,
+    /// and the leases of nodes that died once they expire.
+    pub shared_poll: Duration,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +54,7 @@ impl Default for EngineOptions {
         EngineOptions {
             claim_batch: 512,
             shutdown_grace: Duration::from_secs(20),
+            shared_poll: Duration::from_secs(1),
         }
     }
 }
@@ -199,6 +204,9 @@ pub(crate) struct Inner {
     /// When the store next holds due work nobody has in memory (a retry falling due):
     /// the dispatcher reads the store then, and not before. `Some(past)` = at once.
     pub store_due: Mutex<Option<Timestamp>>,
+    /// Shared store: the last claim filled its page, so more due work may wait in the
+    /// store; the dispatcher claims again as soon as an attempt ends.
+    pub shared_backlog: AtomicBool,
     /// Channels whose last attempt failed permanently (blocked bot, SMTP 5xx, …).
     pub failing: Mutex<HashSet<ChannelKey>>,
     /// Channels whose dead letters are at or over their team's `alert_dead_letters` and

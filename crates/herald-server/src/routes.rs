@@ -471,6 +471,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "the store's disk is full: {available} bytes free, at least {needed} needed ([store] min_free_bytes)"
         ),
         Ok(Err(herald_store::StoreError::Closed)) => "the store's writer has stopped".to_string(),
+        Ok(Err(e @ herald_store::StoreError::Unavailable { .. })) => {
+            tracing::error!(error = %e, "store health check failed");
+            "the database (PostgreSQL) is unreachable or read-only; see the server log".to_string()
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store health check failed");
             "the store is not healthy; see the server log".to_string()

@@ -4,6 +4,7 @@ mod backup;
 mod check;
 mod client;
 mod explain;
+mod migrate;
 mod plugin;
 mod serve;
 
@@ -104,6 +105,11 @@ enum Command {
         #[command(flatten)]
         config: ConfigPath,
     },
+    /// Bring the PostgreSQL store's schema to this herald's version (serve does it too).
+    Migrate {
+        #[command(flatten)]
+        config: ConfigPath,
+    },
     /// Replace the embedded store with a backup (refused while a herald holds the store).
     Restore {
         /// The backup file (made by `herald backup`).
@@ -165,6 +171,9 @@ fn main() -> ExitCode {
         Command::Backup { path, config } => {
             backup::backup(&config.config, &path).map(|()| ExitCode::SUCCESS)
         }
+        Command::Migrate { config } => runtime()
+            .and_then(|rt| rt.block_on(migrate::run(&config.config)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Restore { path, config } => {
             backup::restore(&config.config, &path).map(|()| ExitCode::SUCCESS)
         }

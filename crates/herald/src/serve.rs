@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use herald_engine::{Engine, EngineOptions};
 use herald_server::AppState;
-use herald_store::SqliteStore;
+use herald_store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -26,15 +26,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         );
     };
     let listen = config.server.listen;
-    let store_path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_path))
-        .await?
-        .with_context(|| format!("opening the store in {}", config.store.path.display()))?;
-    let store = match config.store.min_free_bytes {
-        Some(bytes) => store.with_min_free_bytes(bytes),
-        None => store,
-    };
-    let engine = Engine::start(config, Arc::new(store), EngineOptions::default())
+    let store = open_store(&config.store).await?;
+    let engine = Engine::start(config, store, EngineOptions::default())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let state = AppState::new(
@@ -91,6 +84,36 @@ async fn shutdown_signal(engine: Engine, term: std::io::Result<Signal>) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
     engine.begin_draining();
+}
+
+/// The store `[store]` names: the embedded one (exclusive to this process), or the shared
+/// PostgreSQL one, migrated to this herald's schema version first.
+async fn open_store(config: &herald_config::StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(pg) = &config.postgres {
+        let options = postgres_options(pg);
+        let store = PostgresStore::open(&options)
+            .await
+            .context("opening the PostgreSQL store")?;
+        tracing::info!(database = %store.target(), schema = %store.schema(), "using the shared PostgreSQL store");
+        return Ok(Arc::new(store));
+    }
+    let store_path = config.path.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_path))
+        .await?
+        .with_context(|| format!("opening the store in {}", config.path.display()))?;
+    Ok(Arc::new(match config.min_free_bytes {
+        Some(bytes) => store.with_min_free_bytes(bytes),
+        None => store,
+    }))
+}
+
+/// The store's connection settings from `[store] backend = "postgres"`.
+pub fn postgres_options(pg: &herald_config::PostgresConfig) -> PostgresOptions {
+    PostgresOptions {
+        url: pg.url.expose().to_string(),
+        pool_size: pg.pool_size,
+        schema: pg.schema.clone(),
+    }
 }
 
 async fn reload_on_sighup(state: AppState, hup: std::io::Result<Signal>) {

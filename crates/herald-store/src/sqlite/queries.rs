@@ -9,10 +9,12 @@
 
 use std::time::Duration;
 
-use herald_core::{Event, RawEvent, TeamId, Timestamp};
+use herald_core::{Event, TeamId, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
+use crate::codec::{clamp_limit, decode_cursor, decode_event, encode_cursor, encode_event};
+pub(super) use crate::codec::{duration_nanos, nanos, timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
@@ -33,27 +35,6 @@ macro_rules! delivery_columns {
 const DELIVERY_COLUMNS: &str = delivery_columns!();
 /// How many columns [`DELIVERY_COLUMNS`] names.
 const DELIVERY_COLUMN_COUNT: usize = 15;
-
-/// Cursors look like `c1_<seq>`; the version prefix lets the format change later.
-const CURSOR_PREFIX: &str = "c1_";
-
-/// Times are stored as Unix nanoseconds (good from 1677 to 2262; clamped beyond).
-pub(super) fn nanos(t: Timestamp) -> i64 {
-    let n = t.unix_nanos();
-    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
-}
-
-pub(super) fn timestamp(n: i64) -> Timestamp {
-    Timestamp::from_unix_nanos(i128::from(n))
-}
-
-pub(super) fn duration_nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-fn clamp_limit(limit: usize) -> i64 {
-    i64::try_from(limit.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1)
-}
 
 fn conversion_error(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -109,28 +90,6 @@ fn channel_state_from_row(row: &Row<'_>) -> rusqlite::Result<ChannelState> {
     })
 }
 
-/// Reads a stored event back. Stored events are complete, so nothing is filled in.
-fn decode_event(body: &str, accepted_at: Timestamp) -> Result<Event, StoreError> {
-    RawEvent::from_json(body.as_bytes())
-        .and_then(|raw| raw.into_event(None, accepted_at, String::new))
-        .map_err(|err| StoreError::Corrupt {
-            what: "event".into(),
-            message: err.to_string(),
-        })
-}
-
-fn encode_cursor(seq: i64) -> String {
-    format!("{CURSOR_PREFIX}{seq}")
-}
-
-fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
-    cursor
-        .strip_prefix(CURSOR_PREFIX)
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|&n| n > 0)
-        .ok_or(StoreError::InvalidCursor)
-}
-
 /// An event ready for the writer: serialised by the caller, off the writer thread.
 #[derive(Debug)]
 pub(crate) struct PreparedEvent {
@@ -145,8 +104,7 @@ impl PreparedEvent {
     pub(crate) fn new(
         (event, deliveries): (Event, Vec<NewDelivery>),
     ) -> Result<PreparedEvent, StoreError> {
-        let body = serde_json::to_string(&event)
-            .map_err(|_| StoreError::Internal("an event could not be encoded as JSON"))?;
+        let body = encode_event(&event)?;
         Ok(PreparedEvent {
             id: event.id,
             team: event.team_id,
