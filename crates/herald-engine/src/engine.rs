@@ -88,6 +88,21 @@ impl Engine {
         let disabled = disabled.into_iter().map(|s| (s.team, s.channel)).collect();
         let failing = failing.into_iter().map(|s| (s.team, s.channel)).collect();
         let policy = concurrency_policy(&snapshot.config);
+        let components = Arc::new(crate::components::Components::default());
+        let mut bus = LiveBus::default();
+        if let Some(url) = &snapshot.config.cluster.live_bus {
+            let node = snapshot.config.cluster.node_id.clone().unwrap_or_else(|| {
+                format!("{}-{:04x}", crate::process_name(), fastrand::u16(..))
+            });
+            let relay = crate::cluster_bus::start(
+                bus.clone(),
+                url,
+                &snapshot.config.cluster.channel_prefix,
+                node,
+                components.clone(),
+            )?;
+            bus = bus.with_relay(relay);
+        }
         let inner = Arc::new(Inner {
             store,
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -101,7 +116,8 @@ impl Engine {
             store_due: Mutex::new(Some(now())),
             failing: Mutex::new(failing),
             dead_alerted: Mutex::new(std::collections::HashSet::new()),
-            bus: LiveBus::default(),
+            bus,
+            components,
             plugins,
             _plugin_watcher: watcher,
         });
@@ -115,6 +131,28 @@ impl Engine {
     /// The live bus: subscribe to follow events and delivery state changes.
     pub fn bus(&self) -> &LiveBus {
         &self.inner.bus
+    }
+
+    /// The sources' and the live bus's connection states (sources write theirs).
+    pub fn components(&self) -> &Arc<crate::components::Components> {
+        &self.inner.components
+    }
+
+    /// Validates `body` exactly as [`Engine::ingest`] does and shows its events on the
+    /// live stream only: nothing is stored, matched or delivered, whatever the event
+    /// type (a Pub/Sub source: the stream is the durable path). Returns how many events
+    /// were shown.
+    pub fn publish_live(&self, caller: &Caller, body: &[u8]) -> Result<usize, IngestError> {
+        let snapshot = self.inner.snapshot();
+        let plan = plan(&snapshot.config, caller, body, now())?;
+        let n = plan.events.len();
+        for (event, _) in plan.events {
+            self.inner.bus.publish(LiveMessage::Event {
+                durable: false,
+                event,
+            });
+        }
+        Ok(n)
     }
 
     pub fn config(&self) -> Arc<Config> {
