@@ -461,3 +461,58 @@ fn herald_reconnects_after_a_redis_restart_and_recreates_a_deleted_group() {
     r.wait_no_pending(&stream, "herald");
     rx.assert_stays(3, QUIET);
 }
+
+#[test]
+fn herald_check_locates_every_problem_of_sources_and_cluster_and_hides_passwords() {
+    let s = Scratch::new("redis-check");
+    let base = Conf::new().render();
+    s.write(
+        "herald.toml",
+        &format!(
+            "{base}
+[[sources]]
+type = \"redis_stream\"
+url = \"redis://:hunter2@127.0.0.1:6379\"
+stream = \"s\"
+team = \"initech\"
+
+[[sources]]
+type = \"redis_stream\"
+url = \"http://127.0.0.1\"
+team_from = \"payload\"
+team = \"acme\"
+
+[[sources]]
+type = \"kafka\"
+
+[cluster]
+live_bus = \"rediss://:hunter2@h\"
+"
+        ),
+    );
+    let base_lines = base.lines().count();
+    let mut cmd = crate::support::herald();
+    cmd.current_dir(&s.dir)
+        .args(["check", "herald.toml", "--format", "short"]);
+    let out = crate::support::run(cmd, "");
+    assert_eq!(out.status.code(), Some(1), "{}", outputs(&out));
+    let stderr = crate::support::text(&out.stderr);
+    let at = |line: usize, col: usize| format!("herald.toml:{}:{col}: error: ", base_lines + line);
+    for want in [
+        format!("{}team `initech` is not configured", at(6, 8)),
+        format!("{}this source has no `stream`", at(9, 8)),
+        format!("{}the Redis url of the source must start with redis://", at(10, 7)),
+        format!("{}set either `team`", at(11, 13)),
+        format!("{}unknown source type `kafka`", at(15, 8)),
+        format!("{}the live bus url ([cluster] live_bus) uses TLS", at(18, 12)),
+    ] {
+        assert!(stderr.lines().any(|l| l.starts_with(&want)), "missing `{want}` in:\n{stderr}");
+    }
+    // The human format shows the source lines, with the URLs' passwords masked.
+    let mut cmd = crate::support::herald();
+    cmd.current_dir(&s.dir).args(["check", "herald.toml"]);
+    let out = crate::support::run(cmd, "");
+    let all = outputs(&out);
+    assert!(all.contains("team = \"initech\""), "{all}");
+    assert!(!all.contains("hunter2"), "a password was printed:\n{all}");
+}

@@ -171,8 +171,10 @@ pub(crate) struct RawRedisStreamSource {
     #[serde(rename = "type")]
     pub kind: String,
     pub name: Option<Spanned<String>>,
-    pub url: Spanned<String>,
-    pub stream: Spanned<String>,
+    // Required, but optional here so that a missing one does not hide the other
+    // problems of the entry (the loader reports it).
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub consumer: Option<Spanned<String>>,
     pub field: Option<Spanned<String>>,
@@ -189,8 +191,8 @@ pub(crate) struct RawRedisPubSubSource {
     #[serde(rename = "type")]
     pub kind: String,
     pub name: Option<Spanned<String>>,
-    pub url: Spanned<String>,
-    pub channel: Spanned<String>,
+    pub url: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
     pub team_from: Option<Spanned<String>>,
     pub team: Option<Spanned<String>>,
 }

@@ -78,8 +78,11 @@ impl Loader<'_> {
         match kind {
             "redis_stream" => {
                 let raw: RawRedisStreamSource = self.de(body, file)?;
-                let url = self.redis_url(&raw.url, file, "Redis url of the source");
-                let stream = self.redis_key(&raw.stream, file, "stream");
+                let url = self.required(raw.url.as_ref(), &kind_span, file, "url", "the Redis server")
+                    .and_then(|u| self.redis_url(u, file, "Redis url of the source"));
+                let stream = self
+                    .required(raw.stream.as_ref(), &kind_span, file, "stream", "the stream to read")
+                    .and_then(|s| self.redis_key(s, file, "stream"));
                 let group = match &raw.group {
                     Some(g) => self.redis_key(g, file, "group"),
                     None => Some("herald".to_string()),
@@ -134,8 +137,11 @@ impl Loader<'_> {
             }
             "redis_pubsub" => {
                 let raw: RawRedisPubSubSource = self.de(body, file)?;
-                let url = self.redis_url(&raw.url, file, "Redis url of the source");
-                let channel = self.redis_key(&raw.channel, file, "channel");
+                let url = self.required(raw.url.as_ref(), &kind_span, file, "url", "the Redis server")
+                    .and_then(|u| self.redis_url(u, file, "Redis url of the source"));
+                let channel = self
+                    .required(raw.channel.as_ref(), &kind_span, file, "channel", "the Pub/Sub channel to subscribe to")
+                    .and_then(|c| self.redis_key(c, file, "channel"));
                 let team = self.team_choice(raw.team_from.as_ref(), raw.team.as_ref(), file);
                 let channel = channel?;
                 let (name, name_at) =
@@ -160,6 +166,24 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// A required key, or an error at the entry's `type`.
+    fn required<'v>(
+        &mut self,
+        value: Option<&'v Spanned<String>>,
+        kind_span: &std::ops::Range<usize>,
+        file: usize,
+        key: &str,
+        what: &str,
+    ) -> Option<&'v Spanned<String>> {
+        if value.is_none() {
+            self.error(
+                format!("this source has no `{key}` ({what})"),
+                at(file, kind_span.clone()),
+            );
+        }
+        value
     }
 
     /// The source's name: `name`, else its stream or channel.
@@ -372,7 +396,7 @@ mod tests {
             ),
             (
                 &format!("type = \"redis_stream\"\n{URL}"),
-                "herald.toml:21:1: error: missing field `stream`",
+                "herald.toml:22:8: error: this source has no `stream` (the stream to read)",
             ),
             (
                 &format!("type = \"redis_stream\"\n{URL}stream = \"s\"\nteam = \"acme\"\nteam_from = \"payload\"\n"),
@@ -404,7 +428,7 @@ mod tests {
             ),
             (
                 &format!("type = \"redis_pubsub\"\n{URL}"),
-                "herald.toml:21:1: error: missing field `channel`",
+                "herald.toml:22:8: error: this source has no `channel` (the Pub/Sub channel to subscribe to)",
             ),
             (
                 &format!("type = \"redis_pubsub\"\n{URL}channel = \"c\"\nname = \"a b\"\n"),
