@@ -79,6 +79,21 @@ impl TestRedis {
         self.cmd(&["XADD", stream, "*", "payload", payload])
     }
 
+    /// `XREADGROUP` of up to 10 new entries as `consumer`, as a consumer that then dies.
+    pub fn read_as(&mut self, stream: &str, group: &str, consumer: &str) {
+        let _: redis::Value = self.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            "10",
+            "STREAMS",
+            stream,
+            ">",
+        ]);
+    }
+
     /// How many entries of `group` are pending (read, not acknowledged).
     pub fn pending(&mut self, stream: &str, group: &str) -> Vec<(String, String, usize)> {
         let reply: StreamPendingCountReply =
@@ -111,14 +126,18 @@ impl TestRedis {
     }
 
     pub fn wait_no_pending(&mut self, stream: &str, group: &str) {
-        wait_until(&format!("no entry pending in {stream}/{group}"), WAIT, || {
-            let p = self.pending(stream, group);
-            if p.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{p:?}"))
-            }
-        });
+        wait_until(
+            &format!("no entry pending in {stream}/{group}"),
+            WAIT,
+            || {
+                let p = self.pending(stream, group);
+                if p.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{p:?}"))
+                }
+            },
+        );
     }
 }
 
@@ -174,7 +193,10 @@ fn stream_entries_are_delivered_and_acknowledged_after_their_commit() {
     let mut r = TestRedis::connect("stream-basic");
     let stream = r.key("events");
     let rx = Receiver::start("hook");
-    let h = Herald::start("redis-basic", &conf(&rx, &stream_source(&r.url, &stream, "")));
+    let h = Herald::start(
+        "redis-basic",
+        &conf(&rx, &stream_source(&r.url, &stream, "")),
+    );
     wait_until("the source connected in /readyz", WAIT, || {
         let ready = h.client().request(Method::GET, "/readyz", None, None);
         if ready.status == 200 && ready.text.contains("events (redis_stream): connected") {
@@ -184,10 +206,16 @@ fn stream_entries_are_delivered_and_acknowledged_after_their_commit() {
         }
     });
 
-    r.xadd(&stream, r#"{"id":"evt_s1","event":"host.down","team_id":"acme"}"#);
+    r.xadd(
+        &stream,
+        r#"{"id":"evt_s1","event":"host.down","team_id":"acme"}"#,
+    );
     let no_id = r.xadd(&stream, r#"{"event":"capsule.create","team_id":"acme"}"#);
     // A transient type read from the stream is shown live only, as over HTTP.
-    r.xadd(&stream, r#"{"id":"evt_t","event":"capsule.state.changed","team_id":"acme"}"#);
+    r.xadd(
+        &stream,
+        r#"{"id":"evt_t","event":"capsule.state.changed","team_id":"acme"}"#,
+    );
     let requests = rx.wait_for(2, WAIT);
     let ids: BTreeSet<String> = requests.iter().map(Request::event_id).collect();
     // An entry without an id is the event `<stream>:<entry id>`: a redelivery of it is
@@ -200,15 +228,27 @@ fn stream_entries_are_delivered_and_acknowledged_after_their_commit() {
 
     // The same event again (what a redelivery after a commit whose XACK was lost looks
     // like): acknowledged, stored once, not delivered again.
-    r.xadd(&stream, r#"{"id":"evt_s1","event":"host.down","team_id":"acme"}"#);
-    wait_metric(&h, "herald_source_events_total{source=\"events\",outcome=\"duplicate\"} 1");
+    r.xadd(
+        &stream,
+        r#"{"id":"evt_s1","event":"host.down","team_id":"acme"}"#,
+    );
+    wait_metric(
+        &h,
+        "herald_source_events_total{source=\"events\",outcome=\"duplicate\"} 1",
+    );
     r.wait_no_pending(&stream, "herald");
     rx.assert_stays(2, QUIET);
     succeeded(&h, "evt_s1", 1);
     let m = metrics(&h);
-    assert!(m.contains("herald_source_events_total{source=\"events\",outcome=\"accepted\"} 3"), "{m}");
+    assert!(
+        m.contains("herald_source_events_total{source=\"events\",outcome=\"accepted\"} 3"),
+        "{m}"
+    );
     let gauges = wait_metric(&h, "herald_source_pending{source=\"events\"} 0");
-    assert!(gauges.contains("herald_source_lag{source=\"events\"} 0"), "{gauges}");
+    assert!(
+        gauges.contains("herald_source_lag{source=\"events\"} 0"),
+        "{gauges}"
+    );
     assert_no_secret("server log", &h.logs());
 }
 
@@ -217,23 +257,47 @@ fn invalid_entries_are_dead_lettered_with_their_reason_and_do_not_block_the_next
     let mut r = TestRedis::connect("stream-dead");
     let stream = r.key("events");
     let rx = Receiver::start("hook");
-    let h = Herald::start("redis-dead", &conf(&rx, &stream_source(&r.url, &stream, "")));
+    let h = Herald::start(
+        "redis-dead",
+        &conf(&rx, &stream_source(&r.url, &stream, "")),
+    );
     h.wait_for_log("redis stream source connected");
 
     let bad = [
-        ("{not json", "malformed JSON at line 1 column 2: key must be a string"),
-        (r#"{"event":"disk.full","team_id":"acme"}"#, "event: event type `disk.full` is not declared in [[event_types]]"),
-        (r#"{"event":"host.down","team_id":"initech"}"#, "team_id: team `initech` is not configured"),
-        (r#"{"event":"host.down"}"#, "team_id: missing; this source takes each event's team from its `team_id` (team_from = \"payload\")"),
-        (r#"{"event":"host.down","team_id":"acme","actor":{"type":"bot"}}"#, "actor.type: unknown variant `bot`, expected one of `user`, `api_key`, `system`"),
-        (r#"[{"event":"host.down","team_id":"acme"}]"#, "(body): a stream entry holds one event object, not a batch"),
+        (
+            "{not json",
+            "malformed JSON at line 1 column 2: key must be a string",
+        ),
+        (
+            r#"{"event":"disk.full","team_id":"acme"}"#,
+            "event: event type `disk.full` is not declared in [[event_types]]",
+        ),
+        (
+            r#"{"event":"host.down","team_id":"initech"}"#,
+            "team_id: team `initech` is not configured",
+        ),
+        (
+            r#"{"event":"host.down"}"#,
+            "team_id: missing; this source takes each event's team from its `team_id` (team_from = \"payload\")",
+        ),
+        (
+            r#"{"event":"host.down","team_id":"acme","actor":{"type":"bot"}}"#,
+            "actor.type: unknown variant `bot`, expected one of `user`, `api_key`, `system`",
+        ),
+        (
+            r#"[{"event":"host.down","team_id":"acme"}]"#,
+            "(body): a stream entry holds one event object, not a batch",
+        ),
     ];
     let mut ids = Vec::new();
     for (payload, _) in &bad {
         ids.push(r.xadd(&stream, payload));
     }
     let other_field: String = r.cmd(&["XADD", &stream, "*", "body", "{}"]);
-    r.xadd(&stream, r#"{"id":"evt_after","event":"host.down","team_id":"acme"}"#);
+    r.xadd(
+        &stream,
+        r#"{"id":"evt_after","event":"host.down","team_id":"acme"}"#,
+    );
 
     let requests = rx.wait_for(1, WAIT);
     assert_eq!(requests[0].event_id(), "evt_after");
@@ -252,8 +316,17 @@ fn invalid_entries_are_dead_lettered_with_their_reason_and_do_not_block_the_next
         assert_eq!(fields["source"], "events");
     }
     assert_eq!(dead[bad.len()].1["id"], other_field);
-    assert_eq!(dead[bad.len()].1["reason"], "(entry): no field `payload` holding the event");
-    wait_metric(&h, &format!("herald_source_dead_lettered_total{{source=\"events\"}} {}", bad.len() + 1));
+    assert_eq!(
+        dead[bad.len()].1["reason"],
+        "(entry): no field `payload` holding the event"
+    );
+    wait_metric(
+        &h,
+        &format!(
+            "herald_source_dead_lettered_total{{source=\"events\"}} {}",
+            bad.len() + 1
+        ),
+    );
     rx.assert_stays(1, QUIET);
 }
 
@@ -267,7 +340,10 @@ fn a_fixed_team_source_refuses_another_teams_event() {
         &conf(&rx, &stream_source(&r.url, &stream, "team = \"acme\"\n")),
     );
     h.wait_for_log("redis stream source connected");
-    r.xadd(&stream, r#"{"id":"evt_g","event":"host.down","team_id":"globex"}"#);
+    r.xadd(
+        &stream,
+        r#"{"id":"evt_g","event":"host.down","team_id":"globex"}"#,
+    );
     r.xadd(&stream, r#"{"id":"evt_a","event":"host.down"}"#);
     assert_eq!(rx.wait_for(1, WAIT)[0].event_id(), "evt_a");
     r.wait_no_pending(&stream, "herald");
@@ -289,8 +365,11 @@ fn an_entry_read_but_not_committed_before_a_crash_is_delivered_once_after_restar
     // The state a kill -9 between XREADGROUP and the commit leaves: the entry is in
     // node-1's pending list and not in the store.
     let _: String = r.cmd(&["XGROUP", "CREATE", &stream, "herald", "$", "MKSTREAM"]);
-    r.xadd(&stream, r#"{"id":"evt_c1","event":"host.down","team_id":"acme"}"#);
-    let _: redis::Value = r.cmd(&["XREADGROUP", "GROUP", "herald", "node-1", "COUNT", "10", "STREAMS", &stream, ">"]);
+    r.xadd(
+        &stream,
+        r#"{"id":"evt_c1","event":"host.down","team_id":"acme"}"#,
+    );
+    r.read_as(&stream, "herald", "node-1");
     assert_eq!(r.pending(&stream, "herald").len(), 1);
 
     let mut h = Herald::start("redis-crash", &conf(&rx, &source));
@@ -301,7 +380,10 @@ fn an_entry_read_but_not_committed_before_a_crash_is_delivered_once_after_restar
     // after the restart every entry is stored once and delivered, and none stays pending.
     let burst: Vec<String> = (0..40).map(|i| format!("evt_b{i}")).collect();
     for id in &burst {
-        r.xadd(&stream, &json!({"id": id, "event": "host.down", "team_id": "acme"}).to_string());
+        r.xadd(
+            &stream,
+            &json!({"id": id, "event": "host.down", "team_id": "acme"}).to_string(),
+        );
     }
     h.kill9();
     h.restart();
@@ -318,7 +400,11 @@ fn an_entry_read_but_not_committed_before_a_crash_is_delivered_once_after_restar
             .insert(req.webhook_id().to_string());
     }
     for id in &burst {
-        assert_eq!(webhook_ids.get(id).map(BTreeSet::len), Some(1), "{id}: {webhook_ids:?}");
+        assert_eq!(
+            webhook_ids.get(id).map(BTreeSet::len),
+            Some(1),
+            "{id}: {webhook_ids:?}"
+        );
     }
 }
 
@@ -328,15 +414,33 @@ fn a_dead_consumers_entries_are_taken_over_and_poison_entries_dead_lettered() {
     let stream = r.key("events");
     let rx = Receiver::start("hook");
     let _: String = r.cmd(&["XGROUP", "CREATE", &stream, "herald", "$", "MKSTREAM"]);
-    let orphan = r.xadd(&stream, r#"{"id":"evt_orphan","event":"host.down","team_id":"acme"}"#);
-    let poison = r.xadd(&stream, r#"{"id":"evt_poison","event":"host.down","team_id":"acme"}"#);
+    let orphan = r.xadd(
+        &stream,
+        r#"{"id":"evt_orphan","event":"host.down","team_id":"acme"}"#,
+    );
+    let poison = r.xadd(
+        &stream,
+        r#"{"id":"evt_poison","event":"host.down","team_id":"acme"}"#,
+    );
     // A consumer that read both and died; the poison entry was delivered 5 times already
     // (it crashed consumers before).
-    let _: redis::Value = r.cmd(&["XREADGROUP", "GROUP", "herald", "ghost", "COUNT", "10", "STREAMS", &stream, ">"]);
-    let _: redis::Value = r.cmd(&["XCLAIM", &stream, "herald", "ghost", "0", &poison, "RETRYCOUNT", "5"]);
+    r.read_as(&stream, "herald", "ghost");
+    let _: redis::Value = r.cmd(&[
+        "XCLAIM",
+        &stream,
+        "herald",
+        "ghost",
+        "0",
+        &poison,
+        "RETRYCOUNT",
+        "5",
+    ]);
     let pending = r.pending(&stream, "herald");
     assert_eq!(
-        pending.iter().map(|p| (p.1.as_str(), p.2)).collect::<Vec<_>>(),
+        pending
+            .iter()
+            .map(|p| (p.1.as_str(), p.2))
+            .collect::<Vec<_>>(),
         [("ghost", 1), ("ghost", 5)]
     );
 
@@ -357,7 +461,11 @@ fn a_dead_consumers_entries_are_taken_over_and_poison_entries_dead_lettered() {
         "(entry): delivered 6 times, more than max_deliveries = 3"
     );
     rx.assert_stays(1, QUIET);
-    assert!(h.logs().contains("took over entries idle past claim_idle"), "{}", h.logs());
+    assert!(
+        h.logs().contains("took over entries idle past claim_idle"),
+        "{}",
+        h.logs()
+    );
     let _ = orphan;
 }
 
@@ -391,14 +499,23 @@ impl OwnRedis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install Redis (apt-get install redis-server)")
+                panic!(
+                    "cannot run redis-server ({e}); install Redis (apt-get install redis-server)"
+                )
             });
         self.child = Some(child);
         let url = self.url();
@@ -431,7 +548,10 @@ fn herald_reconnects_after_a_redis_restart_and_recreates_a_deleted_group() {
     let mut r = TestRedis::connect_to(&server.url(), "stream-restart");
     let stream = r.key("events");
     let rx = Receiver::start("hook");
-    let h = Herald::start("redis-restart", &conf(&rx, &stream_source(&server.url(), &stream, "")));
+    let h = Herald::start(
+        "redis-restart",
+        &conf(&rx, &stream_source(&server.url(), &stream, "")),
+    );
     h.wait_for_log("redis stream source connected");
     let event = |id: &str| json!({"id": id, "event": "host.down", "team_id": "acme"}).to_string();
     r.xadd(&stream, &event("evt_before"));
@@ -457,7 +577,10 @@ fn herald_reconnects_after_a_redis_restart_and_recreates_a_deleted_group() {
     h.wait_for_log("the consumer group disappeared; recreating it");
     r.xadd(&stream, &event("evt_after_destroy"));
     let ids: Vec<String> = rx.wait_for(3, WAIT).iter().map(Request::event_id).collect();
-    assert_eq!(ids, ["evt_before", "evt_after_restart", "evt_after_destroy"]);
+    assert_eq!(
+        ids,
+        ["evt_before", "evt_after_restart", "evt_after_destroy"]
+    );
     r.wait_no_pending(&stream, "herald");
     rx.assert_stays(3, QUIET);
 }
@@ -501,12 +624,21 @@ live_bus = \"rediss://:hunter2@h\"
     for want in [
         format!("{}team `initech` is not configured", at(6, 8)),
         format!("{}this source has no `stream`", at(9, 8)),
-        format!("{}the Redis url of the source must start with redis://", at(10, 7)),
+        format!(
+            "{}the Redis url of the source must start with redis://",
+            at(10, 7)
+        ),
         format!("{}set either `team`", at(11, 13)),
         format!("{}unknown source type `kafka`", at(15, 8)),
-        format!("{}the live bus url ([cluster] live_bus) uses TLS", at(18, 12)),
+        format!(
+            "{}the live bus url ([cluster] live_bus) uses TLS",
+            at(18, 12)
+        ),
     ] {
-        assert!(stderr.lines().any(|l| l.starts_with(&want)), "missing `{want}` in:\n{stderr}");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&want)),
+            "missing `{want}` in:\n{stderr}"
+        );
     }
     // The human format shows the source lines, with the URLs' passwords masked.
     let mut cmd = crate::support::herald();

@@ -17,6 +17,6 @@ pub use model::{
     DEFAULT_MAX_CONCURRENCY_PER_CHANNEL, DEFAULT_MAX_DELIVERIES, DEFAULT_PLUGIN_MEMORY_LIMIT,
     DEFAULT_PLUGIN_TIMEOUT, DEFAULT_WORKERS, DeliveryConfig, EmailChannelConfig, EmailConfig,
     FileChannelConfig, ParseMode, PluginConfig, RedisPubSubConfig, RedisStreamConfig,
-    RetentionConfig, ServerConfig, SourceConfig, SourceKind, SourceTeam, StoreConfig,
-    TeamConfig, TelegramChannelConfig, TelegramConfig, WebhookChannelConfig,
+    RetentionConfig, ServerConfig, SourceConfig, SourceKind, SourceTeam, StoreConfig, TeamConfig,
+    TelegramChannelConfig, TelegramConfig, WebhookChannelConfig,
 };

@@ -144,22 +144,29 @@ async fn subscribe(
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
-        let mut pubsub =
-            match tokio::time::timeout(Duration::from_secs(5), pubsub).await {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    components.set(COMPONENT, "live_bus", Some(format!("cannot subscribe: {}", e.kind_name())));
-                    tokio::time::sleep(backoff).await;
-                    backoff = next_backoff(backoff);
-                    continue;
-                }
-                Err(_) => {
-                    components.set(COMPONENT, "live_bus", Some("cannot subscribe: timed out".into()));
-                    tokio::time::sleep(backoff).await;
-                    backoff = next_backoff(backoff);
-                    continue;
-                }
-            };
+        let mut pubsub = match tokio::time::timeout(Duration::from_secs(5), pubsub).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                components.set(
+                    COMPONENT,
+                    "live_bus",
+                    Some(format!("cannot subscribe: {}", e.kind_name())),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = next_backoff(backoff);
+                continue;
+            }
+            Err(_) => {
+                components.set(
+                    COMPONENT,
+                    "live_bus",
+                    Some("cannot subscribe: timed out".into()),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = next_backoff(backoff);
+                continue;
+            }
+        };
         components.set(COMPONENT, "live_bus", None);
         tracing::info!(%channel, %node, "live bus: subscribed");
         backoff = FIRST_BACKOFF;
@@ -180,7 +187,11 @@ async fn subscribe(
                 }
             }
         }
-        components.set(COMPONENT, "live_bus", Some("disconnected from Redis; reconnecting".into()));
+        components.set(
+            COMPONENT,
+            "live_bus",
+            Some("disconnected from Redis; reconnecting".into()),
+        );
         tracing::warn!("live bus: disconnected; reconnecting");
         tokio::time::sleep(backoff).await;
         backoff = next_backoff(backoff);
@@ -242,7 +253,7 @@ pub(crate) fn from_other_node(text: &str, node: &str) -> Result<Option<BusMessag
     let message = match wire {
         Wire::Event { durable, event } => {
             let event = event
-                .into_event(None, crate::now(), || String::new())
+                .into_event(None, crate::now(), String::new)
                 .map_err(|e| e.to_string())?;
             LiveMessage::Event {
                 durable,
@@ -332,7 +343,9 @@ mod tests {
             },
         ] {
             let sent = BusMessage::new(message);
-            let got = from_other_node(&envelope("a", &sent), "b").unwrap().unwrap();
+            let got = from_other_node(&envelope("a", &sent), "b")
+                .unwrap()
+                .unwrap();
             assert_eq!(got.json, sent.json);
             assert_eq!(
                 serde_json::to_string(&got.message).unwrap(),
@@ -346,7 +359,10 @@ mod tests {
     fn what_is_not_understood_is_an_error() {
         let cases = [
             ("not json", "expected ident"),
-            (r#"{"node":"a","message":{"kind":"nope"}}"#, "unknown variant `nope`"),
+            (
+                r#"{"node":"a","message":{"kind":"nope"}}"#,
+                "unknown variant `nope`",
+            ),
             (
                 r#"{"node":"a","message":{"kind":"channel","team":"acme","channel":"c","state":"melted"}}"#,
                 "unknown state `melted`",

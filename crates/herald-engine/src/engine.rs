@@ -91,9 +91,10 @@ impl Engine {
         let components = Arc::new(crate::components::Components::default());
         let mut bus = LiveBus::default();
         if let Some(url) = &snapshot.config.cluster.live_bus {
-            let node = snapshot.config.cluster.node_id.clone().unwrap_or_else(|| {
-                format!("{}-{:04x}", crate::process_name(), fastrand::u16(..))
-            });
+            let node =
+                snapshot.config.cluster.node_id.clone().unwrap_or_else(|| {
+                    format!("{}-{:04x}", crate::process_name(), fastrand::u16(..))
+                });
             let relay = crate::cluster_bus::start(
                 bus.clone(),
                 url,

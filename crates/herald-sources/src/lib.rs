@@ -54,8 +54,12 @@ fn source_team(kind: &SourceKind) -> &SourceTeam {
 
 /// A Redis client for `url`; the error never repeats the URL (it may hold a password).
 fn client(name: &str, url: &herald_core::Secret) -> Result<redis::Client, String> {
-    redis::Client::open(url.expose())
-        .map_err(|e| format!("source `{name}`: the Redis url is not usable ({:?})", e.kind()))
+    redis::Client::open(url.expose()).map_err(|e| {
+        format!(
+            "source `{name}`: the Redis url is not usable ({:?})",
+            e.kind()
+        )
+    })
 }
 
 /// Waits `d`, or less when `stop` turns true; returns whether to stop.

@@ -19,13 +19,19 @@ pub fn is_permanent(e: &IngestError) -> bool {
 /// The reason recorded with a refused entry: `FIELD: PROBLEM`, as HTTP gives it.
 pub fn of(e: &IngestError) -> String {
     match e {
-        IngestError::WrongTeam { field, caller, team } => {
+        IngestError::WrongTeam {
+            field,
+            caller,
+            team,
+        } => {
             format!("{field}: this source publishes for team `{caller}`, not `{team}`")
         }
         IngestError::Invalid { field, message }
             if field.ends_with("team_id") && message.starts_with("missing") =>
         {
-            format!("{field}: missing; this source takes each event's team from its `team_id` (team_from = \"payload\")")
+            format!(
+                "{field}: missing; this source takes each event's team from its `team_id` (team_from = \"payload\")"
+            )
         }
         other => other.to_string(),
     }

@@ -7,6 +7,7 @@
 //! 2. Then new entries (`>`), blocking up to a second between checks for shutdown.
 //! 3. Every `claim_idle / 2`, take over entries idle past `claim_idle` in other
 //!    consumers' pending lists (`XAUTOCLAIM`): consumers that died.
+//!
 //! Each entry is ingested exactly as an HTTP publish and acknowledged only once ingest
 //! returned (the event and its fan-out rows are committed). An entry that is not a valid
 //! event, or was delivered more than `max_deliveries` times (`XPENDING`'s count), is
@@ -22,7 +23,9 @@ use std::time::{Duration, Instant};
 use herald_config::RedisStreamConfig;
 use herald_engine::{Caller, Engine, IngestError, IngestReply, next_backoff};
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply, StreamReadReply,
+};
 use tokio::sync::watch;
 
 use crate::{client, reason, sleep_or_stop};
@@ -128,7 +131,10 @@ impl StreamSource {
 
     /// Creates the group if missing: at the stream's end on first use, or after the last
     /// entry this process read when the group disappeared under it.
-    async fn ensure_group(&self, conn: &mut MultiplexedConnection) -> Result<(), redis::RedisError> {
+    async fn ensure_group(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), redis::RedisError> {
         let start = self.last_read.clone().unwrap_or_else(|| "$".to_string());
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -148,11 +154,7 @@ impl StreamSource {
         }
     }
 
-    async fn session(
-        &mut self,
-        stop: &mut watch::Receiver<bool>,
-        backoff: &mut Duration,
-    ) -> End {
+    async fn session(&mut self, stop: &mut watch::Receiver<bool>, backoff: &mut Duration) -> End {
         let mut conn = match self.connect().await {
             Ok(c) => c,
             Err(e) => return End::Redis(e),
@@ -326,14 +328,18 @@ impl StreamSource {
                 "(entry): delivered {times_delivered} times, more than max_deliveries = {}",
                 self.config.max_deliveries
             );
-            self.dead_letter(conn, &entry.id, payload.as_deref(), &why).await?;
+            self.dead_letter(conn, &entry.id, payload.as_deref(), &why)
+                .await?;
             return Ok(Handled::Acked);
         }
         let Some(payload) = payload else {
             let why = if entry.map.is_empty() {
                 "(entry): the entry is gone from the stream (deleted or trimmed)".to_string()
             } else {
-                format!("(entry): no field `{}` holding the event", self.config.field)
+                format!(
+                    "(entry): no field `{}` holding the event",
+                    self.config.field
+                )
             };
             self.dead_letter(conn, &entry.id, None, &why).await?;
             return Ok(Handled::Acked);
@@ -341,7 +347,8 @@ impl StreamSource {
         let body = match with_event_id(&payload, &self.config.stream, &entry.id) {
             Ok(body) => body,
             Err(why) => {
-                self.dead_letter(conn, &entry.id, Some(&payload), &why).await?;
+                self.dead_letter(conn, &entry.id, Some(&payload), &why)
+                    .await?;
                 return Ok(Handled::Acked);
             }
         };
@@ -349,7 +356,13 @@ impl StreamSource {
         loop {
             match self.engine.ingest(&self.caller, &body).await {
                 Ok(reply) => {
-                    let duplicate = matches!(reply, IngestReply::One { duplicate: true, .. });
+                    let duplicate = matches!(
+                        reply,
+                        IngestReply::One {
+                            duplicate: true,
+                            ..
+                        }
+                    );
                     self.ack(conn, &entry.id).await?;
                     let outcome = if duplicate { "duplicate" } else { "accepted" };
                     metrics::counter!("herald_source_events_total", "source" => self.name.clone(), "outcome" => outcome).increment(1);
@@ -375,7 +388,11 @@ impl StreamSource {
         }
     }
 
-    async fn ack(&self, conn: &mut MultiplexedConnection, id: &str) -> Result<(), redis::RedisError> {
+    async fn ack(
+        &self,
+        conn: &mut MultiplexedConnection,
+        id: &str,
+    ) -> Result<(), redis::RedisError> {
         let _: i64 = redis::cmd("XACK")
             .arg(&self.config.stream)
             .arg(&self.config.group)
@@ -470,9 +487,9 @@ pub(crate) fn with_event_id(
             );
             Ok(serde_json::to_vec(&object).unwrap_or_else(|_| payload.to_vec()))
         }
-        Ok(serde_json::Value::Array(_)) => Err(
-            "(body): a stream entry holds one event object, not a batch".to_string(),
-        ),
+        Ok(serde_json::Value::Array(_)) => {
+            Err("(body): a stream entry holds one event object, not a batch".to_string())
+        }
         _ => Ok(payload.to_vec()),
     }
 }

@@ -60,7 +60,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         engine.clone(),
         stop_rx.clone(),
     ));
-    let sources = herald_sources::start(&engine, stop_rx.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let sources =
+        herald_sources::start(&engine, stop_rx.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let commands = start_telegram_commands(&engine, stop_rx)?;
     let app = herald_server::router(state);
     axum::serve(listener, app)

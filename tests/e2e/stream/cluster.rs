@@ -10,7 +10,9 @@ use crate::redis::TestRedis;
 /// Waits until `/readyz` of `h` shows `line`.
 fn wait_ready_line(h: &Herald, line: &str) {
     wait_until(&format!("`{line}` in /readyz"), WAIT, || {
-        let ready = h.client().request(axum::http::Method::GET, "/readyz", None, None);
+        let ready = h
+            .client()
+            .request(axum::http::Method::GET, "/readyz", None, None);
         if ready.status == 200 && ready.text.contains(line) {
             Ok(())
         } else {
@@ -39,11 +41,27 @@ fn pubsub_messages_are_shown_live_and_never_delivered() {
     let mut globex = Client::sse(&h, "/v1/stream", &[bearer(GLOBEX_KEY)]).unwrap();
 
     // Invalid: counted and logged, nothing shown.
-    let _: i64 = r.cmd(&["PUBLISH", &channel, r#"{"event":"nope.nope","team_id":"acme"}"#]);
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"event":"nope.nope","team_id":"acme"}"#,
+    ]);
     // A transient event, and a durable type: both live only.
-    let _: i64 = r.cmd(&["PUBLISH", &channel, r#"{"id":"evt_ps1","event":"capsule.state.changed","team_id":"acme"}"#]);
-    let _: i64 = r.cmd(&["PUBLISH", &channel, r#"{"id":"evt_ps2","event":"host.down","team_id":"acme"}"#]);
-    let _: i64 = r.cmd(&["PUBLISH", &channel, r#"{"id":"evt_ps3","event":"host.down","team_id":"globex"}"#]);
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_ps1","event":"capsule.state.changed","team_id":"acme"}"#,
+    ]);
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_ps2","event":"host.down","team_id":"acme"}"#,
+    ]);
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_ps3","event":"host.down","team_id":"globex"}"#,
+    ]);
     let seen = acme.read_until_event("evt_ps2");
     assert_eq!(
         shapes(&seen),
@@ -52,11 +70,19 @@ fn pubsub_messages_are_shown_live_and_never_delivered() {
     let seen = globex.read_until_event("evt_ps3");
     assert_eq!(shapes(&seen), ["event evt_ps3 transient"]);
     // Never stored, never delivered.
-    h.get("/v1/events/evt_ps2", ADMIN_TOKEN).expect_error(404, "not_found");
+    h.get("/v1/events/evt_ps2", ADMIN_TOKEN)
+        .expect_error(404, "not_found");
     rx.assert_stays(0, QUIET);
     let m = h.get("/metrics", ADMIN_TOKEN).text;
-    assert!(m.contains("herald_source_invalid_total{source=\"live\"} 1"), "{m}");
-    assert!(h.logs().contains("event type `nope.nope` is not declared"), "{}", h.logs());
+    assert!(
+        m.contains("herald_source_invalid_total{source=\"live\"} 1"),
+        "{m}"
+    );
+    assert!(
+        h.logs().contains("event type `nope.nope` is not declared"),
+        "{}",
+        h.logs()
+    );
 }
 
 #[test]
@@ -98,12 +124,7 @@ fn two_nodes_share_one_live_stream_with_team_isolation_and_filters() {
         ]
     );
     let seen = acme_host.read_until_event("evt_a1");
-    assert_eq!(
-        event_ids(&seen),
-        ["evt_x2", "evt_a1"],
-        "{}",
-        tail(&seen)
-    );
+    assert_eq!(event_ids(&seen), ["evt_x2", "evt_a1"], "{}", tail(&seen));
     let seen = globex.read_until_event("evt_g1");
     assert_eq!(shapes(&seen), ["event evt_g1 durable id=evt_g1"]);
     let seen = admin.read_until_event("evt_a1");

@@ -78,10 +78,15 @@ impl Loader<'_> {
         match kind {
             "redis_stream" => {
                 let raw: RawRedisStreamSource = self.de(body, file)?;
-                let url = self.required(raw.url.as_ref(), &kind_span, file, "url", "the Redis server")
-                    .and_then(|u| self.redis_url(u, file, "Redis url of the source"));
+                let url = self.source_url(raw.url.as_ref(), &kind_span, file);
                 let stream = self
-                    .required(raw.stream.as_ref(), &kind_span, file, "stream", "the stream to read")
+                    .required(
+                        raw.stream.as_ref(),
+                        &kind_span,
+                        file,
+                        "stream",
+                        "the stream to read",
+                    )
                     .and_then(|s| self.redis_key(s, file, "stream"));
                 let group = match &raw.group {
                     Some(g) => self.redis_key(g, file, "group"),
@@ -117,7 +122,8 @@ impl Loader<'_> {
                     None => Some(DEFAULT_MAX_DELIVERIES),
                 };
                 let stream = stream?;
-                let (name, name_at) = self.source_name(raw.name.as_ref(), &stream, file, kind_span)?;
+                let (name, name_at) =
+                    self.source_name(raw.name.as_ref(), &stream, file, kind_span)?;
                 Some(SourceDraft {
                     name,
                     at: name_at,
@@ -137,10 +143,15 @@ impl Loader<'_> {
             }
             "redis_pubsub" => {
                 let raw: RawRedisPubSubSource = self.de(body, file)?;
-                let url = self.required(raw.url.as_ref(), &kind_span, file, "url", "the Redis server")
-                    .and_then(|u| self.redis_url(u, file, "Redis url of the source"));
+                let url = self.source_url(raw.url.as_ref(), &kind_span, file);
                 let channel = self
-                    .required(raw.channel.as_ref(), &kind_span, file, "channel", "the Pub/Sub channel to subscribe to")
+                    .required(
+                        raw.channel.as_ref(),
+                        &kind_span,
+                        file,
+                        "channel",
+                        "the Pub/Sub channel to subscribe to",
+                    )
                     .and_then(|c| self.redis_key(c, file, "channel"));
                 let team = self.team_choice(raw.team_from.as_ref(), raw.team.as_ref(), file);
                 let channel = channel?;
@@ -166,6 +177,17 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// The source's required `url`, checked.
+    fn source_url(
+        &mut self,
+        url: Option<&Spanned<String>>,
+        kind_span: &std::ops::Range<usize>,
+        file: usize,
+    ) -> Option<Secret> {
+        let url = self.required(url, kind_span, file, "url", "the Redis server")?;
+        self.redis_url(url, file, "Redis url of the source")
     }
 
     /// A required key, or an error at the entry's `type`.
@@ -302,8 +324,9 @@ impl Loader<'_> {
         match problem {
             Some(p) => {
                 self.diags.push(
-                    Diagnostic::error(format!("the {what} {p}"), at(file, value.span()))
-                        .with_help("write e.g. \"redis://127.0.0.1:6379\" or \"env:HERALD_REDIS_URL\""),
+                    Diagnostic::error(format!("the {what} {p}"), at(file, value.span())).with_help(
+                        "write e.g. \"redis://127.0.0.1:6379\" or \"env:HERALD_REDIS_URL\"",
+                    ),
                 );
                 None
             }
@@ -399,7 +422,9 @@ mod tests {
                 "herald.toml:22:8: error: this source has no `stream` (the stream to read)",
             ),
             (
-                &format!("type = \"redis_stream\"\n{URL}stream = \"s\"\nteam = \"acme\"\nteam_from = \"payload\"\n"),
+                &format!(
+                    "type = \"redis_stream\"\n{URL}stream = \"s\"\nteam = \"acme\"\nteam_from = \"payload\"\n"
+                ),
                 "herald.toml:26:13: error: set either `team` (every event belongs to that team) or `team_from = \"payload\"` (each event's `team_id`), not both",
             ),
             (
@@ -492,7 +517,9 @@ mod tests {
         );
         assert_eq!(second.claim_idle, std::time::Duration::from_secs(5));
         assert_eq!(second.max_deliveries, 3);
-        assert!(matches!(&config.sources[2].kind, SourceKind::RedisPubSub(p) if p.channel == "wrenn:live"));
+        assert!(
+            matches!(&config.sources[2].kind, SourceKind::RedisPubSub(p) if p.channel == "wrenn:live")
+        );
     }
 
     #[test]
