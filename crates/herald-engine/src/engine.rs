@@ -141,14 +141,15 @@ impl Engine {
 
     /// Validates `body` exactly as [`Engine::ingest`] does and shows its events on the
     /// live stream only: nothing is stored, matched or delivered, whatever the event
-    /// type (a Pub/Sub source: the stream is the durable path). Returns how many events
-    /// were shown.
+    /// type (a Pub/Sub source: the stream is the durable path). Shown on this node only,
+    /// not relayed on the cluster bus: every node subscribes to the channel itself.
+    /// Returns how many events were shown.
     pub fn publish_live(&self, caller: &Caller, body: &[u8]) -> Result<usize, IngestError> {
         let snapshot = self.inner.snapshot();
         let plan = plan(&snapshot.config, caller, body, now())?;
         let n = plan.events.len();
         for (event, _) in plan.events {
-            self.inner.bus.publish(LiveMessage::Event {
+            self.inner.bus.publish_local(LiveMessage::Event {
                 durable: false,
                 event,
             });

@@ -122,6 +122,14 @@ impl LiveBus {
         }
     }
 
+    /// Shows `message` to this node's subscribers only, never relayed: for what every
+    /// node receives by itself (a Pub/Sub source each node subscribes to).
+    pub fn publish_local(&self, message: LiveMessage) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(BusMessage::new(message)));
+        }
+    }
+
     /// Hands a message another node published to this node's subscribers only.
     pub fn deliver_local(&self, message: Arc<BusMessage>) {
         if self.tx.receiver_count() > 0 {

@@ -87,17 +87,22 @@ fn pubsub_messages_are_shown_live_and_never_delivered() {
 
 #[test]
 fn two_nodes_share_one_live_stream_with_team_isolation_and_filters() {
-    let r = TestRedis::connect("cluster-bus");
+    let mut r = TestRedis::connect("cluster-bus");
+    let channel = r.key("live");
+    // Both nodes also subscribe to one Pub/Sub source, as identically configured nodes do.
     let cluster = |node: &str| {
         Conf::new().raw(&format!(
-            "[cluster]\nlive_bus = \"{}\"\nchannel_prefix = \"{}\"\nnode_id = \"{node}\"\n",
-            r.url, r.prefix
+            "[cluster]\nlive_bus = \"{}\"\nchannel_prefix = \"{}\"\nnode_id = \"{node}\"\n\
+             [[sources]]\nname = \"live\"\ntype = \"redis_pubsub\"\nurl = \"{}\"\nchannel = \"{channel}\"\n",
+            r.url, r.prefix, r.url
         ))
     };
     let a = Herald::start("cluster-node-a", &cluster("a"));
     let b = Herald::start("cluster-node-b", &cluster("b"));
     wait_ready_line(&a, "live_bus (live_bus): connected");
     wait_ready_line(&b, "live_bus (live_bus): connected");
+    wait_ready_line(&a, "live (redis_pubsub): connected");
+    wait_ready_line(&b, "live (redis_pubsub): connected");
 
     let mut acme_all = Client::sse(&a, "/v1/stream", &[bearer(ACME_KEY)]).unwrap();
     let mut acme_host = Client::sse(&a, "/v1/stream?events=host.*", &[bearer(ACME_KEY)]).unwrap();
@@ -132,6 +137,29 @@ fn two_nodes_share_one_live_stream_with_team_isolation_and_filters() {
     for id in ["evt_x1", "evt_x2", "evt_x3", "evt_g1", "evt_a1"] {
         assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id}: {ids:?}");
     }
+
+    // A Pub/Sub message reaches both nodes by itself: node A's clients see it once, not
+    // once more relayed by node B. B relays in order, so once B has handled the message,
+    // anything B accepts after it reaches A after any relayed copy would have.
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_p1","event":"capsule.state.changed","team_id":"acme"}"#,
+    ]);
+    wait_until("node B handled the Pub/Sub message", WAIT, || {
+        let m = b.get("/metrics", ADMIN_TOKEN).text;
+        if m.contains("herald_source_events_total{source=\"live\",outcome=\"live\"} 1") {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    });
+    publish(&b, ACME_KEY, "evt_x5", "host.down");
+    let seen = acme_all.read_until_event("evt_x5");
+    assert_eq!(
+        shapes(&seen),
+        ["event evt_p1 transient", "event evt_x5 durable id=evt_x5"]
+    );
 
     // Team isolation holds after: globex's next message is its own, not acme's.
     publish(&b, ACME_KEY, "evt_x4", "host.down");
