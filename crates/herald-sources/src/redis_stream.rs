@@ -1,6 +1,6 @@
 //! `type = "redis_stream"`: a consumer group on a Redis stream.
 //!
-//! One task per source, one entry at a time, in stream order:
+//! One task per source, one batch of entries at a time, in stream order:
 //! 1. On (re)connecting, create the group if it is missing (`XGROUP CREATE … $ MKSTREAM`;
 //!    `BUSYGROUP` is fine), then read this consumer's own pending entries (history,
 //!    id `0`): what a previous run read and did not acknowledge.
@@ -8,8 +8,9 @@
 //! 3. Every `claim_idle / 2`, take over entries idle past `claim_idle` in other
 //!    consumers' pending lists (`XAUTOCLAIM`): consumers that died.
 //!
-//! Each entry is ingested exactly as an HTTP publish and acknowledged only once ingest
-//! returned (the event and its fan-out rows are committed). An entry that is not a valid
+//! Each entry is ingested exactly as an HTTP publish and acknowledged only once its
+//! ingest returned (the event and its fan-out rows are committed); the entries of one
+//! read are ingested concurrently, so the store commits them in one group. An entry that is not a valid
 //! event, or was delivered more than `max_deliveries` times (`XPENDING`'s count), is
 //! copied to `<stream>:herald-dead` with its reason and acknowledged, atomically
 //! (`MULTI`). A store failure leaves the entry pending and retries it in process (its
@@ -64,6 +65,9 @@ impl From<redis::RedisError> for End {
         End::Redis(e)
     }
 }
+
+/// An entry refused before ingest: its payload (if it has one) and the reason.
+type Refused = (Option<Vec<u8>>, String);
 
 /// What happened to one entry.
 enum Handled {
@@ -195,15 +199,12 @@ impl StreamSource {
                     Some(_) => self.delivery_counts(&mut conn, &entries).await?,
                     None => HashMap::new(),
                 };
-                for entry in entries {
-                    let id = entry.id.clone();
-                    let times = counts.get(&id).copied().unwrap_or(1);
-                    if let Handled::Stopped = self.handle(&mut conn, entry, times, stop).await? {
-                        return Err(End::Stop);
-                    }
-                    if history.is_some() {
-                        history = Some(id);
-                    }
+                let last = entries.last().map(|e| e.id.clone());
+                if let Handled::Stopped = self.handle(&mut conn, entries, &counts, stop).await? {
+                    return Err(End::Stop);
+                }
+                if history.is_some() {
+                    history = last;
                 }
                 Ok(())
             };
@@ -297,11 +298,8 @@ impl StreamSource {
             if !reply.claimed.is_empty() {
                 tracing::info!(source = %self.name, entries = reply.claimed.len(), "took over entries idle past claim_idle from other consumers");
                 let counts = self.delivery_counts(conn, &reply.claimed).await?;
-                for entry in reply.claimed {
-                    let times = counts.get(&entry.id).copied().unwrap_or(1);
-                    if let Handled::Stopped = self.handle(conn, entry, times, stop).await? {
-                        return Ok(Handled::Stopped);
-                    }
+                if let Handled::Stopped = self.handle(conn, reply.claimed, &counts, stop).await? {
+                    return Ok(Handled::Stopped);
                 }
             }
             if reply.next_stream_id == "0-0" {
@@ -311,14 +309,12 @@ impl StreamSource {
         }
     }
 
-    /// Ingests one entry and acknowledges it once committed, or dead-letters it.
-    async fn handle(
+    /// Screens one entry: its payload and the body to ingest, or why to dead-letter it.
+    fn screen(
         &self,
-        conn: &mut MultiplexedConnection,
-        entry: StreamId,
+        entry: &StreamId,
         times_delivered: usize,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<Handled, End> {
+    ) -> Result<(Vec<u8>, Vec<u8>), Refused> {
         let payload = entry
             .map
             .get(&self.config.field)
@@ -328,9 +324,7 @@ impl StreamSource {
                 "(entry): delivered {times_delivered} times, more than max_deliveries = {}",
                 self.config.max_deliveries
             );
-            self.dead_letter(conn, &entry.id, payload.as_deref(), &why)
-                .await?;
-            return Ok(Handled::Acked);
+            return Err((payload, why));
         }
         let Some(payload) = payload else {
             let why = if entry.map.is_empty() {
@@ -341,20 +335,56 @@ impl StreamSource {
                     self.config.field
                 )
             };
-            self.dead_letter(conn, &entry.id, None, &why).await?;
-            return Ok(Handled::Acked);
+            return Err((None, why));
         };
-        let body = match with_event_id(&payload, &self.config.stream, &entry.id) {
-            Ok(body) => body,
-            Err(why) => {
-                self.dead_letter(conn, &entry.id, Some(&payload), &why)
-                    .await?;
-                return Ok(Handled::Acked);
+        match with_event_id(&payload, &self.config.stream, &entry.id) {
+            Ok(body) => Ok((payload, body)),
+            Err(why) => Err((Some(payload), why)),
+        }
+    }
+
+    /// Ingests a batch of entries and acknowledges each once committed, or dead-letters
+    /// it. The ingests run concurrently, so the store commits them together (one fsync
+    /// for the batch rather than one per entry); each is acknowledged only after its
+    /// own ingest returned.
+    async fn handle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        entries: Vec<StreamId>,
+        counts: &HashMap<String, usize>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Handled, End> {
+        let mut ready = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let times = counts.get(&entry.id).copied().unwrap_or(1);
+            match self.screen(entry, times) {
+                Ok((payload, body)) => ready.push((entry.id.clone(), payload, body)),
+                Err((payload, why)) => {
+                    self.dead_letter(conn, &entry.id, payload.as_deref(), &why)
+                        .await?;
+                }
             }
-        };
-        let mut backoff = Duration::ZERO;
-        loop {
-            match self.engine.ingest(&self.caller, &body).await {
+        }
+        let results = futures_util::future::join_all(
+            ready
+                .iter()
+                .map(|(_, _, body)| self.engine.ingest(&self.caller, body)),
+        )
+        .await;
+        let mut committed = Vec::new();
+        let mut stopped = false;
+        for ((id, payload, body), result) in ready.into_iter().zip(results) {
+            if stopped {
+                break;
+            }
+            let result = match result {
+                Err(e) if !reason::is_permanent(&e) && !matches!(e, IngestError::ShuttingDown) => {
+                    tracing::error!(source = %self.name, entry = %id, error = %e, "ingesting a stream entry failed; retrying it");
+                    self.retry(&id, &body, stop).await
+                }
+                other => other,
+            };
+            match result {
                 Ok(reply) => {
                     let duplicate = matches!(
                         reply,
@@ -363,40 +393,64 @@ impl StreamSource {
                             ..
                         }
                     );
-                    self.ack(conn, &entry.id).await?;
                     let outcome = if duplicate { "duplicate" } else { "accepted" };
                     metrics::counter!("herald_source_events_total", "source" => self.name.clone(), "outcome" => outcome).increment(1);
-                    tracing::debug!(source = %self.name, entry = %entry.id, outcome, "stream entry ingested and acknowledged");
-                    return Ok(Handled::Acked);
+                    committed.push(id);
                 }
                 Err(e) if reason::is_permanent(&e) => {
-                    self.dead_letter(conn, &entry.id, Some(&payload), &reason::of(&e))
+                    self.dead_letter(conn, &id, Some(&payload), &reason::of(&e))
                         .await?;
-                    return Ok(Handled::Acked);
                 }
-                Err(IngestError::ShuttingDown) => return Ok(Handled::Stopped),
-                Err(e) => {
-                    // The store failed: nothing was committed. Keep the entry pending and
-                    // try it again here, so its delivery count does not grow.
-                    tracing::error!(source = %self.name, entry = %entry.id, error = %e, "ingesting a stream entry failed; retrying it");
-                    backoff = next_backoff(backoff);
-                    if sleep_or_stop(backoff, stop).await {
-                        return Ok(Handled::Stopped);
-                    }
+                // Shutting down: this one and the rest stay pending.
+                Err(_) => stopped = true,
+            }
+        }
+        self.ack(conn, &committed).await?;
+        tracing::debug!(source = %self.name, entries = committed.len(), "stream entries ingested and acknowledged");
+        Ok(if stopped {
+            Handled::Stopped
+        } else {
+            Handled::Acked
+        })
+    }
+
+    /// Ingests `body` again until it is committed or refused for good. The store failed:
+    /// nothing was committed; the entry stays pending and is tried again here, so its
+    /// delivery count does not grow. `ShuttingDown` when asked to stop meanwhile.
+    async fn retry(
+        &self,
+        id: &str,
+        body: &[u8],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<IngestReply, IngestError> {
+        let mut backoff = Duration::ZERO;
+        loop {
+            backoff = next_backoff(backoff);
+            if sleep_or_stop(backoff, stop).await {
+                return Err(IngestError::ShuttingDown);
+            }
+            match self.engine.ingest(&self.caller, body).await {
+                Err(e) if !reason::is_permanent(&e) && !matches!(e, IngestError::ShuttingDown) => {
+                    tracing::error!(source = %self.name, entry = %id, error = %e, "ingesting a stream entry failed again; retrying it");
                 }
+                other => return other,
             }
         }
     }
 
+    /// Acknowledges committed entries (one `XACK` for all).
     async fn ack(
         &self,
         conn: &mut MultiplexedConnection,
-        id: &str,
+        ids: &[String],
     ) -> Result<(), redis::RedisError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let _: i64 = redis::cmd("XACK")
             .arg(&self.config.stream)
             .arg(&self.config.group)
-            .arg(id)
+            .arg(ids)
             .query_async(conn)
             .await?;
         Ok(())
