@@ -651,3 +651,34 @@ live_bus = \"rediss://:hunter2@h\"
     assert!(all.contains("team = \"initech\""), "{all}");
     assert!(!all.contains("hunter2"), "a password was printed:\n{all}");
 }
+
+#[test]
+fn a_pending_entry_deleted_from_the_stream_does_not_block_the_source() {
+    let mut r = TestRedis::connect("stream-deleted");
+    let stream = r.key("events");
+    let rx = Receiver::start("hook");
+    let _: String = r.cmd(&["XGROUP", "CREATE", &stream, "herald", "$", "MKSTREAM"]);
+    let gone = r.xadd(
+        &stream,
+        r#"{"id":"evt_gone","event":"host.down","team_id":"acme"}"#,
+    );
+    r.read_as(&stream, "herald", "node-1");
+    let _: i64 = r.cmd(&["XDEL", &stream, &gone]);
+    r.xadd(
+        &stream,
+        r#"{"id":"evt_next","event":"host.down","team_id":"acme"}"#,
+    );
+    let h = Herald::start(
+        "redis-deleted",
+        &conf(
+            &rx,
+            &stream_source(&r.url, &stream, "consumer = \"node-1\"\n"),
+        ),
+    );
+    assert_eq!(rx.wait_for(1, WAIT)[0].event_id(), "evt_next");
+    // XAUTOCLAIM (at start, then every claim_idle / 2) drops it from the pending list.
+    r.wait_no_pending(&stream, "herald");
+    h.wait_for_log("pending entries were deleted from the stream before being ingested");
+    assert!(h.logs().contains(&gone), "{}", h.logs());
+    rx.assert_stays(1, QUIET);
+}

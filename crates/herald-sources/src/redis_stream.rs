@@ -302,6 +302,11 @@ impl StreamSource {
                     return Ok(Handled::Stopped);
                 }
             }
+            if !reply.deleted_ids.is_empty() {
+                // Redis dropped them from the pending list: deleted or trimmed from the
+                // stream before anyone acknowledged them; there is nothing to ingest.
+                tracing::warn!(source = %self.name, entries = ?reply.deleted_ids, "pending entries were deleted from the stream before being ingested; Redis dropped them");
+            }
             if reply.next_stream_id == "0-0" {
                 return Ok(Handled::Acked);
             }
