@@ -15,6 +15,7 @@ mod harness;
 mod operations;
 mod plugins;
 mod process;
+mod redis;
 mod reload;
 mod retention;
 mod sdk;

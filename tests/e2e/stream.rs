@@ -22,6 +22,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::harness::*;
 
+mod cluster;
+
 /// The transient type of the test configuration: mirrored to the stream, never stored.
 const TRANSIENT: &str = "capsule.state.changed";
 

@@ -165,3 +165,47 @@ pub(crate) struct RawFileChannel {
     pub kind: String,
     pub path: String,
 }
+
+// Sources (`[[sources]]`), tagged by `type` like channels.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedisStreamSource {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<Spanned<String>>,
+    // Required, but optional here so that a missing one does not hide the other
+    // problems of the entry (the loader reports it).
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub consumer: Option<Spanned<String>>,
+    pub field: Option<Spanned<String>>,
+    pub team_from: Option<Spanned<String>>,
+    pub team: Option<Spanned<String>>,
+    pub claim_idle: Option<Spanned<String>>,
+    pub max_deliveries: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedisPubSubSource {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub team_from: Option<Spanned<String>>,
+    pub team: Option<Spanned<String>>,
+}
+
+/// `[cluster]`: what several herald nodes share besides the store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub live_bus: Option<Spanned<String>>,
+    pub channel_prefix: Option<Spanned<String>>,
+    pub node_id: Option<Spanned<String>>,
+}

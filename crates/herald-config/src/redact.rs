@@ -46,8 +46,14 @@ fn walk_value(value: &Spanned<DeValue<'_>>, spans: &mut Vec<Range<usize>>) {
     match value.get_ref() {
         DeValue::Table(t) => walk_table(t, spans),
         DeValue::Array(items) => items.iter().for_each(|v| walk_value(v, spans)),
+        // A URL with a password (`redis://:pw@host`, a source's or the live bus's `url`).
+        DeValue::String(s) if has_password(s) => spans.push(value.span()),
         _ => {}
     }
+}
+
+fn has_password(s: &str) -> bool {
+    s.contains("://") && url::Url::parse(s).is_ok_and(|u| u.password().is_some())
 }
 
 /// Everything under a secret key, except `env:` references.

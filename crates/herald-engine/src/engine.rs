@@ -88,6 +88,22 @@ impl Engine {
         let disabled = disabled.into_iter().map(|s| (s.team, s.channel)).collect();
         let failing = failing.into_iter().map(|s| (s.team, s.channel)).collect();
         let policy = concurrency_policy(&snapshot.config);
+        let components = Arc::new(crate::components::Components::default());
+        let mut bus = LiveBus::default();
+        if let Some(url) = &snapshot.config.cluster.live_bus {
+            let node =
+                snapshot.config.cluster.node_id.clone().unwrap_or_else(|| {
+                    format!("{}-{:04x}", crate::process_name(), fastrand::u16(..))
+                });
+            let relay = crate::cluster_bus::start(
+                bus.clone(),
+                url,
+                &snapshot.config.cluster.channel_prefix,
+                node,
+                components.clone(),
+            )?;
+            bus = bus.with_relay(relay);
+        }
         let inner = Arc::new(Inner {
             store,
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -102,7 +118,8 @@ impl Engine {
             shared_backlog: AtomicBool::new(false),
             failing: Mutex::new(failing),
             dead_alerted: Mutex::new(std::collections::HashSet::new()),
-            bus: LiveBus::default(),
+            bus,
+            components,
             plugins,
             _plugin_watcher: watcher,
         });
@@ -123,6 +140,29 @@ impl Engine {
     /// its flood control and migrations unless the token or API URL changed.
     pub fn telegram_bot(&self) -> Option<herald_channels::TelegramBot> {
         self.inner.snapshot().telegram.clone()
+    }
+
+    /// The sources' and the live bus's connection states (sources write theirs).
+    pub fn components(&self) -> &Arc<crate::components::Components> {
+        &self.inner.components
+    }
+
+    /// Validates `body` exactly as [`Engine::ingest`] does and shows its events on the
+    /// live stream only: nothing is stored, matched or delivered, whatever the event
+    /// type (a Pub/Sub source: the stream is the durable path). Shown on this node only,
+    /// not relayed on the cluster bus: every node subscribes to the channel itself.
+    /// Returns how many events were shown.
+    pub fn publish_live(&self, caller: &Caller, body: &[u8]) -> Result<usize, IngestError> {
+        let snapshot = self.inner.snapshot();
+        let plan = plan(&snapshot.config, caller, body, now())?;
+        let n = plan.events.len();
+        for (event, _) in plan.events {
+            self.inner.bus.publish_local(LiveMessage::Event {
+                durable: false,
+                event,
+            });
+        }
+        Ok(n)
     }
 
     pub fn config(&self) -> Arc<Config> {

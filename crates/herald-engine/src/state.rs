@@ -214,6 +214,8 @@ pub(crate) struct Inner {
     /// threshold alerts once more).
     pub dead_alerted: Mutex<HashSet<ChannelKey>>,
     pub bus: LiveBus,
+    /// The state of the sources' and the live bus's connections, for `/readyz`.
+    pub components: Arc<crate::components::Components>,
     /// The formatter plugins; hot-swapped on their own (file watcher, reload).
     pub plugins: Arc<herald_plugins::PluginSet>,
     /// Polls plugin files for changes while the engine runs; stops when dropped.

@@ -464,7 +464,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let health = tokio::time::timeout(READY_STORE_TIMEOUT, state.engine.store().health()).await;
     // The probe is unauthenticated: the reason names the fault, the log has the detail.
     let why = match health {
-        Ok(Ok(())) => return "ready".into_response(),
+        Ok(Ok(())) => return ready_with_components(&state),
         Ok(Err(herald_store::StoreError::DiskFull {
             available, needed, ..
         })) => format!(
@@ -486,6 +486,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     tracing::warn!(reason = %why, "/readyz: not ready");
     not_ready(&why)
+}
+
+/// `ready`, then one line per source and the cluster live bus with its connection state.
+/// A disconnected source does not make the node unready: HTTP ingest and delivery still
+/// work, and what the source did not read waits in Redis (docs/operations.md).
+fn ready_with_components(state: &AppState) -> Response {
+    let mut body = String::from("ready\n");
+    for c in state.engine.components().all() {
+        match &c.detail {
+            None => body.push_str(&format!("{} ({}): connected\n", c.name, c.kind)),
+            Some(why) => body.push_str(&format!("{} ({}): not connected: {why}\n", c.name, c.kind)),
+        }
+    }
+    body.into_response()
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -53,6 +53,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         engine.clone(),
         stop_rx.clone(),
     ));
+    let sources =
+        herald_sources::start(&engine, stop_rx.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let commands = start_telegram_commands(&engine, stop_rx)?;
     let app = herald_server::router(state);
     axum::serve(listener, app)
@@ -66,6 +68,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     // A batch in progress finishes; the round stops there.
     let _ = retention.await;
+    // Each source finishes the entry it is ingesting (acknowledged once committed) and
+    // leaves the rest pending in Redis.
+    for source in sources {
+        let _ = source.await;
+    }
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
