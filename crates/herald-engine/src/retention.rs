@@ -22,6 +22,14 @@ pub async fn run_retention(engine: Engine, mut stop: watch::Receiver<bool>) {
             attempts: retention.attempts,
             dead: retention.dead,
             max_store_size: retention.max_store_size,
+            // A window no subscription can still reach is forgotten.
+            dedup: config
+                .matcher
+                .subscriptions()
+                .iter()
+                .filter_map(|s| s.dedup.as_ref().map(|d| d.window))
+                .max()
+                .unwrap_or(Duration::ZERO),
         };
         let batch = usize::try_from(retention.batch).unwrap_or(100);
         let interval = retention.interval;
@@ -34,6 +42,8 @@ pub async fn run_retention(engine: Engine, mut stop: watch::Receiver<bool>) {
                     deliveries = report.deliveries,
                     dead_letters = report.dead,
                     attempts = report.attempts,
+                    dedup_windows = report.dedup_windows,
+                    silences = report.silences,
                     over_size = report.over_size,
                     "retention: pruned finished rows"
                 );

@@ -16,6 +16,8 @@
 //!   `herald.lock`, whose holder's pid is named in the error), so it hands the engine a
 //!   holder token and the engine dispatches from memory (see [`Store`], "The queue
 //!   boundary").
+//! - Repeat suppression is decided inside the transaction that accepts the event (see
+//!   [`NewDelivery::dedup`]), so concurrent ingest of the same key sends it once.
 //! - Every read a team can make is scoped by `Option<&TeamId>` (`None` = admin): a team
 //!   never sees another team's rows, not even as a distinct error.
 
@@ -28,9 +30,10 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DEFAULT_PAGE_SIZE, DeliveryFilter,
+    Accepted, AttemptRecord, ChannelState, Claimed, DEFAULT_PAGE_SIZE, DedupClaim, DeliveryFilter,
     DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
-    NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter, ReplayStatus, StoreStats,
+    NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter, ReplayStatus, SilenceFilter,
+    StoreStats,
 };
 pub use sqlite::{CopyReport, DEFAULT_MIN_FREE_BYTES, SqliteStore, WriteStats};
 pub use store::{Store, StoreFuture};
