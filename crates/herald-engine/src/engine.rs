@@ -88,6 +88,10 @@ impl Engine {
         let disabled = disabled.into_iter().map(|s| (s.team, s.channel)).collect();
         let failing = failing.into_iter().map(|s| (s.team, s.channel)).collect();
         let policy = concurrency_policy(&snapshot.config);
+        let silences = store
+            .live_silences(now())
+            .await
+            .map_err(|e| format!("reading silences: {e}"))?;
         let inner = Arc::new(Inner {
             store,
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -104,6 +108,7 @@ impl Engine {
             bus: LiveBus::default(),
             plugins,
             _plugin_watcher: watcher,
+            silences: RwLock::new(Arc::new(silences)),
         });
         let handle = tokio::spawn(dispatch::run(inner.clone()));
         Ok(Engine {
@@ -152,7 +157,9 @@ impl Engine {
         }
         let snapshot = self.inner.snapshot();
         let now = now();
-        let mut plan = plan(&snapshot.config, caller, body, now)?;
+        let silences = self.inner.silences();
+        let mut plan = plan(&snapshot.config, caller, body, now, &silences)?;
+        drop(silences);
         let holder = self.inner.store.holder().cloned();
         let mut durable = Vec::new();
         let mut spilled = false;
@@ -168,6 +175,11 @@ impl Engine {
                     }),
                     Some(deliveries) => {
                         for d in deliveries.iter_mut() {
+                            if d.silence.is_some() {
+                                // Finished at ingest: never in a lane, never due.
+                                d.held = false;
+                                continue;
+                            }
                             let key = (event.team_id.clone(), d.channel.clone());
                             d.held = holder.is_some() && scheduler.has_room(&key);
                             if !d.held {
@@ -190,9 +202,16 @@ impl Engine {
         let mut duplicates = Vec::new();
         let mut jobs = Vec::new();
         for (i, (event, deliveries)) in plan.events.iter().enumerate() {
+            let mut suppressed = Vec::new();
             let (id, duplicate) = match deliveries {
                 Some(_) => match accepted.next() {
-                    Some(a) => (a.id().to_string(), a.is_duplicate()),
+                    Some(a) => {
+                        let (id, duplicate) = (a.id().to_string(), a.is_duplicate());
+                        if let herald_store::Accepted::New { suppressed: s, .. } = a {
+                            suppressed = s;
+                        }
+                        (id, duplicate)
+                    }
                     None => {
                         return Err(IngestError::Store(StoreError::Internal(
                             "store replied for fewer events than sent",
@@ -210,11 +229,14 @@ impl Engine {
                         durable: true,
                         event: event.clone(),
                     });
+                    record_noise(event, deliveries, &suppressed);
                     if let Some(holder) = &holder {
+                        // Suppressed (a repeat inside its dedup window) and silenced ones
+                        // are finished in the store already.
                         jobs.extend(
                             deliveries
                                 .iter()
-                                .filter(|d| d.held)
+                                .filter(|d| d.held && !suppressed.contains(&d.id))
                                 .map(|d| held_job(event, d, holder, now)),
                         );
                     }
@@ -244,6 +266,32 @@ impl Engine {
                 duplicate: !duplicates.is_empty(),
             }
         })
+    }
+
+    /// Stores a new silence (durably) and applies it from now on, to ingest and to every
+    /// attempt not yet started. The caller has validated it and checked the team.
+    pub async fn create_silence(&self, silence: herald_core::Silence) -> Result<(), StoreError> {
+        self.inner.store.create_silence(silence.clone()).await?;
+        self.inner.update_silences(now(), |live| live.push(silence));
+        Ok(())
+    }
+
+    /// Ends a silence now (see `Store::expire_silence`); another team's is
+    /// [`StoreError::NotFound`].
+    pub async fn expire_silence(
+        &self,
+        caller: &Caller,
+        silence_id: &str,
+    ) -> Result<herald_core::Silence, StoreError> {
+        let now = now();
+        let ended = self
+            .inner
+            .store
+            .expire_silence(caller.scope(), silence_id, now)
+            .await?;
+        self.inner
+            .update_silences(now, |live| live.retain(|s| s.id != ended.id));
+        Ok(ended)
     }
 
     /// Swaps in a new configuration atomically. Attempts in flight finish on the old one.
@@ -454,8 +502,24 @@ fn held_job(
             last_status_code: None,
             created_at: now,
             updated_at: now,
+            silence_id: None,
+            duplicate_of: None,
         },
         event: event.clone(),
         lease: holder.clone(),
+    }
+}
+
+/// Counts the deliveries of one event that noise control stopped at ingest.
+fn record_noise(event: &herald_core::Event, deliveries: &[NewDelivery], suppressed: &[String]) {
+    for d in deliveries {
+        let outcome = if d.silence.is_some() {
+            "silenced"
+        } else if suppressed.contains(&d.id) {
+            "suppressed"
+        } else {
+            continue;
+        };
+        metrics::counter!("herald_deliveries_total", "team" => event.team_id.to_string(), "channel" => d.channel.clone(), "outcome" => outcome).increment(1);
     }
 }
