@@ -268,12 +268,19 @@ impl Engine {
         })
     }
 
-    /// Stores a new silence (durably) and applies it from now on, to ingest and to every
-    /// attempt not yet started. The caller has validated it and checked the team.
-    pub async fn create_silence(&self, silence: herald_core::Silence) -> Result<(), StoreError> {
+    /// Stores a new silence (durably) under a fresh id (`sil_` + UUID v7) and creation
+    /// time, and applies it from then on, to ingest and to every attempt not yet started.
+    /// The caller has validated it and checked the team.
+    pub async fn create_silence(
+        &self,
+        mut silence: herald_core::Silence,
+    ) -> Result<herald_core::Silence, StoreError> {
+        silence.id = format!("sil_{}", uuid::Uuid::now_v7().simple());
+        silence.created_at = now();
         self.inner.store.create_silence(silence.clone()).await?;
-        self.inner.update_silences(now(), |live| live.push(silence));
-        Ok(())
+        let live = silence.clone();
+        self.inner.update_silences(now(), |all| all.push(live));
+        Ok(silence)
     }
 
     /// Ends a silence now (see `Store::expire_silence`); another team's is

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/channels", get(channels))
         .route("/v1/channels/{team}/{channel}/enable", post(enable_channel))
         .route("/v1/plugins", get(plugins))
+        .merge(crate::silences::routes())
         .route("/v1/admin/reload", post(admin_reload))
         .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
         .route("/v1/stream", get(crate::stream::sse))
@@ -139,7 +140,7 @@ struct TeamQuery {
 }
 
 /// The team a read is limited to: the caller's own, or for the admin the optional `team`.
-fn scope(caller: &Caller, team: Option<&str>) -> Result<Option<TeamId>, ApiError> {
+pub(crate) fn scope(caller: &Caller, team: Option<&str>) -> Result<Option<TeamId>, ApiError> {
     match (caller, team) {
         (Caller::Team(t), Some(asked)) if asked != t.as_str() => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -199,7 +200,7 @@ async fn list_deliveries(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
-                format!("status: `{s}` is not one of pending, succeeded, dead, skipped"),
+                format!("status: `{s}` is not one of {}", DeliveryStatus::NAMES),
             )
         })?),
     };
