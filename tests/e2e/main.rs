@@ -11,6 +11,7 @@ mod client;
 mod delivery;
 mod delivery_core;
 mod harness;
+mod noise;
 mod operations;
 mod plugins;
 mod process;
