@@ -76,6 +76,8 @@ async fn prune_round(
             ("events", report.events),
             ("deliveries", report.deliveries),
             ("attempts", report.attempts),
+            ("dedup_windows", report.dedup_windows),
+            ("silences", report.silences),
         ] {
             if n > 0 {
                 metrics::counter!("herald_pruned_rows_total", "table" => table).increment(n);
@@ -85,6 +87,8 @@ async fn prune_round(
         total.deliveries += report.deliveries;
         total.dead += report.dead;
         total.attempts += report.attempts;
+        total.dedup_windows += report.dedup_windows;
+        total.silences += report.silences;
         total.over_size |= report.over_size;
         if !report.more || *stop.borrow() {
             return Ok(total);
