@@ -672,3 +672,50 @@ fn the_silence_commands_and_explain_against_a_running_herald() {
         "{online}"
     );
 }
+
+/// `herald check` reports noise-control mistakes with their locations.
+#[test]
+fn check_reports_dedup_mistakes_with_their_locations() {
+    let s = crate::support::Scratch::new("check-dedup");
+    s.write(
+        "herald.toml",
+        r#"[[event_types]]
+name = "capsule.create"
+
+[teams.acme]
+api_keys = ["k"]
+
+[teams.acme.channels.hook]
+type = "file"
+path = "hook.jsonl"
+
+[[teams.acme.subscriptions]]
+channel = "hook"
+events = ["capsule.create"]
+dedup_window = "10 parsecs"
+dedup_key = ["event", "resource", "metadata."]
+
+[[teams.acme.subscriptions]]
+channel = "hook"
+events = ["*"]
+dedup_key = ["event"]
+"#,
+    );
+    let mut cmd = herald_command();
+    cmd.current_dir(&s.dir)
+        .args(["check", "herald.toml", "--format", "short"]);
+    let out = run(cmd, "");
+    let stderr = crate::support::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in [
+        "herald.toml:14:16: error: invalid dedup_window `10 parsecs`",
+        "herald.toml:15:23: error: unknown dedup key field `resource`; expected one of event, outcome, resource.type, resource.id, actor.type, actor.id, metadata.KEY",
+        "herald.toml:15:35: error: `metadata.` needs a key",
+        "herald.toml:20:13: error: dedup_key needs a dedup_window",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+}
