@@ -18,10 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::caller;
+use crate::auth::{caller, scope};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::routes::scope;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
