@@ -229,7 +229,7 @@ impl Engine {
                         durable: true,
                         event: event.clone(),
                     });
-                    record_noise(event, deliveries, &suppressed);
+                    announce_noise(&self.inner.bus, event, deliveries, &suppressed);
                     if let Some(holder) = &holder {
                         // Suppressed (a repeat inside its dedup window) and silenced ones
                         // are finished in the store already.
@@ -517,16 +517,32 @@ fn held_job(
     }
 }
 
-/// Counts the deliveries of one event that noise control stopped at ingest.
-fn record_noise(event: &herald_core::Event, deliveries: &[NewDelivery], suppressed: &[String]) {
+/// Counts the deliveries of one event that noise control stopped at ingest, and tells the
+/// live stream (status `silenced` or `suppressed`, attempt 0: none was made).
+fn announce_noise(
+    bus: &LiveBus,
+    event: &Arc<herald_core::Event>,
+    deliveries: &[NewDelivery],
+    suppressed: &[String],
+) {
     for d in deliveries {
-        let outcome = if d.silence.is_some() {
+        let status = if d.silence.is_some() {
             "silenced"
         } else if suppressed.contains(&d.id) {
             "suppressed"
         } else {
             continue;
         };
-        metrics::counter!("herald_deliveries_total", "team" => event.team_id.to_string(), "channel" => d.channel.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!("herald_deliveries_total", "team" => event.team_id.to_string(), "channel" => d.channel.clone(), "outcome" => status).increment(1);
+        bus.publish(LiveMessage::Delivery {
+            team: event.team_id.clone(),
+            delivery_id: d.id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event.clone(),
+            channel: d.channel.clone(),
+            status,
+            attempt: 0,
+            error: None,
+        });
     }
 }
