@@ -211,3 +211,6 @@ pub(crate) fn live_silences(conn: &Connection, now: Timestamp) -> Result<Vec<Sil
         .query_map(params![nanos(now)], silence_from_row)?
         .collect::<Result<Vec<_>, _>>()?)
 }
+
+#[cfg(test)]
+mod tests;
