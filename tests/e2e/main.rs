@@ -12,6 +12,7 @@ mod cluster;
 mod delivery;
 mod delivery_core;
 mod harness;
+mod noise;
 mod operations;
 mod plugins;
 mod process;

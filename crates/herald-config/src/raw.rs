@@ -94,6 +94,10 @@ pub(crate) struct RawSubscription {
     pub active: bool,
     pub formatter: Option<Spanned<String>>,
     pub formatter_settings: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    /// Repeat suppression: how long after a sent message the same key is suppressed.
+    pub dedup_window: Option<Spanned<String>>,
+    /// The fields that make two events the same (`event`, `resource.id`, `metadata.K`, …).
+    pub dedup_key: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 fn yes() -> bool {

@@ -30,6 +30,11 @@ pub(crate) async fn attempt(
         ..
     } = job;
     let key = (delivery.team.clone(), delivery.channel.clone());
+    // A silence created after the delivery was queued (or while it waits for a retry)
+    // stops it here, before anything is rendered or sent.
+    if let Some(silence) = inner.silence_for(&event, &delivery.channel, now()) {
+        return silenced(&inner, &delivery, &lease, &silence, key).await;
+    }
     let number = delivery.attempts + 1;
     let started_at = now();
     let clock = Instant::now();
@@ -183,6 +188,46 @@ pub(crate) async fn attempt(
         error: record_error,
     });
     Ended { key, rtt, signal }
+}
+
+/// Records `delivery` as silenced instead of attempting it. Awaited (a short unsynced
+/// write): silencing at dispatch is rare, and a lost record only means the delivery is
+/// held again after a restart and silenced again.
+async fn silenced(
+    inner: &Inner,
+    delivery: &herald_store::DeliveryRecord,
+    lease: &herald_store::LeaseToken,
+    silence: &str,
+    key: ChannelKey,
+) -> Ended {
+    match inner
+        .store
+        .finish_silenced(&delivery.id, lease, silence, now())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(delivery = %delivery.id, %silence, "silenced before its attempt");
+            metrics::counter!("herald_deliveries_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "outcome" => "silenced").increment(1);
+            inner.bus.publish(LiveMessage::Delivery {
+                team: delivery.team.clone(),
+                delivery_id: delivery.id.clone(),
+                event_id: delivery.event_id.clone(),
+                event_type: delivery.event_type.clone(),
+                channel: delivery.channel.clone(),
+                status: "silenced",
+                attempt: delivery.attempts,
+                error: None,
+            });
+        }
+        Err(e) => {
+            tracing::warn!(delivery = %delivery.id, error = %e, "recording a silenced delivery failed; it is taken up again after a restart")
+        }
+    }
+    Ended {
+        key,
+        rtt: Duration::ZERO,
+        signal: Signal::Neutral,
+    }
 }
 
 /// What an ended attempt tells the dispatcher about its channel.

@@ -104,6 +104,10 @@ impl Engine {
             )?;
             bus = bus.with_relay(relay);
         }
+        let silences = store
+            .live_silences(now())
+            .await
+            .map_err(|e| format!("reading silences: {e}"))?;
         let inner = Arc::new(Inner {
             store,
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -122,6 +126,7 @@ impl Engine {
             components,
             plugins,
             _plugin_watcher: watcher,
+            silences: RwLock::new(Arc::new(silences)),
         });
         let handle = tokio::spawn(dispatch::run(inner.clone()));
         Ok(Engine {
@@ -200,7 +205,9 @@ impl Engine {
         }
         let snapshot = self.inner.snapshot();
         let now = now();
-        let mut plan = plan(&snapshot.config, caller, body, now)?;
+        let silences = self.inner.silences();
+        let mut plan = plan(&snapshot.config, caller, body, now, &silences)?;
+        drop(silences);
         let holder = self.inner.store.holder().cloned();
         let mut durable = Vec::new();
         let mut spilled = false;
@@ -216,6 +223,11 @@ impl Engine {
                     }),
                     Some(deliveries) => {
                         for d in deliveries.iter_mut() {
+                            if d.silence.is_some() {
+                                // Finished at ingest: never in a lane, never due.
+                                d.held = false;
+                                continue;
+                            }
                             let key = (event.team_id.clone(), d.channel.clone());
                             d.held = holder.is_some() && scheduler.has_room(&key);
                             if !d.held {
@@ -242,9 +254,16 @@ impl Engine {
         let mut duplicates = Vec::new();
         let mut jobs = Vec::new();
         for (i, (event, deliveries)) in plan.events.iter().enumerate() {
+            let mut suppressed = Vec::new();
             let (id, duplicate) = match deliveries {
                 Some(_) => match accepted.next() {
-                    Some(a) => (a.id().to_string(), a.is_duplicate()),
+                    Some(a) => {
+                        let (id, duplicate) = (a.id().to_string(), a.is_duplicate());
+                        if let herald_store::Accepted::New { suppressed: s, .. } = a {
+                            suppressed = s;
+                        }
+                        (id, duplicate)
+                    }
                     None => {
                         return Err(IngestError::Store(StoreError::Internal(
                             "store replied for fewer events than sent",
@@ -262,11 +281,14 @@ impl Engine {
                         durable: true,
                         event: event.clone(),
                     });
+                    announce_noise(&self.inner.bus, event, deliveries, &suppressed);
                     if let Some(holder) = &holder {
+                        // Suppressed (a repeat inside its dedup window) and silenced ones
+                        // are finished in the store already.
                         jobs.extend(
                             deliveries
                                 .iter()
-                                .filter(|d| d.held)
+                                .filter(|d| d.held && !suppressed.contains(&d.id))
                                 .map(|d| held_job(event, d, holder, now)),
                         );
                     }
@@ -296,6 +318,39 @@ impl Engine {
                 duplicate: !duplicates.is_empty(),
             }
         })
+    }
+
+    /// Stores a new silence (durably) under a fresh id (`sil_` + UUID v7) and creation
+    /// time, and applies it from then on, to ingest and to every attempt not yet started.
+    /// The caller has validated it and checked the team.
+    pub async fn create_silence(
+        &self,
+        mut silence: herald_core::Silence,
+    ) -> Result<herald_core::Silence, StoreError> {
+        silence.id = format!("sil_{}", uuid::Uuid::now_v7().simple());
+        silence.created_at = now();
+        self.inner.store.create_silence(silence.clone()).await?;
+        let live = silence.clone();
+        self.inner.update_silences(now(), |all| all.push(live));
+        Ok(silence)
+    }
+
+    /// Ends a silence now (see `Store::expire_silence`); another team's is
+    /// [`StoreError::NotFound`].
+    pub async fn expire_silence(
+        &self,
+        caller: &Caller,
+        silence_id: &str,
+    ) -> Result<herald_core::Silence, StoreError> {
+        let now = now();
+        let ended = self
+            .inner
+            .store
+            .expire_silence(caller.scope(), silence_id, now)
+            .await?;
+        self.inner
+            .update_silences(now, |live| live.retain(|s| s.id != ended.id));
+        Ok(ended)
     }
 
     /// Swaps in a new configuration atomically. Attempts in flight finish on the old one.
@@ -508,9 +563,41 @@ fn held_job(
             last_status_code: None,
             created_at: now,
             updated_at: now,
+            silence_id: None,
+            duplicate_of: None,
         },
         event: event.clone(),
         lease: holder.clone(),
         lease_until: None,
+    }
+}
+
+/// Counts the deliveries of one event that noise control stopped at ingest, and tells the
+/// live stream (status `silenced` or `suppressed`, attempt 0: none was made).
+fn announce_noise(
+    bus: &LiveBus,
+    event: &Arc<herald_core::Event>,
+    deliveries: &[NewDelivery],
+    suppressed: &[String],
+) {
+    for d in deliveries {
+        let status = if d.silence.is_some() {
+            "silenced"
+        } else if suppressed.contains(&d.id) {
+            "suppressed"
+        } else {
+            continue;
+        };
+        metrics::counter!("herald_deliveries_total", "team" => event.team_id.to_string(), "channel" => d.channel.clone(), "outcome" => status).increment(1);
+        bus.publish(LiveMessage::Delivery {
+            team: event.team_id.clone(),
+            delivery_id: d.id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event.clone(),
+            channel: d.channel.clone(),
+            status,
+            attempt: 0,
+            error: None,
+        });
     }
 }

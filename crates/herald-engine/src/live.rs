@@ -22,7 +22,9 @@ pub const BUS_CAPACITY: usize = 1024;
 pub enum LiveMessage {
     /// An accepted event. `durable = false` for transient types (never stored).
     Event { durable: bool, event: Arc<Event> },
-    /// A delivery attempt ended (`status`: succeeded, retrying, dead, disabled, skipped).
+    /// A delivery attempt ended (`status`: succeeded, retrying, dead, disabled, skipped), or
+    /// noise control stopped a delivery (`suppressed` at ingest, `silenced` at ingest or
+    /// before an attempt; `attempt` is then the attempts made so far, 0 at ingest).
     Delivery {
         team: TeamId,
         delivery_id: String,

@@ -307,6 +307,8 @@ mod tests {
                 last_status_code: None,
                 created_at: at,
                 updated_at: at,
+                silence_id: None,
+                duplicate_of: None,
             },
             event: Arc::new(herald_core::Event {
                 id: format!("evt_{n}"),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use herald_config::Config;
-use herald_core::{TeamId, Timestamp};
+use herald_core::{Event, Silence, TeamId, Timestamp};
 use herald_store::Store;
 use tokio::sync::Notify;
 
@@ -220,6 +220,10 @@ pub(crate) struct Inner {
     pub plugins: Arc<herald_plugins::PluginSet>,
     /// Polls plugin files for changes while the engine runs; stops when dropped.
     pub _plugin_watcher: Option<herald_plugins::Watcher>,
+    /// Every team's silences that had not ended when last written: read from the store at
+    /// start-up and replaced whole (copy on write) when one is created or expired, so
+    /// ingest and attempts read them without touching the store.
+    pub silences: RwLock<Arc<Vec<Silence>>>,
 }
 
 impl Inner {
@@ -244,6 +248,26 @@ impl Inner {
             }
         }
         self.wake.notify_one();
+    }
+
+    pub fn silences(&self) -> Arc<Vec<Silence>> {
+        self.silences
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the silences in memory with `change` applied to them; ended ones go.
+    pub fn update_silences(&self, now: Timestamp, change: impl FnOnce(&mut Vec<Silence>)) {
+        let mut slot = self.silences.write().unwrap_or_else(|e| e.into_inner());
+        let mut next: Vec<Silence> = slot.iter().filter(|s| s.ends_at > now).cloned().collect();
+        change(&mut next);
+        *slot = Arc::new(next);
+    }
+
+    /// The silence (its id) that stops a delivery of `event` to `channel` at `now`.
+    pub fn silence_for(&self, event: &Event, channel: &str, now: Timestamp) -> Option<String> {
+        herald_core::silence::silencing(&self.silences(), event, channel, now).map(|s| s.id.clone())
     }
 
     /// Asks the dispatcher to read the store now (a retry requested, a channel re-enabled).

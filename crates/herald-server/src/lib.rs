@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod extract;
 mod routes;
+mod silences;
 mod stream;
 
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use herald_store::{DeliveryFilter, DeliveryStatus, ReplayFilter, ReplayStatus};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{admin_only, caller};
+use crate::auth::{admin_only, caller, scope};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::{AppState, reload};
@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/channels", get(channels))
         .route("/v1/channels/{team}/{channel}/enable", post(enable_channel))
         .route("/v1/plugins", get(plugins))
+        .merge(crate::silences::routes())
         .route("/v1/admin/reload", post(admin_reload))
         .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
         .route("/v1/stream", get(crate::stream::sse))
@@ -138,28 +139,6 @@ struct TeamQuery {
     team: Option<String>,
 }
 
-/// The team a read is limited to: the caller's own, or for the admin the optional `team`.
-fn scope(caller: &Caller, team: Option<&str>) -> Result<Option<TeamId>, ApiError> {
-    match (caller, team) {
-        (Caller::Team(t), Some(asked)) if asked != t.as_str() => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this API key belongs to team `{t}`; only the admin token may ask for another team"
-            ),
-        )),
-        (Caller::Team(t), _) => Ok(Some(t.clone())),
-        (Caller::Admin, Some(t)) => TeamId::parse(t).map(Some).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("team: {e}"),
-            )
-        }),
-        (Caller::Admin, None) => Ok(None),
-    }
-}
-
 async fn get_event(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -199,7 +178,7 @@ async fn list_deliveries(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
-                format!("status: `{s}` is not one of pending, succeeded, dead, skipped"),
+                format!("status: `{s}` is not one of {}", DeliveryStatus::NAMES),
             )
         })?),
     };

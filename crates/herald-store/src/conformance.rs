@@ -13,7 +13,9 @@
 //! takes writes; pruning removes finished rows past their age (or over the size limit) in
 //! batches and never a pending delivery or its event; chat migrations (per bot) and the
 //! progress of split deliveries survive a reopen, and pruning a delivery removes its
-//! progress.
+//! progress; repeat suppression is decided in the accepting transaction (durable, once
+//! under concurrency); silenced deliveries are finished and never due; silences are
+//! durable, scoped to their team, and expire.
 //!
 //! Long on purpose: one function per promise, each a small story a reviewer reads on its
 //! own; a promise added to the `Store` trait gets its case here, so the file grows with it.
@@ -56,6 +58,12 @@ macro_rules! store_conformance_tests {
             prune_removes_finished_rows_past_their_age_and_never_pending_ones,
             chat_migrations_and_split_progress_survive_a_reopen,
             pruning_a_delivery_removes_its_split_progress,
+            dedup_suppresses_repeats_inside_the_window_across_a_reopen,
+            concurrent_accepts_of_one_key_send_it_once,
+            silenced_deliveries_are_finished_and_never_due,
+            finish_silenced_is_fenced_and_records_no_attempt,
+            silences_are_durable_scoped_and_expire,
+            prune_forgets_old_dedup_windows_and_ended_silences,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -99,6 +107,8 @@ fn delivery(id: &str, channel: &str, held: bool) -> NewDelivery {
         subscription: 0,
         subscription_name: Some(format!("sub_{channel}")),
         held,
+        silence: None,
+        dedup: None,
     }
 }
 
@@ -136,7 +146,13 @@ pub async fn accept_is_durable_and_idempotent(backend: &mut impl Backend) {
         vec![delivery("dlv_a", "a", false), delivery("dlv_b", "b", false)],
     )
     .await;
-    assert_eq!(first, Accepted::New { id: "evt_1".into() });
+    assert_eq!(
+        first,
+        Accepted::New {
+            id: "evt_1".into(),
+            suppressed: vec![]
+        }
+    );
     let store = backend.reopen(store);
     let (stored, deliveries) = store.get_event(None, "evt_1").await.unwrap().unwrap();
     assert_eq!(stored, event("acme", "evt_1"));
@@ -153,7 +169,13 @@ pub async fn accept_is_durable_and_idempotent(backend: &mut impl Backend) {
     assert_eq!(deliveries.len(), 2, "a duplicate adds no delivery");
     // The same id in another team is another event.
     let other = accept(&*store, event("globex", "evt_1"), vec![]).await;
-    assert_eq!(other, Accepted::New { id: "evt_1".into() });
+    assert_eq!(
+        other,
+        Accepted::New {
+            id: "evt_1".into(),
+            suppressed: vec![]
+        }
+    );
 }
 
 pub async fn held_deliveries_are_never_claimed_and_are_due_after_a_reopen(
@@ -660,6 +682,8 @@ async fn prune_all(
         total.deliveries += r.deliveries;
         total.dead += r.dead;
         total.attempts += r.attempts;
+        total.dedup_windows += r.dedup_windows;
+        total.silences += r.silences;
         total.over_size |= r.over_size;
         if !r.more {
             return (total, batches);
@@ -712,6 +736,7 @@ pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
         attempts: Duration::from_secs(7 * 86_400),
         dead: Duration::from_secs(90 * 86_400),
         max_store_size: None,
+        dedup: std::time::Duration::ZERO,
     };
     let attempts_of = |id: &'static str| {
         let store = Arc::clone(&store);
@@ -784,6 +809,7 @@ pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
     store.finish_many(fresh).await.unwrap()[0].clone().unwrap();
     let tiny = crate::PruneLimits {
         max_store_size: Some(1),
+        dedup: std::time::Duration::ZERO,
         ..limits
     };
     let (report, _) = prune_all(&*store, &tiny, at(92 * DAY)).await;
@@ -944,6 +970,393 @@ pub async fn pruning_a_delivery_removes_its_split_progress(backend: &mut impl Ba
     for result in store.finish_many(finishes).await.unwrap() {
         result.unwrap();
     }
+
+fn deduped(id: &str, subscription: &str, key: &str, window_secs: u64) -> NewDelivery {
+    NewDelivery {
+        subscription_name: Some(subscription.into()),
+        dedup: Some(crate::DedupClaim {
+            key: key.into(),
+            window: Duration::from_secs(window_secs),
+        }),
+        ..delivery(id, "a", false)
+    }
+}
+
+/// Accepts one event with `deliveries` at `now`; the ids stored as suppressed.
+async fn accept_at(
+    store: &dyn Store,
+    event: Event,
+    deliveries: Vec<NewDelivery>,
+    now: Timestamp,
+) -> Vec<String> {
+    match store
+        .accept(vec![(event, deliveries)], now)
+        .await
+        .unwrap()
+        .remove(0)
+    {
+        Accepted::New { suppressed, .. } => suppressed,
+        other => panic!("not new: {other:?}"),
+    }
+}
+
+pub async fn dedup_suppresses_repeats_inside_the_window_across_a_reopen(
+    backend: &mut impl Backend,
+) {
+    let store = backend.open();
+    let key = r#"["capsule.create","sb_1"]"#;
+    // The first of a key is sent and opens a 60 s window.
+    let none = accept_at(
+        &*store,
+        event("acme", "e1"),
+        vec![deduped("d1", "s", key, 60)],
+        at(0),
+    )
+    .await;
+    assert!(none.is_empty());
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e2"),
+        vec![deduped("d2", "s", key, 60)],
+        at(10),
+    )
+    .await;
+    assert_eq!(repeat, ["d2"]);
+    // The window survives a restart.
+    let store = backend.reopen(store);
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e3"),
+        vec![deduped("d3", "s", key, 60)],
+        at(59),
+    )
+    .await;
+    assert_eq!(repeat, ["d3"]);
+    // Another key, another subscription, another team: each its own window.
+    for (team, id, sub, k) in [
+        ("acme", "e4", "s", r#"["capsule.create","sb_2"]"#),
+        ("acme", "e5", "other", key),
+        ("globex", "e6", "s", key),
+    ] {
+        let sent = accept_at(
+            &*store,
+            event(team, id),
+            vec![deduped(&format!("d_{id}"), sub, k, 60)],
+            at(20),
+        )
+        .await;
+        assert!(sent.is_empty(), "{team} {id} {sub} was suppressed");
+    }
+    // At the window's end the key is sent again and opens a new window from then.
+    let sent = accept_at(
+        &*store,
+        event("acme", "e7"),
+        vec![deduped("d7", "s", key, 60)],
+        at(60),
+    )
+    .await;
+    assert!(sent.is_empty());
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e8"),
+        vec![deduped("d8", "s", key, 60)],
+        at(61),
+    )
+    .await;
+    assert_eq!(repeat, ["d8"]);
+
+    let status = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let (d, attempts) = store.get_delivery(None, id).await.unwrap().unwrap();
+            assert!(attempts.is_empty());
+            (d.status, d.duplicate_of, d.next_attempt_at)
+        }
+    };
+    use crate::DeliveryStatus::{Pending, Suppressed};
+    assert_eq!(status("d1").await.0, Pending);
+    assert_eq!(
+        status("d2").await,
+        (Suppressed, Some("d1".to_string()), None)
+    );
+    assert_eq!(
+        status("d3").await,
+        (Suppressed, Some("d1".to_string()), None)
+    );
+    assert_eq!(
+        status("d8").await,
+        (Suppressed, Some("d7".to_string()), None)
+    );
+    // Suppressed deliveries are never handed out; they are listed under their status.
+    let due: Vec<_> = take_due(&*store, at(100))
+        .await
+        .into_iter()
+        .map(|c| c.delivery.id)
+        .collect();
+    assert!(
+        !due.iter()
+            .any(|id| ["d2", "d3", "d8"].contains(&id.as_str())),
+        "{due:?}"
+    );
+    let page = store
+        .list_deliveries(&crate::DeliveryFilter {
+            team: Some(team("acme")),
+            status: Some(Suppressed),
+            ..crate::DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    let listed: Vec<_> = page.deliveries.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(listed, ["d8", "d3", "d2"]);
+}
+
+pub async fn concurrent_accepts_of_one_key_send_it_once(backend: &mut impl Backend) {
+    let store = backend.open();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            accept_at(
+                &*store,
+                event("acme", &format!("e{i}")),
+                vec![deduped(&format!("d{i}"), "s", "k", 600)],
+                at(i),
+            )
+            .await
+            .len()
+        }));
+    }
+    let mut suppressed = 0;
+    for task in tasks {
+        suppressed += task.await.unwrap();
+    }
+    assert_eq!(
+        suppressed, 15,
+        "exactly one of 16 concurrent repeats is sent"
+    );
+}
+
+pub async fn silenced_deliveries_are_finished_and_never_due(backend: &mut impl Backend) {
+    let store = backend.open();
+    let silenced = NewDelivery {
+        silence: Some("sil_1".into()),
+        // A silenced delivery opens no dedup window: after the silence, the key is sent.
+        ..deduped("dlv_quiet", "s", "k", 600)
+    };
+    let held = holds(&*store);
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![silenced, delivery("dlv_loud", "b", held)],
+    )
+    .await;
+    let (quiet, attempts) = store
+        .get_delivery(None, "dlv_quiet")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            quiet.status,
+            quiet.silence_id.as_deref(),
+            quiet.next_attempt_at,
+            attempts.len()
+        ),
+        (crate::DeliveryStatus::Silenced, Some("sil_1"), None, 0)
+    );
+    assert_eq!(quiet.reason().as_deref(), Some("silenced by sil_1"));
+    assert!(
+        take_due(&*store, at(1000))
+            .await
+            .iter()
+            .all(|c| c.delivery.id != "dlv_quiet")
+    );
+    let sent = accept_at(
+        &*store,
+        event("acme", "evt_2"),
+        vec![deduped("dlv_after", "s", "k", 600)],
+        at(1),
+    )
+    .await;
+    assert!(
+        sent.is_empty(),
+        "the silenced delivery opened a dedup window"
+    );
+    // An operator may still send it: a retry makes it pending and forgets the silence.
+    let retried = store.retry_now(None, "dlv_quiet", at(2)).await.unwrap();
+    assert_eq!(
+        (retried.status, retried.silence_id),
+        (crate::DeliveryStatus::Pending, None)
+    );
+}
+
+pub async fn finish_silenced_is_fenced_and_records_no_attempt(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false)],
+    )
+    .await;
+    let claim = take_due(&*store, at(0)).await.remove(0);
+    let stranger = crate::LeaseToken::from_string("not-the-lease".into());
+    let err = store
+        .finish_silenced("dlv_1", &stranger, "sil_1", at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    store
+        .finish_silenced("dlv_1", &claim.lease, "sil_1", at(1))
+        .await
+        .unwrap();
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.silence_id.as_deref(), attempts.len()),
+        (crate::DeliveryStatus::Silenced, Some("sil_1"), 0)
+    );
+    let again = store
+        .finish("dlv_1", &claim.lease, attempt(200), Next::Succeeded, at(2))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::LeaseLost { .. })),
+        "{again:?}"
+    );
+    let store = backend.reopen(store);
+    assert!(take_due(&*store, at(1000)).await.is_empty());
+}
+
+fn silence(id: &str, team_name: &str, starts: i64, ends: i64) -> herald_core::Silence {
+    herald_core::Silence {
+        id: id.into(),
+        team: team(team_name),
+        matchers: herald_core::SilenceMatchers {
+            event: Some(herald_core::Pattern::parse("capsule.*").unwrap()),
+            outcome: Some(Outcome::Error),
+            metadata: BTreeMap::from([("region".to_string(), "eu".to_string())]),
+            channel: Some("a".into()),
+        },
+        starts_at: at(starts),
+        ends_at: at(ends),
+        comment: "maintenance".into(),
+        created_by: "ops@acme".into(),
+        created_at: at(0),
+    }
+}
+
+pub async fn silences_are_durable_scoped_and_expire(backend: &mut impl Backend) {
+    use herald_core::SilenceState::{Active, Expired, Pending};
+    let store = backend.open();
+    for s in [
+        silence("sil_a1", "acme", 0, 100),
+        silence("sil_a2", "acme", 50, 200),
+        silence("sil_g1", "globex", 0, 100),
+    ] {
+        store.create_silence(s).await.unwrap();
+    }
+    let store = backend.reopen(store);
+    let ids = |list: Vec<herald_core::Silence>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    let filter = |team_name: Option<&str>, state, now| crate::SilenceFilter {
+        team: team_name.map(team),
+        state,
+        now: at(now),
+    };
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), None, 10))
+            .await
+            .unwrap()),
+        ["sil_a2", "sil_a1"]
+    );
+    assert_eq!(
+        ids(store.list_silences(&filter(None, None, 10)).await.unwrap()),
+        ["sil_g1", "sil_a2", "sil_a1"]
+    );
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), Some(Pending), 10))
+            .await
+            .unwrap()),
+        ["sil_a2"]
+    );
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), Some(Active), 10))
+            .await
+            .unwrap()),
+        ["sil_a1"]
+    );
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), Some(Expired), 150))
+            .await
+            .unwrap()),
+        ["sil_a1"]
+    );
+    assert_eq!(
+        store.get_silence(None, "sil_a1").await.unwrap(),
+        Some(silence("sil_a1", "acme", 0, 100))
+    );
+    // Another team's silence is absent: not readable, not expirable.
+    assert_eq!(
+        store
+            .get_silence(Some(&team("globex")), "sil_a1")
+            .await
+            .unwrap(),
+        None
+    );
+    let err = store
+        .expire_silence(Some(&team("globex")), "sil_a1", at(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err}");
+    assert_eq!(
+        store
+            .get_silence(None, "sil_a1")
+            .await
+            .unwrap()
+            .unwrap()
+            .ends_at,
+        at(100)
+    );
+    // Expiring ends it now; a pending one is simply over; an ended one stays as it was.
+    let ended = store
+        .expire_silence(Some(&team("acme")), "sil_a1", at(10))
+        .await
+        .unwrap();
+    assert_eq!((ended.starts_at, ended.ends_at), (at(0), at(10)));
+    let ended = store.expire_silence(None, "sil_a2", at(20)).await.unwrap();
+    assert_eq!((ended.starts_at, ended.ends_at), (at(20), at(20)));
+    assert_eq!(ended.state(at(20)), Expired);
+    let again = store.expire_silence(None, "sil_a1", at(30)).await.unwrap();
+    assert_eq!(again.ends_at, at(10));
+    let err = store
+        .expire_silence(None, "sil_nope", at(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err}");
+    // The live ones (not ended), every team's, for the engine to apply.
+    assert_eq!(ids(store.live_silences(at(30)).await.unwrap()), ["sil_g1"]);
+    let store = backend.reopen(store);
+    assert_eq!(ids(store.live_silences(at(30)).await.unwrap()), ["sil_g1"]);
+}
+
+pub async fn prune_forgets_old_dedup_windows_and_ended_silences(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept_at(
+        &*store,
+        event("acme", "e1"),
+        vec![deduped("d1", "s", "k", 3600)],
+        at(0),
+    )
+    .await;
+    store
+        .create_silence(silence("sil_old", "acme", 0, 100))
+        .await
+        .unwrap();
+    store
+        .create_silence(silence("sil_live", "acme", 0, 40 * DAY))
+        .await
+        .unwrap();
     let limits = crate::PruneLimits {
         events: Duration::from_secs(30 * 86_400),
         attempts: Duration::from_secs(7 * 86_400),
@@ -975,4 +1388,30 @@ pub async fn pruning_a_delivery_removes_its_split_progress(backend: &mut impl Ba
         Some(halfway),
         "a pending delivery keeps its progress"
     );
+
+        dedup: Duration::from_secs(3600),
+    };
+    let (report, _) = prune_all(&*store, &limits, at(1800)).await;
+    assert_eq!(
+        (report.dedup_windows, report.silences),
+        (0, 0),
+        "{report:?}"
+    );
+    // The window is still open: a repeat is suppressed.
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e2"),
+        vec![deduped("d2", "s", "k", 3600)],
+        at(1800),
+    )
+    .await;
+    assert_eq!(repeat, ["d2"]);
+    let (report, _) = prune_all(&*store, &limits, at(31 * DAY)).await;
+    assert_eq!(
+        (report.dedup_windows, report.silences),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(store.get_silence(None, "sil_old").await.unwrap().is_none());
+    assert!(store.get_silence(None, "sil_live").await.unwrap().is_some());
 }

@@ -20,6 +20,8 @@
 //!   expires (`FOR UPDATE SKIP LOCKED`, a random token per row), and a node's dead leases
 //!   are taken over by the others; its conformance run and shared-store tests are in
 //!   `postgres/tests.rs`, against the real server.
+//! - Repeat suppression is decided inside the transaction that accepts the event (see
+//!   [`NewDelivery::dedup`]), so concurrent ingest of the same key sends it once.
 //! - Every read a team can make is scoped by `Option<&TeamId>` (`None` = admin): a team
 //!   never sees another team's rows, not even as a distinct error.
 
@@ -34,10 +36,10 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DEFAULT_PAGE_SIZE,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DEFAULT_PAGE_SIZE, DedupClaim,
     DeliveryFilter, DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken,
     MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    ReplayStatus, SplitProgress, StoreStats,
+    ReplayStatus, SilenceFilter, SplitProgress, StoreStats,
 };
 pub use postgres::{
     DEFAULT_POOL_SIZE as DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA,

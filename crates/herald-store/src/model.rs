@@ -31,14 +31,35 @@ pub struct NewDelivery {
     /// never hands it out, until an attempt is finished or the store is reopened. Only for
     /// stores that have a holder (one process owns them); others refuse it.
     pub held: bool,
+    /// Silenced at ingest by this silence (its id): stored as `silenced`, never sent.
+    pub silence: Option<String>,
+    /// The subscription's repeat suppression: the store decides, in the transaction that
+    /// accepts the event, whether this key is inside a window opened by an earlier sent
+    /// delivery (then this one is stored as `suppressed`, and not sent).
+    pub dedup: Option<DedupClaim>,
+}
+
+/// The dedup key of a new delivery and its subscription's window. Windows are kept per
+/// (team, subscription name, key): a delivery that is sent opens one for `window`; a
+/// later delivery with the same key inside it is suppressed and opens nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupClaim {
+    /// `herald_core::Dedup::key_for` of the event.
+    pub key: String,
+    pub window: Duration,
 }
 
 /// What became of one event handed to [`crate::Store::accept`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Accepted {
-    /// Stored now, with its deliveries.
-    New { id: String },
+    /// Stored now, with its deliveries; `suppressed` lists those stored as `suppressed`
+    /// (duplicates inside their dedup window), which are not to be sent.
+    New {
+        id: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        suppressed: Vec<String>,
+    },
     /// The team already had an event with this id (stored earlier, or earlier in the same
     /// batch); nothing was stored.
     Duplicate { id: String },
@@ -48,7 +69,7 @@ impl Accepted {
     /// The event id, whichever the result.
     pub fn id(&self) -> &str {
         match self {
-            Accepted::New { id } | Accepted::Duplicate { id } => id,
+            Accepted::New { id, .. } | Accepted::Duplicate { id } => id,
         }
     }
 
@@ -68,15 +89,26 @@ pub enum DeliveryStatus {
     Dead,
     /// Not attempted, on purpose (e.g. its channel is disabled).
     Skipped,
+    /// Not sent: a repeat of a delivery sent less than its subscription's
+    /// `dedup_window` ago (`duplicate_of` names it).
+    Suppressed,
+    /// Not sent: a silence matched it (`silence_id` names it), at ingest or before an
+    /// attempt.
+    Silenced,
 }
 
 impl DeliveryStatus {
+    /// Every status, for error messages.
+    pub const NAMES: &'static str = "pending, succeeded, dead, skipped, suppressed or silenced";
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Succeeded => "succeeded",
             DeliveryStatus::Dead => "dead",
             DeliveryStatus::Skipped => "skipped",
+            DeliveryStatus::Suppressed => "suppressed",
+            DeliveryStatus::Silenced => "silenced",
         }
     }
 }
@@ -96,8 +128,11 @@ impl FromStr for DeliveryStatus {
             "succeeded" => Ok(DeliveryStatus::Succeeded),
             "dead" => Ok(DeliveryStatus::Dead),
             "skipped" => Ok(DeliveryStatus::Skipped),
+            "suppressed" => Ok(DeliveryStatus::Suppressed),
+            "silenced" => Ok(DeliveryStatus::Silenced),
             other => Err(format!(
-                "unknown delivery status `{other}`; expected pending, succeeded, dead or skipped"
+                "unknown delivery status `{other}`; expected {}",
+                DeliveryStatus::NAMES
             )),
         }
     }
@@ -127,6 +162,25 @@ pub struct DeliveryRecord {
     pub last_status_code: Option<u16>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// For a `silenced` delivery: the silence that stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_id: Option<String>,
+    /// For a `suppressed` delivery: the sent delivery whose dedup window it fell in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
+}
+
+impl DeliveryRecord {
+    /// Why a delivery was not sent, in words, for the suppressed and silenced ones.
+    pub fn reason(&self) -> Option<String> {
+        match (self.status, &self.silence_id, &self.duplicate_of) {
+            (DeliveryStatus::Silenced, Some(silence), _) => Some(format!("silenced by {silence}")),
+            (DeliveryStatus::Suppressed, _, Some(original)) => Some(format!(
+                "duplicate of {original} (inside its subscription's dedup_window)"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of one attempt, as a worker reports it to [`crate::Store::finish`]. The
@@ -315,6 +369,8 @@ mod tests {
             DeliveryStatus::Succeeded,
             DeliveryStatus::Dead,
             DeliveryStatus::Skipped,
+            DeliveryStatus::Suppressed,
+            DeliveryStatus::Silenced,
         ] {
             let json = serde_json::to_value(status).unwrap();
             assert_eq!(json, status.as_str());
@@ -350,6 +406,9 @@ pub struct PruneLimits {
     /// Above this many bytes of live data, the oldest finished events go, whatever their
     /// age.
     pub max_store_size: Option<u64>,
+    /// Dedup windows opened longer ago than this are forgotten: the longest
+    /// `dedup_window` configured (zero when none is).
+    pub dedup: Duration,
 }
 
 /// Rows one [`crate::Store::prune`] call removed.
@@ -361,6 +420,10 @@ pub struct PruneReport {
     /// Of those, dead letters past their age.
     pub dead: u64,
     pub attempts: u64,
+    /// Dedup windows forgotten (opened longer ago than the longest window), and silences
+    /// that ended longer ago than the events' age.
+    pub dedup_windows: u64,
+    pub silences: u64,
     /// Whether the store was still above `max_store_size` when the call began.
     pub over_size: bool,
     /// Whether a batch limit was reached, so another call may remove more.
@@ -370,7 +433,7 @@ pub struct PruneReport {
 impl PruneReport {
     /// Rows removed, of every kind.
     pub fn removed(&self) -> u64 {
-        self.events + self.deliveries + self.attempts
+        self.events + self.deliveries + self.attempts + self.dedup_windows + self.silences
     }
 }
 
@@ -402,4 +465,14 @@ pub struct ChatMigration {
 pub struct SplitProgress {
     pub parts: u32,
     pub delivered: u32,
+}
+
+/// Which silences [`crate::Store::list_silences`] returns, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilenceFilter {
+    /// The caller's scope: `None` for an admin, who sees every team.
+    pub team: Option<TeamId>,
+    /// Only silences in this state at `now`; all of them when `None`.
+    pub state: Option<herald_core::SilenceState>,
+    pub now: Timestamp,
 }

@@ -8,6 +8,7 @@
 mod backlog_tests;
 mod backup;
 mod chat_state;
+mod noise;
 mod queries;
 mod retention;
 mod schema;
@@ -21,14 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use herald_core::{Event, TeamId, Timestamp};
+use herald_core::{Event, Silence, TeamId, Timestamp};
 use rusqlite::Connection;
 
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
     DeliveryRecord, Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
-    ReplayFilter, SplitProgress, StoreStats,
+    ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;
@@ -323,6 +324,60 @@ impl Store for SqliteStore {
             self.writer
                 .run(move |conn| queries::finish(conn, &id, &lease, &attempt, next, now)),
         )
+    }
+
+    fn finish_silenced<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let (id, lease, silence) = (delivery_id.to_owned(), lease.clone(), silence_id.to_owned());
+        // Unsynced: lost in a crash, the delivery is held again and silenced again.
+        Box::pin(
+            self.writer.run_unsynced(move |conn| {
+                queries::finish_silenced(conn, &id, &lease, &silence, now)
+            }),
+        )
+    }
+
+    fn create_silence(&self, silence: Silence) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.writer
+                .run(move |conn| noise::create_silence(conn, &silence)),
+        )
+    }
+
+    fn list_silences<'a>(&'a self, filter: &'a SilenceFilter) -> StoreFuture<'a, Vec<Silence>> {
+        let filter = filter.clone();
+        Box::pin(self.read(move |conn| noise::list_silences(conn, &filter)))
+    }
+
+    fn get_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+    ) -> StoreFuture<'a, Option<Silence>> {
+        let (team, id) = (team.cloned(), silence_id.to_owned());
+        Box::pin(self.read(move |conn| noise::get_silence(conn, team.as_ref(), &id)))
+    }
+
+    fn expire_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, Silence> {
+        let (team, id) = (team.cloned(), silence_id.to_owned());
+        Box::pin(
+            self.writer
+                .run(move |conn| noise::expire_silence(conn, team.as_ref(), &id, now)),
+        )
+    }
+
+    fn live_silences(&self, now: Timestamp) -> StoreFuture<'_, Vec<Silence>> {
+        Box::pin(self.read(move |conn| noise::live_silences(conn, now)))
     }
 
     fn release<'a>(&'a self, delivery_id: &'a str, lease: &'a LeaseToken) -> StoreFuture<'a, ()> {

@@ -7,6 +7,7 @@ mod explain;
 mod migrate;
 mod plugin;
 mod serve;
+mod silence;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,11 @@ enum Command {
     },
     /// Re-queue a team's dead or failed deliveries of a time window (bulk replay).
     Replay(client::ReplayArgs),
+    /// Silence matching deliveries for a while (`add`), list silences, end one (`expire`).
+    Silence {
+        #[command(subcommand)]
+        command: silence::SilenceCommand,
+    },
     /// Validate the configuration and report every problem with its location.
     Check {
         /// The configuration file (same as --config).
@@ -135,6 +141,13 @@ enum Command {
         /// Print the explanation as JSON.
         #[arg(long)]
         json: bool,
+        /// A running herald to check the team's silences against (with --key); without
+        /// it, silences are not checked.
+        #[arg(long, requires = "key")]
+        url: Option<String>,
+        /// A team API key or the admin token for --url.
+        #[arg(long, env = "HERALD_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
 }
 
@@ -159,6 +172,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => runtime()
             .and_then(|rt| rt.block_on(client::replay(args)))
             .map(|()| ExitCode::SUCCESS),
+        Command::Silence { command } => runtime()
+            .and_then(|rt| rt.block_on(silence::run(command)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Check {
             path,
             config,
@@ -182,7 +198,12 @@ fn main() -> ExitCode {
             event,
             team,
             json,
-        } => explain::run(&config, &event, team.as_deref(), json),
+            url,
+            key,
+        } => {
+            let server = url.zip(key).map(|(url, key)| client::Target { url, key });
+            explain::run(&config, &event, team.as_deref(), json, server.as_ref())
+        }
     };
     match result {
         Ok(code) => code,

@@ -28,13 +28,14 @@ macro_rules! delivery_columns {
     () => {
         "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
          d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
-         d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name"
+         d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name, \
+         d.silence_id, d.duplicate_of"
     };
 }
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = delivery_columns!();
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 15;
+const DELIVERY_COLUMN_COUNT: usize = 17;
 
 fn conversion_error(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -63,6 +64,8 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         updated_at: timestamp(row.get(12)?),
         budget_start: row.get(13)?,
         subscription_name: row.get(14)?,
+        silence_id: row.get(15)?,
+        duplicate_of: row.get(16)?,
     })
 }
 
@@ -131,14 +134,25 @@ pub(crate) fn accept(
          ON CONFLICT (id, team_id) DO NOTHING
          RETURNING seq",
     )?;
-    // A held delivery (?9 = the holder) is in the caller's memory queue: leased to the
-    // holder for good and never due; any other is due at once.
     let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at,
+             subscription_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?8, ?9)",
+    )?;
+    // A delivery finished at ingest (silenced, or suppressed as a repeat): never due.
+    let mut insert_finished = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at,
+             subscription_name, silence_id, duplicate_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, NULL, ?9, ?9, ?10, ?11, ?12)",
+    )?;
+    // A held delivery is in the caller's memory queue: leased to the holder, never due.
+    let mut insert_held = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
              subscription, status, attempts, next_attempt_at, due_at, lease_token, lease_until,
              created_at, updated_at, subscription_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8,
-             CASE WHEN ?9 IS NULL THEN ?8 END, ?9, ?10, ?8, ?8, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, NULL, ?9, ?10, ?8, ?8, ?11)",
     )?;
     let mut results = Vec::with_capacity(events.len());
     for event in events {
@@ -160,28 +174,80 @@ pub(crate) fn accept(
             });
             continue;
         };
+        let mut suppressed = Vec::new();
         for delivery in &event.deliveries {
-            let (lease_token, lease_until) = if delivery.held {
-                (Some(holder.as_str()), Some(HELD_UNTIL))
-            } else {
-                (None, None)
+            let finished = match (&delivery.silence, &delivery.dedup) {
+                (Some(silence), _) => Some((DeliveryStatus::Silenced, Some(silence), None)),
+                (None, Some(claim)) => {
+                    let subscription = delivery.subscription_name.as_deref().unwrap_or("");
+                    let open =
+                        super::noise::open_window(conn, &event.team, subscription, claim, now)?;
+                    match open {
+                        Some(original) => {
+                            suppressed.push(delivery.id.clone());
+                            Some((DeliveryStatus::Suppressed, None, Some(original)))
+                        }
+                        None => {
+                            super::noise::record_window(
+                                conn,
+                                &event.team,
+                                subscription,
+                                &claim.key,
+                                &delivery.id,
+                                now,
+                            )?;
+                            None
+                        }
+                    }
+                }
+                (None, None) => None,
             };
-            insert_delivery.execute(params![
-                delivery.id,
-                seq,
-                event.team.as_str(),
-                event.id,
-                event.event_type,
-                delivery.channel,
-                delivery.subscription,
-                now,
-                lease_token,
-                lease_until,
-                delivery.subscription_name,
-            ])?;
+            if let Some((status, silence, original)) = finished {
+                insert_finished.execute(params![
+                    delivery.id,
+                    seq,
+                    event.team.as_str(),
+                    event.id,
+                    event.event_type,
+                    delivery.channel,
+                    delivery.subscription,
+                    status.as_str(),
+                    now,
+                    delivery.subscription_name,
+                    silence,
+                    original,
+                ])?;
+            } else if delivery.held {
+                insert_held.execute(params![
+                    delivery.id,
+                    seq,
+                    event.team.as_str(),
+                    event.id,
+                    event.event_type,
+                    delivery.channel,
+                    delivery.subscription,
+                    now,
+                    holder.as_str(),
+                    HELD_UNTIL,
+                    delivery.subscription_name,
+                ])?;
+            } else {
+                insert_delivery.execute(params![
+                    delivery.id,
+                    seq,
+                    event.team.as_str(),
+                    event.id,
+                    event.event_type,
+                    delivery.channel,
+                    delivery.subscription,
+                    now,
+                    delivery.subscription_name,
+                ])?;
+            }
         }
         results.push(Accepted::New {
             id: event.id.clone(),
+            suppressed,
         });
     }
     Ok(results)
@@ -504,6 +570,26 @@ pub(crate) fn void_leases(conn: &Connection) -> Result<usize, StoreError> {
     )?)
 }
 
+/// Finishes a claimed delivery as silenced, without an attempt (see
+/// `Store::finish_silenced`).
+pub(crate) fn finish_silenced(
+    conn: &Connection,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    silence_id: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (seq, _, _) = leased_row(conn, delivery_id, lease)?;
+    conn.prepare_cached(
+        "UPDATE deliveries
+         SET status = 'silenced', silence_id = ?2, next_attempt_at = NULL, due_at = NULL,
+             lease_token = NULL, lease_until = NULL, manual_next = 0, updated_at = ?3
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, silence_id, nanos(now)])?;
+    Ok(())
+}
+
 pub(crate) fn release(
     conn: &Connection,
     delivery_id: &str,
@@ -554,12 +640,14 @@ pub(crate) fn retry_now(
         // A delivery that was given up on (dead, skipped) starts a fresh retry budget: the
         // attempts made so far no longer count against the schedule. A pending one keeps
         // what is left of its budget; either way the next attempt is recorded as manual.
-        let fresh_budget = matches!(status, DeliveryStatus::Dead | DeliveryStatus::Skipped);
+        // A suppressed or silenced one is sent now (it forgets why it was not).
+        let fresh_budget = status != DeliveryStatus::Pending;
         conn.prepare_cached(
             "UPDATE deliveries
              SET status = 'pending', next_attempt_at = ?2, due_at = ?2,
                  lease_token = NULL, lease_until = NULL, updated_at = ?2, manual_next = 1,
-                 budget_start = CASE WHEN ?3 THEN attempts ELSE budget_start END
+                 budget_start = CASE WHEN ?3 THEN attempts ELSE budget_start END,
+                 silence_id = NULL, duplicate_of = NULL
              WHERE seq = ?1",
         )?
         .execute(params![seq, now, fresh_budget])?;
@@ -613,7 +701,8 @@ pub(crate) fn replay(
             "UPDATE deliveries
              SET budget_start = CASE WHEN status = 'pending' THEN budget_start ELSE attempts END,
                  status = 'pending', next_attempt_at = ?5, due_at = ?5,
-                 lease_token = NULL, lease_until = NULL, manual_next = 1, updated_at = ?5
+                 lease_token = NULL, lease_until = NULL, manual_next = 1, updated_at = ?5,
+                 silence_id = NULL, duplicate_of = NULL
              WHERE {selected}"
         ))?
         .execute(values)?;

@@ -151,6 +151,11 @@ pub(crate) fn prune(
 
     prune_events(conn, before(limits.events), batch, &mut report)?;
 
+    // Dedup windows no configured window can still reach, and long-ended silences.
+    report.dedup_windows = super::noise::prune_windows(conn, before(limits.dedup), batch)?;
+    report.silences = super::noise::prune_silences(conn, before(limits.events), batch)?;
+    report.more |= full(report.dedup_windows as usize) || full(report.silences as usize);
+
     // Over the size ceiling: the oldest finished events go, whatever their age.
     if let Some(max) = limits.max_store_size
         && live_bytes(conn)? > max
