@@ -113,6 +113,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
     // 6: a team's SSE replay (`events_after` with a team) walks only its own events.
     "CREATE INDEX events_team_seq ON events (team_id, seq);",
+    // 7: reserved for another branch's migration (renumbered at merge).
+    "",
+    // 8: `orphaned` deliveries (their channel left the configuration). The status CHECK of
+    // migration 1 widens in place: SQLite's documented way to relax a CHECK constraint
+    // (sqlite.org/lang_altertable.html, "writable_schema"), which every existing row
+    // satisfies, so no table rebuild; the index that follows is DDL, which bumps the schema
+    // cookie so every connection re-reads the schema. The index finds a team's orphans of
+    // one channel (re-attach on reload, move) without walking its other rows.
+    "
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+       SET sql = replace(sql, '''dead'', ''skipped'')', '''dead'', ''skipped'', ''orphaned'')')
+     WHERE type = 'table' AND name = 'deliveries';
+    PRAGMA writable_schema = RESET;
+    CREATE INDEX deliveries_orphaned ON deliveries (team_id, channel) WHERE status = 'orphaned';
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).
