@@ -84,6 +84,9 @@ pub enum ChatBehaviour {
     MigratedTo(i64),
     /// Answers the next `times` messages with HTTP `status` (500, 502, …), then behaves.
     ServerError { status: u16, times: u32 },
+    /// Answers the next `times` messages with 429 `Too Many Requests` *without*
+    /// `parameters.retry_after` (a throttle that gives no hint), then behaves.
+    Throttled { times: u32 },
 }
 
 /// A message the double accepted.
@@ -549,6 +552,16 @@ fn send_message(shared: &Shared, params: &Params) -> Reply {
                 _ => "Internal Server Error",
             };
             return error(status, description, None);
+        }
+        ChatBehaviour::Throttled { times } => {
+            let next = if times <= 1 {
+                ChatBehaviour::Normal
+            } else {
+                ChatBehaviour::Throttled { times: times - 1 }
+            };
+            state.behaviours.insert(chat, next);
+            state.too_many_requests += 1;
+            return error(429, "Too Many Requests", None);
         }
     }
 
