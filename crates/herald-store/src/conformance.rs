@@ -803,14 +803,15 @@ pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
     assert!(stats.size_bytes > 0);
 }
 
-pub async fn orphans_wait_until_reattached_or_moved_by_their_own_team(
-    backend: &mut impl Backend,
-) {
+pub async fn orphans_wait_until_reattached_or_moved_by_their_own_team(backend: &mut impl Backend) {
     let store = backend.open();
     accept(
         &*store,
         event("acme", "evt_1"),
-        vec![delivery("dlv_1", "old", false), delivery("dlv_2", "old", false)],
+        vec![
+            delivery("dlv_1", "old", false),
+            delivery("dlv_2", "old", false),
+        ],
     )
     .await;
     let claims = take_due(&*store, at(0)).await;
@@ -828,7 +829,11 @@ pub async fn orphans_wait_until_reattached_or_moved_by_their_own_team(
     }
     let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
     assert_eq!(record.status, crate::DeliveryStatus::Orphaned);
-    assert_eq!((record.attempts, attempts.len()), (0, 0), "no attempt recorded");
+    assert_eq!(
+        (record.attempts, attempts.len()),
+        (0, 0),
+        "no attempt recorded"
+    );
     assert_eq!(record.last_error.as_deref(), Some("channel `old` is gone"));
     assert_eq!(record.next_attempt_at, None);
     assert!(take_due(&*store, at(100)).await.is_empty(), "never due");
@@ -854,7 +859,13 @@ pub async fn orphans_wait_until_reattached_or_moved_by_their_own_team(
         to_channel: "new".into(),
         status: crate::MoveStatus::Orphaned,
     };
-    assert_eq!(store.move_deliveries(&moves("globex"), at(3)).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .move_deliveries(&moves("globex"), at(3))
+            .await
+            .unwrap(),
+        0
+    );
     // A reload that brings another team's `old` back re-attaches nothing of acme's.
     let globex_old = [(team("globex"), "old".to_string())];
     assert_eq!(store.reattach_orphans(&globex_old, at(3)).await.unwrap(), 0);
@@ -868,7 +879,10 @@ pub async fn orphans_wait_until_reattached_or_moved_by_their_own_team(
         store.orphan(id, &claim.lease, why(), at(5)).await.unwrap();
     }
     // Moved by their own team: re-pointed, due at once, same ids.
-    assert_eq!(store.move_deliveries(&moves("acme"), at(6)).await.unwrap(), 2);
+    assert_eq!(
+        store.move_deliveries(&moves("acme"), at(6)).await.unwrap(),
+        2
+    );
     let store = backend.reopen(store);
     let claims = take_due(&*store, at(6)).await;
     let mut moved: Vec<(String, String)> = claims
@@ -894,7 +908,13 @@ pub async fn a_channel_wide_failure_uses_no_retry_budget(backend: &mut impl Back
     )
     .await;
     let claim = take_due(&*store, at(0)).await.remove(0);
-    let finished = store.finish("dlv_1", &claim.lease, attempt(429), Next::Wait(at(10)), at(1));
+    let finished = store.finish(
+        "dlv_1",
+        &claim.lease,
+        attempt(429),
+        Next::Wait(at(10)),
+        at(1),
+    );
     finished.await.unwrap();
     let claim = take_due(&*store, at(10)).await.remove(0);
     assert_eq!(
@@ -902,9 +922,18 @@ pub async fn a_channel_wide_failure_uses_no_retry_budget(backend: &mut impl Back
         (1, 1),
         "the attempt is recorded but not counted"
     );
-    let finished = store.finish("dlv_1", &claim.lease, attempt(500), Next::RetryAt(at(20)), at(11));
+    let finished = store.finish(
+        "dlv_1",
+        &claim.lease,
+        attempt(500),
+        Next::RetryAt(at(20)),
+        at(11),
+    );
     finished.await.unwrap();
     let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
-    assert_eq!((record.attempts, record.budget_start, attempts.len()), (2, 1, 2));
+    assert_eq!(
+        (record.attempts, record.budget_start, attempts.len()),
+        (2, 1, 2)
+    );
     assert_eq!(record.status, crate::DeliveryStatus::Pending);
 }

@@ -30,7 +30,8 @@ pub use error::StoreError;
 pub use model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DEFAULT_PAGE_SIZE, DeliveryFilter,
     DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, MoveFilter,
-    MoveStatus, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter, ReplayStatus, StoreStats,
+    MoveStatus, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
+    ReplayStatus, StoreStats,
 };
 pub use sqlite::{CopyReport, DEFAULT_MIN_FREE_BYTES, SqliteStore, WriteStats};
 pub use store::{Store, StoreFuture};

@@ -26,8 +26,8 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    StoreStats,
+    Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
+    ReplayFilter, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;

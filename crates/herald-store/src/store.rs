@@ -9,8 +9,8 @@ use herald_core::{Event, TeamId, Timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    StoreStats,
+    Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
+    ReplayFilter, StoreStats,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -151,8 +151,11 @@ pub trait Store: Send + Sync + 'static {
     /// `filter.to_channel` and makes them pending and due at `now`, with their ids (a dead
     /// one gets a fresh budget; the next attempt is recorded as manual); returns how many.
     /// The caller checks that `to_channel` exists. Only `filter.team`'s rows are touched.
-    fn move_deliveries<'a>(&'a self, filter: &'a MoveFilter, now: Timestamp)
-    -> StoreFuture<'a, u64>;
+    fn move_deliveries<'a>(
+        &'a self,
+        filter: &'a MoveFilter,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64>;
 
     /// Bulk replay: makes every delivery matching `filter` due at `now` again, as
     /// [`Store::retry_now`] does each (same delivery id, a fresh retry budget for a
