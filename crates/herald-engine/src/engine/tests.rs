@@ -1,5 +1,8 @@
-//! The running engine against a real SQLite store, with a channel adapter swapped in for
-//! faults a real endpoint cannot cause (issue 15, item 6: a panicking attempt).
+//! The running engine against a real SQLite store, with a channel adapter (or a store
+//! wrapper) swapped in for faults a real endpoint cannot cause (issue 15, item 6: a
+//! panicking attempt, a failing finish).
+
+mod faulty;
 
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -80,14 +83,56 @@ impl Channel for Panicky {
     }
 }
 
-async fn start(dir: &std::path::Path, channel: Arc<Panicky>) -> Engine {
+/// Delivers everything, counting its sends.
+#[derive(Default)]
+struct Counting {
+    sends: AtomicUsize,
+}
+
+impl Channel for Counting {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn send<'a>(&'a self, _msg: &'a Outgoing<'a>) -> SendFuture<'a> {
+        Box::pin(async move {
+            self.sends.fetch_add(1, AtomicOrdering::SeqCst);
+            SendOutcome::Delivered {
+                status: Some(200),
+                response: None,
+            }
+        })
+    }
+}
+
+fn sqlite(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(&dir.join("data")).unwrap())
+}
+
+/// Waits (bounded) until `n` deliveries succeeded; returns them.
+async fn succeeded(engine: &Engine, n: usize) -> Vec<herald_store::DeliveryRecord> {
+    let filter = DeliveryFilter {
+        status: Some(DeliveryStatus::Succeeded),
+        limit: 100,
+        ..DeliveryFilter::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = engine.store().list_deliveries(&filter).await.unwrap();
+        if page.deliveries.len() >= n || Instant::now() > deadline {
+            return page.deliveries;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn start(dir: &std::path::Path, store: Arc<dyn Store>, channel: Arc<dyn Channel>) -> Engine {
     let path = dir.join("herald.toml");
     std::fs::write(&path, CONFIG).unwrap();
     let outcome = herald_config::load_with_env(&path, &|_| None);
     let config = outcome
         .config
         .unwrap_or_else(|| panic!("{}", outcome.diagnostics));
-    let store = Arc::new(SqliteStore::open(&dir.join("data")).unwrap());
     let engine = Engine::start(config.clone(), store, EngineOptions::default())
         .await
         .unwrap();
@@ -95,7 +140,7 @@ async fn start(dir: &std::path::Path, channel: Arc<Panicky>) -> Engine {
     let team = TeamId::parse("acme").unwrap();
     snapshot
         .channels
-        .insert((team, "hook".to_string()), channel as Arc<dyn Channel>);
+        .insert((team, "hook".to_string()), channel);
     *engine.inner.snapshot.write().unwrap() = Arc::new(snapshot);
     engine
 }
@@ -110,7 +155,7 @@ async fn a_panicking_attempt_frees_its_slot_and_its_delivery_is_sent_again() {
         pair_met: tokio::sync::Notify::new(),
         delivered: StdMutex::new(Vec::new()),
     });
-    let engine = start(dir.path(), channel.clone()).await;
+    let engine = start(dir.path(), sqlite(dir.path()), channel.clone()).await;
     let acme = Caller::Team(TeamId::parse("acme").unwrap());
     // Two first, so that both panic, then four more.
     for batch in [0..2, 2..6] {
@@ -129,19 +174,7 @@ async fn a_panicking_attempt_frees_its_slot_and_its_delivery_is_sent_again() {
         }
     }
     // Every delivery succeeds, the two whose attempt panicked included, without a restart.
-    let filter = DeliveryFilter {
-        status: Some(DeliveryStatus::Succeeded),
-        limit: 100,
-        ..DeliveryFilter::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let succeeded = loop {
-        let page = engine.store().list_deliveries(&filter).await.unwrap();
-        if page.deliveries.len() == 6 || Instant::now() > deadline {
-            break page.deliveries;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let succeeded = succeeded(&engine, 6).await;
     let all = engine
         .store()
         .list_deliveries(&DeliveryFilter {
@@ -161,5 +194,30 @@ async fn a_panicking_attempt_frees_its_slot_and_its_delivery_is_sent_again() {
         .scheduler()
         .status(&(TeamId::parse("acme").unwrap(), "hook".to_string()));
     assert_eq!((lane.limit, lane.in_flight), (2, 0), "{lane:?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_finish_is_retried_until_recorded_and_never_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(faulty::FailingFinishes {
+        inner: sqlite(dir.path()),
+        fail: AtomicUsize::new(3),
+        calls: AtomicUsize::new(0),
+    });
+    let channel = Arc::new(Counting::default());
+    let engine = start(dir.path(), store.clone(), channel.clone()).await;
+    let acme = Caller::Team(TeamId::parse("acme").unwrap());
+    engine
+        .ingest(&acme, br#"{"id": "evt_1", "event": "capsule.create"}"#)
+        .await
+        .unwrap();
+    let done = succeeded(&engine, 1).await;
+    assert_eq!(done.len(), 1, "the record was written in the end");
+    assert_eq!(done[0].attempts, 1, "{done:?}");
+    // Three failed writes, then the one that took: retried, not dropped…
+    assert_eq!(store.calls.load(AtomicOrdering::SeqCst), 4);
+    // …and the message went out once: a failing record never re-sends it.
+    assert_eq!(channel.sends.load(AtomicOrdering::SeqCst), 1);
     engine.shutdown().await;
 }
