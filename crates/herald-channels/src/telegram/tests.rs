@@ -483,6 +483,18 @@ async fn a_bad_token_is_a_channel_failure_and_never_printed() {
 }
 
 #[tokio::test]
+async fn a_429_without_retry_after_is_a_channel_failure() {
+    let double = double_unlimited().await;
+    double.set_chat_behaviour(5, ChatBehaviour::Throttled { times: 1 });
+    let channel = channel(&bot(&double), 5, ParseMode::Html);
+    let outcome = send(&channel, "dlv_1", &event()).await;
+    assert_eq!(outcome.kind(), "channel_failure", "{outcome}");
+    assert_eq!(outcome.status(), Some(429));
+    // The throttle passed: the next attempt goes out.
+    assert_eq!(send(&channel, "dlv_1", &event()).await.kind(), "delivered");
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_later() {
     let double = double_unlimited().await;
     double.set_chat_behaviour(
