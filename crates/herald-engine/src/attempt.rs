@@ -242,7 +242,22 @@ async fn orphan(
         .await
     {
         Ok(()) => {
-            tracing::warn!(delivery = %delivery.id, team = %delivery.team, channel = %delivery.channel, "delivery orphaned: its channel no longer exists")
+            tracing::warn!(delivery = %delivery.id, team = %delivery.team, channel = %delivery.channel, "delivery orphaned: its channel no longer exists");
+            // A reload that brought the channel back while this attempt ran on the older
+            // configuration re-attached orphans before this one was written: do it again.
+            if inner.snapshot().channels.contains_key(&key) {
+                match inner
+                    .store
+                    .reattach_orphans(std::slice::from_ref(&key), now())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(_) => inner.read_store_now(),
+                    Err(e) => {
+                        tracing::error!(delivery = %delivery.id, error = %e, "re-attaching an orphan failed; the next reload does it")
+                    }
+                }
+            }
         }
         Err(e) => {
             tracing::error!(delivery = %delivery.id, error = %e, "holding a delivery as orphaned failed; it is looked at again after a restart")
