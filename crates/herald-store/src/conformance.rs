@@ -979,6 +979,7 @@ pub async fn pruning_a_delivery_removes_its_split_progress(backend: &mut impl Ba
         attempts: Duration::from_secs(7 * 86_400),
         dead: Duration::from_secs(90 * 86_400),
         max_store_size: None,
+        dedup: Duration::ZERO,
     };
     let progress = |id: &'static str| {
         let store = Arc::clone(&store);

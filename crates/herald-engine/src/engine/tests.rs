@@ -136,7 +136,7 @@ async fn start(dir: &std::path::Path, store: Arc<dyn Store>, channel: Arc<dyn Ch
     let engine = Engine::start(config.clone(), store, EngineOptions::default())
         .await
         .unwrap();
-    let mut snapshot = Snapshot::build(config).unwrap();
+    let mut snapshot = Snapshot::build(config, None).unwrap();
     let team = TeamId::parse("acme").unwrap();
     snapshot
         .channels

@@ -4,10 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use herald_core::{Event, TeamId, Timestamp};
+use herald_core::{Event, Silence, TeamId, Timestamp};
 use herald_store::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
+    ChatMigration, Finish, LeaseToken, MoveFilter, SilenceFilter, SplitProgress, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
     ReplayFilter, Store, StoreError, StoreFuture, StoreStats,
 };
 
@@ -20,6 +20,65 @@ pub(super) struct FailingFinishes {
 }
 
 impl Store for FailingFinishes {
+    fn finish_silenced<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.finish_silenced(delivery_id, lease, silence_id, now)
+    }
+    fn create_silence(&self, silence: Silence) -> StoreFuture<'_, ()> {
+        self.inner.create_silence(silence)
+    }
+    fn list_silences<'a>(&'a self, filter: &'a SilenceFilter) -> StoreFuture<'a, Vec<Silence>> {
+        self.inner.list_silences(filter)
+    }
+    fn get_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+    ) -> StoreFuture<'a, Option<Silence>> {
+        self.inner.get_silence(team, silence_id)
+    }
+    fn expire_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, Silence> {
+        self.inner.expire_silence(team, silence_id, now)
+    }
+    fn live_silences(&self, now: Timestamp) -> StoreFuture<'_, Vec<Silence>> {
+        self.inner.live_silences(now)
+    }
+    fn chat_migrations<'a>(&'a self, bot: &'a str) -> StoreFuture<'a, Vec<ChatMigration>> {
+        self.inner.chat_migrations(bot)
+    }
+    fn record_chat_migration<'a>(
+        &'a self,
+        bot: &'a str,
+        migration: ChatMigration,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.record_chat_migration(bot, migration, now)
+    }
+    fn split_progress<'a>(&'a self, delivery_id: &'a str)
+    -> StoreFuture<'a, Option<SplitProgress>> {
+        self.inner.split_progress(delivery_id)
+    }
+    fn set_split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        progress: SplitProgress,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.set_split_progress(delivery_id, progress, now)
+    }
+    fn clear_split_progress<'a>(&'a self, delivery_id: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.clear_split_progress(delivery_id)
+    }
     fn holder(&self) -> Option<&LeaseToken> {
         self.inner.holder()
     }
