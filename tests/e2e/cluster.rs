@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{ACME_KEY, ADMIN_TOKEN, Answer, Conf, Herald, QUIET, Receiver, WAIT, block_on, wait_until};
+use crate::harness::{
+    ACME_KEY, ADMIN_TOKEN, Answer, Conf, Herald, QUIET, Receiver, WAIT, block_on, wait_until,
+};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 

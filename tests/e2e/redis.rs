@@ -437,7 +437,12 @@ fn entries_added_while_herald_is_down_are_all_delivered_once_after_it_starts() {
     let groups: Vec<Vec<redis::Value>> = r.cmd(&["XINFO", "GROUPS", &stream]);
     let lag = groups[0]
         .chunks(2)
-        .find(|kv| redis::from_redis_value_ref::<String>(&kv[0]).ok().as_deref() == Some("lag"))
+        .find(|kv| {
+            redis::from_redis_value_ref::<String>(&kv[0])
+                .ok()
+                .as_deref()
+                == Some("lag")
+        })
         .and_then(|kv| redis::from_redis_value_ref::<i64>(&kv[1]).ok());
     assert_eq!(lag, Some(50), "{groups:?}");
 

@@ -176,10 +176,12 @@ fn sse_resume_on_one_node_replays_what_another_node_accepted_then_goes_live() {
     let schema = PgSchema::new();
     let r = TestRedis::connect("cluster-resume");
     let node = |name: &str| {
-        Conf::new().postgres(&schema.url, &schema.name).raw(&format!(
-            "[cluster]\nlive_bus = \"{}\"\nchannel_prefix = \"{}\"\nnode_id = \"{name}\"\n",
-            r.url, r.prefix
-        ))
+        Conf::new()
+            .postgres(&schema.url, &schema.name)
+            .raw(&format!(
+                "[cluster]\nlive_bus = \"{}\"\nchannel_prefix = \"{}\"\nnode_id = \"{name}\"\n",
+                r.url, r.prefix
+            ))
     };
     let a = Herald::start("cluster-resume-a", &node("a"));
     let b = Herald::start("cluster-resume-b", &node("b"));
