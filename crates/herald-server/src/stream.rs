@@ -166,6 +166,7 @@ async fn items(
     if let Some(last) = last_event_id {
         let mut after = last;
         loop {
+            metrics::counter!("herald_stream_replay_pages_total").increment(1);
             match state
                 .engine
                 .store()
