@@ -648,6 +648,8 @@ impl Client {
     fn new(addr: SocketAddr) -> Client {
         let http = reqwest::Client::builder()
             .no_proxy()
+            // Under herald's `[server] header_timeout` (idle connections are closed then).
+            .pool_idle_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
             .expect("build an HTTP client");

@@ -12,6 +12,8 @@ use herald_store::{Store, StoreError};
 
 /// Events read from the store at a time.
 pub(crate) const PAGE: usize = 500;
+// A page shorter than PAGE means "caught up": the store must not clamp below it.
+const _: () = assert!(PAGE <= herald_store::MAX_PAGE_SIZE);
 
 /// Where a replay stands: the last event read, in the caller's scope.
 #[derive(Debug)]
