@@ -104,3 +104,29 @@ fn hash(id: &str) -> u64 {
     id.hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_are_bounded_and_forgotten_after_enough_live_events() {
+        let mut recent = Recent::default();
+        assert!(!recent.seen("evt_1"), "nothing replayed, nothing seen");
+        for i in 0..RECENT + 10 {
+            recent.replayed(&format!("evt_{i}"));
+        }
+        assert_eq!(recent.set.len(), RECENT);
+        assert_eq!(recent.order.len(), RECENT);
+        assert!(!recent.seen("evt_0"), "the oldest ids were dropped");
+        assert!(recent.seen(&format!("evt_{}", RECENT + 9)));
+        for _ in 0..RECENT {
+            recent.seen("evt_live");
+        }
+        assert!(
+            !recent.seen(&format!("evt_{}", RECENT + 9)),
+            "forgotten after 2 × the bus capacity of live events"
+        );
+        assert!(recent.set.is_empty());
+    }
+}

@@ -88,3 +88,54 @@ impl Drop for StreamSlot {
         metrics::gauge!("herald_streams_open").decrement(1.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herald_core::TeamId;
+
+    use super::*;
+
+    fn limits(total: usize, per_key: usize) -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_token: None,
+            max_body_bytes: 1024,
+            metrics_public: false,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 10,
+            max_streams: total,
+            max_streams_per_key: per_key,
+        }
+    }
+
+    fn code(r: Result<StreamSlot, ApiError>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("{} {}: {}", e.status.as_u16(), e.code, e.message),
+        }
+    }
+
+    #[test]
+    fn each_limit_refuses_with_its_name_and_a_dropped_slot_is_free_again() {
+        let slots = Arc::new(StreamSlots::default());
+        let team = Caller::Team(TeamId::parse("acme").unwrap());
+        let l = limits(3, 2);
+        let a1 = slots.take("key-a", &team, &l).unwrap();
+        let _a2 = slots.take("key-a", &team, &l).unwrap();
+        assert_eq!(
+            code(slots.take("key-a", &team, &l)),
+            "429 too_many_streams: this API key has 2 open live streams, the limit ([server] max_streams_per_key = 2); close one first"
+        );
+        let _b1 = slots.take("key-b", &team, &l).unwrap();
+        assert_eq!(
+            code(slots.take("admin", &Caller::Admin, &l)),
+            "429 too_many_streams: herald has 3 open live streams, the limit ([server] max_streams = 3); try again later"
+        );
+        drop(a1);
+        assert_eq!(code(slots.take("key-a", &team, &l)), "ok");
+    }
+}
