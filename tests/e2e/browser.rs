@@ -288,3 +288,86 @@ fn the_dashboard_shows_events_live_and_retries_a_dead_delivery_by_click() {
         std::fs::write(&path, &png).expect("write the screenshot");
     }
 }
+
+/// The Silences panel: a team key sees its own team's silences (not another team's) and
+/// ends one with a click.
+#[test]
+fn the_dashboard_lists_the_teams_silences_and_expires_one_by_click() {
+    let hook = Receiver::start("hook");
+    let g = Receiver::start("g");
+    let h = Herald::start(
+        "browser-silences",
+        &Conf::new()
+            .webhook("acme", "hook", &hook)
+            .subscribe("acme", "hook", &["*"])
+            .webhook("globex", "g", &g)
+            .subscribe("globex", "g", &["*"]),
+    );
+    let ends_at = herald_core::Timestamp::from_unix_nanos(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128
+            + 3_600_000_000_000,
+    )
+    .to_string();
+    let create = |team: &str, channel: &str| {
+        let body = json!({"team": team, "matchers": {"event": "host.down", "channel": channel},
+                          "ends_at": ends_at, "comment": "rack move", "created_by": "ops"});
+        h.client()
+            .request(
+                axum::http::Method::POST,
+                "/v1/silences",
+                Some(ADMIN_TOKEN),
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .expect(201)["silence"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ours = create("acme", "hook");
+    let theirs = create("globex", "g");
+    let browser = Browser::start(h.dir());
+    browser.goto(h.url());
+    let token = browser.wait_for("the sign-in form", "#token");
+    block_on(token.send_keys(ACME_KEY)).expect("type the token");
+    browser.click("the sign-in button", "#login-button");
+    let row = browser.wait_text(
+        "the team's silence in the Silences panel",
+        &format!(r#"#silences tbody tr[data-silence-id="{ours}"]"#),
+        |t| !t.is_empty(),
+    );
+    for part in [
+        "acme",
+        "event host.down, channel hook",
+        "active",
+        "rack move — ops",
+    ] {
+        assert!(row.contains(part), "`{part}` in the silence row {row:?}");
+    }
+    assert!(
+        browser
+            .find(&format!(r#"tr[data-silence-id="{theirs}"]"#))
+            .is_err(),
+        "another team's silence is shown"
+    );
+    browser.click(
+        "the Expire button",
+        &format!(r#"#silences tbody tr[data-silence-id="{ours}"] button.expire"#),
+    );
+    wait_until(
+        "the expired silence to leave the panel",
+        BROWSER_WAIT,
+        || match browser.find(&format!(r#"tr[data-silence-id="{ours}"]"#)) {
+            Ok(_) => Err("still shown".to_string()),
+            Err(_) => Ok(()),
+        },
+    );
+    let silence = h.get(&format!("/v1/silences/{ours}"), ACME_KEY).expect(200);
+    assert_eq!(silence["silence"]["state"], "expired");
+    let untouched = h
+        .get(&format!("/v1/silences/{theirs}"), ADMIN_TOKEN)
+        .expect(200);
+    assert_eq!(untouched["silence"]["state"], "active");
+}

@@ -71,6 +71,14 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     RUNTIME.block_on(future)
 }
 
+/// Runs `future` in the background on the shared runtime (a proxy, a fake server).
+pub fn spawn_on_runtime<F>(future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    RUNTIME.spawn(future);
+}
+
 /// Polls `probe` every 25 ms until it gives `Ok`, for at most `within`; on timeout panics
 /// naming `what` and the probe's last complaint.
 pub fn wait_until<T>(
@@ -388,6 +396,8 @@ pub struct Conf {
     /// Extra lines at the end of `[server]` and `[store]`.
     server_lines: Vec<String>,
     store_lines: Vec<String>,
+    /// The whole `[store]` section instead of the embedded store in `data`.
+    store_section: Option<String>,
     /// Extra `(team, line)` pairs at the end of `[teams.acme]` / `[teams.globex]`.
     team_lines: Vec<(String, String)>,
     channels: String,
@@ -409,6 +419,7 @@ impl Conf {
             delivery_lines: Vec::new(),
             server_lines: Vec::new(),
             store_lines: Vec::new(),
+            store_section: None,
             team_lines: Vec::new(),
             channels: String::new(),
         }
@@ -416,6 +427,12 @@ impl Conf {
 
     pub fn schedule(mut self, delays: &[&str]) -> Conf {
         self.retry_schedule = delays.iter().map(|d| d.to_string()).collect();
+        self
+    }
+
+    /// `[delivery] timeout` (default `1s`).
+    pub fn timeout(mut self, timeout: &str) -> Conf {
+        self.timeout = timeout.to_string();
         self
     }
 
@@ -444,6 +461,14 @@ impl Conf {
     /// A raw line appended to `[store]`.
     pub fn store_line(mut self, line: &str) -> Conf {
         self.store_lines.push(line.to_string());
+        self
+    }
+
+    /// The shared PostgreSQL store at `url` (its database URL), in `schema`.
+    pub fn postgres(mut self, url: &str, schema: &str) -> Conf {
+        self.store_section = Some(format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\npool_size = 4\n"
+        ));
         self
     }
 
@@ -506,7 +531,10 @@ impl Conf {
             server.push_str(line);
             server.push('\n');
         }
-        let mut store = "[store]\npath = \"data\"\n".to_string();
+        let mut store = self
+            .store_section
+            .clone()
+            .unwrap_or_else(|| "[store]\npath = \"data\"\n".to_string());
         for line in &self.store_lines {
             store.push_str(line);
             store.push('\n');

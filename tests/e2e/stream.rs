@@ -22,6 +22,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::harness::*;
 
+mod cluster;
+
 /// The transient type of the test configuration: mirrored to the stream, never stored.
 pub(crate) const TRANSIENT: &str = "capsule.state.changed";
 
@@ -953,4 +955,62 @@ fn streams_end_when_a_reload_removes_their_key() {
     // A stream whose key is still configured keeps streaming.
     publish(&h, GLOBEX_KEY, "evt_after_rotation", "host.down");
     globex.read_until_event("evt_after_rotation");
+}
+
+/// Noise control shows on the stream: a delivery stopped by a silence, and one suppressed
+/// as a repeat, each arrive as a `delivery` message with that status (no attempt made).
+#[test]
+fn silenced_and_suppressed_deliveries_show_on_the_stream() {
+    let rx = Receiver::start("hook");
+    let h = Herald::start(
+        "stream-noise",
+        &Conf::new().webhook("acme", "hook", &rx).raw(
+            "[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\ndedup_window = \"1h\"\n",
+        ),
+    );
+    let mut sse = Client::sse(&h, "/v1/stream", &[bearer(ACME_KEY)]).expect("SSE opens");
+    let ends_at = herald_core::Timestamp::from_unix_nanos(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128
+            + 3_600_000_000_000,
+    );
+    let body = json!({"matchers": {"event": "host.down"}, "ends_at": ends_at.to_string(),
+                      "comment": "quiet", "created_by": "ops"});
+    h.client()
+        .request(
+            axum::http::Method::POST,
+            "/v1/silences",
+            Some(ACME_KEY),
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .expect(201);
+    for id in ["n1", "n2"] {
+        h.post(&json!({"id": id, "event": "capsule.create"}), ACME_KEY)
+            .expect(202);
+    }
+    h.post(&json!({"id": "s1", "event": "host.down"}), ACME_KEY)
+        .expect(202);
+    let status_of = |seen: &[Live], id: &str| {
+        seen.iter()
+            .find(|m| m.kind == "delivery" && m.data["event_id"] == id)
+            .map(|m| (m.data["status"].clone(), m.data["attempt"].clone()))
+    };
+    let mut waiting = vec!["s1", "n1", "n2"];
+    let seen = sse.read_until("a delivery message of s1, n1 and n2", |m| {
+        if m.kind == "delivery" {
+            waiting.retain(|id| m.data["event_id"] != *id);
+        }
+        waiting.is_empty()
+    });
+    assert_eq!(
+        status_of(&seen, "n1").map(|s| s.0),
+        Some(json!("succeeded"))
+    );
+    assert_eq!(status_of(&seen, "s1"), Some((json!("silenced"), json!(0))));
+    assert_eq!(
+        status_of(&seen, "n2"),
+        Some((json!("suppressed"), json!(0)))
+    );
 }

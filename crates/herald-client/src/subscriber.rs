@@ -80,7 +80,8 @@ pub struct DeliveryUpdate {
     pub event_type: String,
     /// The channel delivered to.
     pub channel: String,
-    /// `succeeded`, `retrying`, `dead`, `disabled` or `skipped`.
+    /// `succeeded`, `retrying`, `dead`, `disabled`, `skipped`, or, when noise control
+    /// stopped the delivery, `suppressed` or `silenced`.
     pub status: String,
     /// The attempt's number, from 1.
     pub attempt: u32,

@@ -13,8 +13,10 @@ mod redact;
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, SourceMap};
 pub use load::{Env, LoadOutcome, load, load_with_env};
 pub use model::{
-    ChannelConfig, Config, DEFAULT_MAX_CONCURRENCY_PER_CHANNEL, DEFAULT_PLUGIN_MEMORY_LIMIT,
+    ChannelConfig, ClusterConfig, Config, DEFAULT_CHANNEL_PREFIX, DEFAULT_CLAIM_IDLE,
+    DEFAULT_MAX_CONCURRENCY_PER_CHANNEL, DEFAULT_MAX_DELIVERIES, DEFAULT_PLUGIN_MEMORY_LIMIT,
     DEFAULT_PLUGIN_TIMEOUT, DEFAULT_WORKERS, DeliveryConfig, EmailChannelConfig, EmailConfig,
-    FileChannelConfig, ParseMode, PluginConfig, RetentionConfig, ServerConfig, StoreConfig,
-    TeamConfig, TelegramChannelConfig, TelegramConfig, WebhookChannelConfig,
+    FileChannelConfig, ParseMode, PluginConfig, PostgresConfig, RedisPubSubConfig,
+    RedisStreamConfig, RetentionConfig, ServerConfig, SourceConfig, SourceKind, SourceTeam,
+    StoreConfig, TeamConfig, TelegramChannelConfig, TelegramConfig, WebhookChannelConfig,
 };

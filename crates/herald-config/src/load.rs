@@ -8,12 +8,14 @@
 //! section gets a new file there, a field in [`Sections`] and an arm in [`Loader::file`].
 
 mod channels;
+mod cluster;
 mod delivery;
 mod email;
 mod event_types;
 mod plugins;
 mod retention;
 mod server;
+mod sources;
 mod store;
 mod subscriptions;
 mod teams;
@@ -82,8 +84,7 @@ pub fn load_with_env(path: &Path, env: Env<'_>) -> LoadOutcome {
     }
 }
 
-const TOP_KEYS: &str =
-    "include, server, store, retention, delivery, telegram, email, plugins, event_types, teams";
+const TOP_KEYS: &str = "include, server, store, retention, delivery, telegram, email, plugins, event_types, teams, sources, cluster";
 
 /// A value and the file it came from.
 struct In<T> {
@@ -119,6 +120,9 @@ struct Sections {
     teams: BTreeMap<String, TeamDraft>,
     /// `[plugins.NAME]`; `None` when the table could not be read.
     plugins: Vec<(String, Option<In<RawPlugin>>)>,
+    /// `[[sources]]` as read; teams and names are checked in `build`.
+    sources: Vec<In<sources::SourceDraft>>,
+    cluster: Option<In<RawCluster>>,
 }
 
 struct Loader<'e> {
@@ -223,6 +227,17 @@ impl Loader<'_> {
                 "plugins" => {
                     if main_only(self, "plugins") {
                         self.plugins(value, file);
+                    }
+                }
+                "sources" => {
+                    if main_only(self, "sources") {
+                        self.sources(value, file);
+                    }
+                }
+                "cluster" => {
+                    if main_only(self, "cluster") {
+                        self.sections.cluster =
+                            self.de(value, file).map(|value| In { file, value });
                     }
                 }
                 "event_types" => self.event_types(value, file),
@@ -398,6 +413,8 @@ impl Loader<'_> {
             telegram.is_some(),
             email.is_some(),
         );
+        let sources = self.source_configs(sections.sources, &teams);
+        let cluster = self.cluster(sections.cluster);
         Some(Config {
             source: path.to_path_buf(),
             server: server?,
@@ -410,6 +427,8 @@ impl Loader<'_> {
             matcher: Matcher::new(registry, subscriptions),
             plugins,
             formatter_settings: std::mem::take(&mut self.formatter_settings),
+            sources,
+            cluster: cluster?,
         })
     }
 }

@@ -28,6 +28,10 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Each subscription's own `formatter_settings`, when it has some.
     pub formatter_settings: BTreeMap<SubscriptionId, BTreeMap<String, String>>,
+    /// Where events come from besides `POST /v1/events` (`[[sources]]`), in file order.
+    pub sources: Vec<SourceConfig>,
+    /// `[cluster]`: the live bus several nodes share.
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -112,11 +116,26 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The data directory of the embedded store.
+    /// The data directory of the embedded store (unused with PostgreSQL).
     pub path: PathBuf,
     /// Free space the store's filesystem must keep for `/readyz` to pass; `None` for the
     /// store's default.
     pub min_free_bytes: Option<u64>,
+    /// `backend = "postgres"`: the shared store several nodes use; `None` for the
+    /// embedded (SQLite) store.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `[store] backend = "postgres"`: where the shared store is.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The connection string (`postgres://user:password@host:port/db` or key=value
+    /// form); a secret, since it may hold a password.
+    pub url: Secret,
+    /// Most connections one node opens.
+    pub pool_size: usize,
+    /// The schema herald's tables live in (a plain lower-case identifier).
+    pub schema: String,
 }
 
 /// `[retention]`: how long finished records are kept. Pending deliveries (and their
@@ -242,4 +261,90 @@ pub struct EmailChannelConfig {
 #[derive(Debug, Clone)]
 pub struct FileChannelConfig {
     pub path: PathBuf,
+}
+
+/// A source of events besides the HTTP API (`[[sources]]`).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Unique among the sources; labels the source's metrics and `/readyz` entry.
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    RedisStream(RedisStreamConfig),
+    RedisPubSub(RedisPubSubConfig),
+}
+
+impl SourceKind {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceKind::RedisStream(_) => "redis_stream",
+            SourceKind::RedisPubSub(_) => "redis_pubsub",
+        }
+    }
+}
+
+/// Whose events a source carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceTeam {
+    /// Each event names its team in `team_id`; the team must be configured.
+    Payload,
+    /// Every event belongs to this team (an event naming another team is refused).
+    Fixed(TeamId),
+}
+
+/// Default `claim_idle` of a Redis stream source.
+pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(60);
+/// Default `max_deliveries` of a Redis stream source.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
+
+/// `type = "redis_stream"`: a consumer group on a Redis stream.
+#[derive(Debug, Clone)]
+pub struct RedisStreamConfig {
+    /// `redis://[user:password@]host[:port][/db]`; a secret (it may hold a password).
+    pub url: Secret,
+    pub stream: String,
+    pub group: String,
+    /// `None`: `<hostname>-<pid>`, decided when the source starts.
+    pub consumer: Option<String>,
+    /// The entry field holding the event JSON.
+    pub field: String,
+    pub team: SourceTeam,
+    /// Entries pending this long with another consumer are taken over (XAUTOCLAIM).
+    pub claim_idle: Duration,
+    /// An entry delivered more often than this goes to the dead-letter stream.
+    pub max_deliveries: u32,
+}
+
+impl RedisStreamConfig {
+    /// Where entries that are not valid events are copied, with their reason.
+    pub fn dead_stream(&self) -> String {
+        format!("{}:herald-dead", self.stream)
+    }
+}
+
+/// `type = "redis_pubsub"`: a Pub/Sub channel whose messages go to the live stream only.
+#[derive(Debug, Clone)]
+pub struct RedisPubSubConfig {
+    pub url: Secret,
+    pub channel: String,
+    pub team: SourceTeam,
+}
+
+/// Default `[cluster] channel_prefix`.
+pub const DEFAULT_CHANNEL_PREFIX: &str = "herald";
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// `redis://…`: the Pub/Sub server carrying the live stream between nodes; `None`
+    /// keeps the live stream in process.
+    pub live_bus: Option<Secret>,
+    /// Prefix of the bus's Pub/Sub channel (`<prefix>:live`), so several herald
+    /// clusters can share one Redis.
+    pub channel_prefix: String,
+    /// This node's name on the bus; `None`: `<hostname>-<pid>-<random>` at start.
+    pub node_id: Option<String>,
 }

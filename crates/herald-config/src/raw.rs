@@ -27,8 +27,12 @@ pub(crate) struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
-    pub path: Option<String>,
+    pub backend: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
     pub min_free_bytes: Option<Spanned<u64>>,
+    pub url: Option<Spanned<String>>,
+    pub pool_size: Option<Spanned<u32>>,
+    pub schema: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +100,10 @@ pub(crate) struct RawSubscription {
     pub active: bool,
     pub formatter: Option<Spanned<String>>,
     pub formatter_settings: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    /// Repeat suppression: how long after a sent message the same key is suppressed.
+    pub dedup_window: Option<Spanned<String>>,
+    /// The fields that make two events the same (`event`, `resource.id`, `metadata.K`, …).
+    pub dedup_key: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 fn yes() -> bool {
@@ -166,4 +174,48 @@ pub(crate) struct RawFileChannel {
     #[serde(rename = "type")]
     pub kind: String,
     pub path: String,
+}
+
+// Sources (`[[sources]]`), tagged by `type` like channels.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedisStreamSource {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<Spanned<String>>,
+    // Required, but optional here so that a missing one does not hide the other
+    // problems of the entry (the loader reports it).
+    pub url: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub consumer: Option<Spanned<String>>,
+    pub field: Option<Spanned<String>>,
+    pub team_from: Option<Spanned<String>>,
+    pub team: Option<Spanned<String>>,
+    pub claim_idle: Option<Spanned<String>>,
+    pub max_deliveries: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedisPubSubSource {
+    #[allow(dead_code)] // read before dispatching on it
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub team_from: Option<Spanned<String>>,
+    pub team: Option<Spanned<String>>,
+}
+
+/// `[cluster]`: what several herald nodes share besides the store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub live_bus: Option<Spanned<String>>,
+    pub channel_prefix: Option<Spanned<String>>,
+    pub node_id: Option<Spanned<String>>,
 }

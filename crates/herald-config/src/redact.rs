@@ -24,6 +24,16 @@ pub(crate) fn secret_spans(doc: &DeTable<'_>) -> Vec<Range<usize>> {
 
 fn walk_table(table: &DeTable<'_>, spans: &mut Vec<Range<usize>>) {
     for (key, value) in table {
+        // `[store] url` may hold the database's password (elsewhere a `url` is public).
+        if key.get_ref().as_ref() == "store"
+            && let DeValue::Table(store) = value.get_ref()
+        {
+            for (key, value) in store {
+                if key.get_ref().as_ref() == "url" {
+                    literal_spans(value, spans);
+                }
+            }
+        }
         if SECRET_KEYS.contains(&key.get_ref().as_ref()) {
             literal_spans(value, spans);
         } else {
@@ -36,8 +46,14 @@ fn walk_value(value: &Spanned<DeValue<'_>>, spans: &mut Vec<Range<usize>>) {
     match value.get_ref() {
         DeValue::Table(t) => walk_table(t, spans),
         DeValue::Array(items) => items.iter().for_each(|v| walk_value(v, spans)),
+        // A URL with a password (`redis://:pw@host`, a source's or the live bus's `url`).
+        DeValue::String(s) if has_password(s) => spans.push(value.span()),
         _ => {}
     }
+}
+
+fn has_password(s: &str) -> bool {
+    s.contains("://") && url::Url::parse(s).is_ok_and(|u| u.password().is_some())
 }
 
 /// Everything under a secret key, except `env:` references.

@@ -5,6 +5,7 @@
 //! wasmtime, files, the environment or the clock; callers pass in whatever it needs
 //! (the current time, a freshly generated id).
 
+pub mod dedup;
 pub mod event;
 pub mod explain;
 pub mod matcher;
@@ -13,9 +14,11 @@ pub mod pattern;
 pub mod reason;
 pub mod registry;
 pub mod secret;
+pub mod silence;
 pub mod subscription;
 pub mod team;
 
+pub use dedup::{Dedup, DedupField};
 pub use event::{
     Actor, ActorType, Event, EventBuilder, EventError, Outcome, RawEvent, Resource, Timestamp,
 };
@@ -26,5 +29,6 @@ pub use pattern::{Pattern, PatternError};
 pub use reason::Reason;
 pub use registry::{EventKind, EventTypeRegistry};
 pub use secret::Secret;
+pub use silence::{Silence, SilenceMatchers, SilenceState};
 pub use subscription::{Subscription, SubscriptionId};
 pub use team::TeamId;

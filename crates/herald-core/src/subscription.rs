@@ -38,6 +38,9 @@ pub struct Subscription {
     pub active: bool,
     /// The formatter plugin that renders this subscription's messages, if any.
     pub formatter: Option<String>,
+    /// Repeat suppression (`dedup_window`, `dedup_key`), if any. Not part of
+    /// [`Subscription::key`]: changing it keeps the deliveries' subscription.
+    pub dedup: Option<crate::dedup::Dedup>,
 }
 
 impl Subscription {
@@ -57,6 +60,7 @@ impl Subscription {
             metadata: BTreeMap::new(),
             active: true,
             formatter: None,
+            dedup: None,
         }
     }
 

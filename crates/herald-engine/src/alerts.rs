@@ -81,6 +81,8 @@ pub(crate) async fn channel_state_changed(
         // Not held: the dispatcher reads it from the store like a retry falling due, which
         // works the same for exclusive and shared stores.
         held: false,
+        silence: None,
+        dedup: None,
         // Alerts belong to no subscription, so no formatter applies.
         subscription_name: None,
     };

@@ -79,7 +79,7 @@ impl Engine {
             tracing::error!(plugin = %name, %error, "formatter plugin not loaded; its subscriptions use the built-in formatter");
         }
         let watcher = (!plugins.names().is_empty()).then(|| plugins.watch(Duration::from_secs(1)));
-        let snapshot = Snapshot::build(config)?;
+        let snapshot = Snapshot::prepare(config, None, &store).await?;
         let states = store
             .channel_states(None)
             .await
@@ -88,6 +88,26 @@ impl Engine {
         let disabled = disabled.into_iter().map(|s| (s.team, s.channel)).collect();
         let failing = failing.into_iter().map(|s| (s.team, s.channel)).collect();
         let policy = concurrency_policy(&snapshot.config);
+        let components = Arc::new(crate::components::Components::default());
+        let mut bus = LiveBus::default();
+        if let Some(url) = &snapshot.config.cluster.live_bus {
+            let node =
+                snapshot.config.cluster.node_id.clone().unwrap_or_else(|| {
+                    format!("{}-{:04x}", crate::process_name(), fastrand::u16(..))
+                });
+            let relay = crate::cluster_bus::start(
+                bus.clone(),
+                url,
+                &snapshot.config.cluster.channel_prefix,
+                node,
+                components.clone(),
+            )?;
+            bus = bus.with_relay(relay);
+        }
+        let silences = store
+            .live_silences(now())
+            .await
+            .map_err(|e| format!("reading silences: {e}"))?;
         let inner = Arc::new(Inner {
             store,
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -99,12 +119,18 @@ impl Engine {
             scheduler: Mutex::new(Scheduler::new(policy, disabled)),
             // Start-up: everything the last process left unfinished is due.
             store_due: Mutex::new(Some(now())),
+            shared_backlog: AtomicBool::new(false),
             failing: Mutex::new(failing),
             dead_alerted: Mutex::new(std::collections::HashSet::new()),
-            bus: LiveBus::default(),
+            bus,
+            components,
             plugins,
             _plugin_watcher: watcher,
+            silences: RwLock::new(Arc::new(silences)),
         });
+        // Orphans whose channel is configured again (edited while herald was down) are
+        // due at once; the dispatcher's first read takes them.
+        reattach_orphans(&inner).await;
         let handle = tokio::spawn(dispatch::run(inner.clone()));
         Ok(Engine {
             inner,
@@ -115,6 +141,37 @@ impl Engine {
     /// The live bus: subscribe to follow events and delivery state changes.
     pub fn bus(&self) -> &LiveBus {
         &self.inner.bus
+    }
+
+    /// The Telegram bot the channels send through (`None` without `[telegram]`): give it
+    /// to `run_commands`, so that command answers share its flood control. A reload keeps
+    /// its flood control and migrations unless the token or API URL changed.
+    pub fn telegram_bot(&self) -> Option<herald_channels::TelegramBot> {
+        self.inner.snapshot().telegram.clone()
+    }
+
+    /// The sources' and the live bus's connection states (sources write theirs).
+    pub fn components(&self) -> &Arc<crate::components::Components> {
+        &self.inner.components
+    }
+
+    /// Validates `body` exactly as [`Engine::ingest`] does and shows its events on the
+    /// live stream only: nothing is stored, matched or delivered, whatever the event
+    /// type (a Pub/Sub source: the stream is the durable path). Shown on this node only,
+    /// not relayed on the cluster bus: every node subscribes to the channel itself.
+    /// Returns how many events were shown.
+    pub fn publish_live(&self, caller: &Caller, body: &[u8]) -> Result<usize, IngestError> {
+        let snapshot = self.inner.snapshot();
+        // Silences stop deliveries, not what the live stream shows: none apply here.
+        let plan = plan(&snapshot.config, caller, body, now(), &[])?;
+        let n = plan.events.len();
+        for (event, _) in plan.events {
+            self.inner.bus.publish_local(LiveMessage::Event {
+                durable: false,
+                event,
+            });
+        }
+        Ok(n)
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -152,7 +209,9 @@ impl Engine {
         }
         let snapshot = self.inner.snapshot();
         let now = now();
-        let mut plan = plan(&snapshot.config, caller, body, now)?;
+        let silences = self.inner.silences();
+        let mut plan = plan(&snapshot.config, caller, body, now, &silences)?;
+        drop(silences);
         let holder = self.inner.store.holder().cloned();
         let mut durable = Vec::new();
         let mut spilled = false;
@@ -168,10 +227,19 @@ impl Engine {
                     }),
                     Some(deliveries) => {
                         for d in deliveries.iter_mut() {
+                            if d.silence.is_some() {
+                                // Finished at ingest: never in a lane, never due.
+                                d.held = false;
+                                continue;
+                            }
                             let key = (event.team_id.clone(), d.channel.clone());
                             d.held = holder.is_some() && scheduler.has_room(&key);
                             if !d.held {
-                                scheduler.spilled(&key);
+                                // A shared store's deliveries are claimed after the commit
+                                // (below), not refilled into a lane that spilled.
+                                if holder.is_some() {
+                                    scheduler.spilled(&key);
+                                }
                                 spilled = true;
                             }
                         }
@@ -190,9 +258,16 @@ impl Engine {
         let mut duplicates = Vec::new();
         let mut jobs = Vec::new();
         for (i, (event, deliveries)) in plan.events.iter().enumerate() {
+            let mut suppressed = Vec::new();
             let (id, duplicate) = match deliveries {
                 Some(_) => match accepted.next() {
-                    Some(a) => (a.id().to_string(), a.is_duplicate()),
+                    Some(a) => {
+                        let (id, duplicate) = (a.id().to_string(), a.is_duplicate());
+                        if let herald_store::Accepted::New { suppressed: s, .. } = a {
+                            suppressed = s;
+                        }
+                        (id, duplicate)
+                    }
                     None => {
                         return Err(IngestError::Store(StoreError::Internal(
                             "store replied for fewer events than sent",
@@ -210,11 +285,14 @@ impl Engine {
                         durable: true,
                         event: event.clone(),
                     });
+                    announce_noise(&self.inner.bus, event, deliveries, &suppressed);
                     if let Some(holder) = &holder {
+                        // Suppressed (a repeat inside its dedup window) and silenced ones
+                        // are finished in the store already.
                         jobs.extend(
                             deliveries
                                 .iter()
-                                .filter(|d| d.held)
+                                .filter(|d| d.held && !suppressed.contains(&d.id))
                                 .map(|d| held_job(event, d, holder, now)),
                         );
                     }
@@ -246,10 +324,45 @@ impl Engine {
         })
     }
 
+    /// Stores a new silence (durably) under a fresh id (`sil_` + UUID v7) and creation
+    /// time, and applies it from then on, to ingest and to every attempt not yet started.
+    /// The caller has validated it and checked the team.
+    pub async fn create_silence(
+        &self,
+        mut silence: herald_core::Silence,
+    ) -> Result<herald_core::Silence, StoreError> {
+        silence.id = format!("sil_{}", uuid::Uuid::now_v7().simple());
+        silence.created_at = now();
+        self.inner.store.create_silence(silence.clone()).await?;
+        let live = silence.clone();
+        self.inner.update_silences(now(), |all| all.push(live));
+        Ok(silence)
+    }
+
+    /// Ends a silence now (see `Store::expire_silence`); another team's is
+    /// [`StoreError::NotFound`].
+    pub async fn expire_silence(
+        &self,
+        caller: &Caller,
+        silence_id: &str,
+    ) -> Result<herald_core::Silence, StoreError> {
+        let now = now();
+        let ended = self
+            .inner
+            .store
+            .expire_silence(caller.scope(), silence_id, now)
+            .await?;
+        self.inner
+            .update_silences(now, |live| live.retain(|s| s.id != ended.id));
+        Ok(ended)
+    }
+
     /// Swaps in a new configuration atomically. Attempts in flight finish on the old one.
     /// Channels disabled by a 410 are re-enabled.
     pub async fn reload(&self, config: Config) -> Result<(), String> {
-        let snapshot = Snapshot::build(config)?;
+        let previous = self.inner.snapshot();
+        let snapshot = Snapshot::prepare(config, Some(&previous), &self.inner.store).await?;
+        drop(previous);
         let plugins = self.inner.plugins.clone();
         let specs = herald_plugins::specs_from_config(&snapshot.config);
         let results = tokio::task::spawn_blocking(move || plugins.sync(specs))
@@ -282,6 +395,8 @@ impl Engine {
                 tracing::error!(%team, %channel, error = %e, "could not re-enable channel after reload");
             }
         }
+        // A channel name that is back takes its orphans again.
+        reattach_orphans(&self.inner).await;
         // Deliveries of re-enabled channels wait in the store.
         self.inner.read_store_now();
         Ok(())
@@ -300,6 +415,26 @@ impl Engine {
             .await?;
         self.inner.read_store_now();
         Ok(record)
+    }
+
+    /// Re-points a team's orphaned (or dead) deliveries to another of its channels and
+    /// queues them; returns how many. A team may move only its own deliveries; for
+    /// another's it gets [`StoreError::NotFound`] (the API answers 403 before that). The
+    /// caller checks that `filter.to_channel` exists.
+    pub async fn move_deliveries(
+        &self,
+        caller: &Caller,
+        filter: &herald_store::MoveFilter,
+    ) -> Result<u64, StoreError> {
+        if caller.scope().is_some_and(|team| *team != filter.team) {
+            return Err(StoreError::NotFound);
+        }
+        let moved = self.inner.store.move_deliveries(filter, now()).await?;
+        if moved > 0 {
+            tracing::info!(team = %filter.team, from = %filter.from_channel, to = %filter.to_channel, moved, "deliveries moved to another channel");
+            self.inner.read_store_now();
+        }
+        Ok(moved)
     }
 
     /// Bulk replay: re-queues the deliveries `filter` selects (or, with `dry_run`, only
@@ -430,6 +565,29 @@ impl Engine {
     }
 }
 
+/// Makes the orphaned deliveries of every channel the running configuration has due now.
+async fn reattach_orphans(inner: &Inner) {
+    let config = inner.snapshot().config.clone();
+    let channels: Vec<(TeamId, String)> = config
+        .teams
+        .iter()
+        .flat_map(|(team, t)| t.channels.keys().map(|name| (team.clone(), name.clone())))
+        .collect();
+    match inner.store.reattach_orphans(&channels, now()).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(
+                deliveries = n,
+                "orphaned deliveries re-attached to their channel"
+            );
+            inner.read_store_now();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "re-attaching orphaned deliveries failed; they stay orphaned until the next reload")
+        }
+    }
+}
+
 /// The job for a delivery the lanes hold from its commit on.
 fn held_job(
     event: &Arc<herald_core::Event>,
@@ -454,8 +612,44 @@ fn held_job(
             last_status_code: None,
             created_at: now,
             updated_at: now,
+            silence_id: None,
+            duplicate_of: None,
         },
         event: event.clone(),
         lease: holder.clone(),
+        lease_until: None,
     }
 }
+
+/// Counts the deliveries of one event that noise control stopped at ingest, and tells the
+/// live stream (status `silenced` or `suppressed`, attempt 0: none was made).
+fn announce_noise(
+    bus: &LiveBus,
+    event: &Arc<herald_core::Event>,
+    deliveries: &[NewDelivery],
+    suppressed: &[String],
+) {
+    for d in deliveries {
+        let status = if d.silence.is_some() {
+            "silenced"
+        } else if suppressed.contains(&d.id) {
+            "suppressed"
+        } else {
+            continue;
+        };
+        metrics::counter!("herald_deliveries_total", "team" => event.team_id.to_string(), "channel" => d.channel.clone(), "outcome" => status).increment(1);
+        bus.publish(LiveMessage::Delivery {
+            team: event.team_id.clone(),
+            delivery_id: d.id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event.clone(),
+            channel: d.channel.clone(),
+            status,
+            attempt: 0,
+            error: None,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

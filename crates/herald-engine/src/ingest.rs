@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use herald_config::Config;
 use herald_core::event::Body;
-use herald_core::{Event, EventError, EventKind, RawEvent, TeamId, Timestamp};
-use herald_store::NewDelivery;
+use herald_core::{Event, EventError, EventKind, RawEvent, Silence, TeamId, Timestamp};
+use herald_store::{DedupClaim, NewDelivery};
 
 use crate::state::Caller;
 
@@ -81,12 +81,16 @@ pub(crate) struct Plan {
     pub events: Vec<(Arc<Event>, Option<Vec<NewDelivery>>)>,
 }
 
-/// Parses and validates `body` for `caller`, matching every durable event.
+/// Parses and validates `body` for `caller`, matching every durable event. Each delivery
+/// is planned through the first two noise-control steps: a silence in force at `now`
+/// marks it silenced; otherwise its subscription's dedup key goes with it, for the store
+/// to decide in the accepting transaction.
 pub(crate) fn plan(
     config: &Config,
     caller: &Caller,
     body: &[u8],
     now: Timestamp,
+    silences: &[Silence],
 ) -> Result<Plan, IngestError> {
     let (raws, batch) = match RawEvent::body_from_json(body).map_err(classify)? {
         Body::One(raw) => (vec![*raw], false),
@@ -161,7 +165,7 @@ pub(crate) fn plan(
             }
             Some(EventKind::Transient) => events.push((Arc::new(event), None)),
             Some(EventKind::Durable) => {
-                let deliveries = fan_out(config, &event);
+                let deliveries = fan_out(config, &event, silences, now);
                 events.push((Arc::new(event), Some(deliveries)));
             }
         }
@@ -170,12 +174,28 @@ pub(crate) fn plan(
 }
 
 /// One delivery per channel that at least one matching subscription points at; the first
-/// matching subscription (in declaration order) is the one recorded.
-fn fan_out(config: &Config, event: &Event) -> Vec<NewDelivery> {
+/// matching subscription (in declaration order) is the one recorded, and its formatter
+/// and dedup settings apply. Pipeline order: match → silence → dedup (the store) →
+/// deliver; a silenced delivery carries no dedup key, so it opens no window.
+fn fan_out(
+    config: &Config,
+    event: &Event,
+    silences: &[Silence],
+    now: Timestamp,
+) -> Vec<NewDelivery> {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut out = Vec::new();
     config.matcher.for_each_match(event, |sub| {
         if seen.insert(sub.channel.as_str()) {
+            let silence = herald_core::silence::silencing(silences, event, &sub.channel, now)
+                .map(|s| s.id.clone());
+            let dedup = match (&silence, &sub.dedup) {
+                (None, Some(d)) => Some(DedupClaim {
+                    key: d.key_for(event),
+                    window: d.window,
+                }),
+                _ => None,
+            };
             out.push(NewDelivery {
                 id: format!("dlv_{}", uuid::Uuid::now_v7().simple()),
                 channel: sub.channel.clone(),
@@ -183,6 +203,8 @@ fn fan_out(config: &Config, event: &Event) -> Vec<NewDelivery> {
                 subscription_name: Some(sub.key()),
                 // The engine decides, once it knows whether a lane has room.
                 held: false,
+                silence,
+                dedup,
             });
         }
     });

@@ -12,7 +12,10 @@
 
 mod alerts;
 mod attempt;
+mod bot_state;
 mod channels;
+mod cluster_bus;
+mod components;
 mod concurrency;
 mod dispatch;
 mod engine;
@@ -25,6 +28,8 @@ mod scheduler;
 mod state;
 
 pub use channels::build_channels;
+pub use cluster_bus::{MAX_BACKOFF, next_backoff};
+pub use components::{ComponentStatus, Components};
 pub use concurrency::INITIAL_LIMIT;
 pub use engine::{ChannelStatus, Engine, PluginState};
 pub use ingest::{IngestError, IngestReply, MAX_BATCH};
@@ -42,6 +47,18 @@ pub fn now() -> Timestamp {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     Timestamp::from_unix_nanos(nanos)
+}
+
+/// This process's name for others: `<hostname>-<pid>` (a Redis consumer's default name,
+/// the start of a cluster node id).
+pub fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 /// A timestamp `d` after `t`.

@@ -1,12 +1,17 @@
 //! The live bus: every accepted event (durable ones after their commit, transient ones at
 //! once) and every delivery or channel state change, broadcast in process to the live
 //! stream's subscribers. Publishing with nobody listening is normal and costs a check.
+//!
+//! In a cluster (`[cluster] live_bus`), the bus also hands each message to a relay
+//! (`cluster_bus.rs`) that publishes it for the other nodes, and what the relay receives
+//! from them enters this node's hub through [`LiveBus::deliver_local`], never relayed
+//! again.
 
 use std::sync::Arc;
 
 use herald_core::{Event, TeamId};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// How many messages the bus holds for a slow subscriber before it lags.
 pub const BUS_CAPACITY: usize = 1024;
@@ -17,7 +22,9 @@ pub const BUS_CAPACITY: usize = 1024;
 pub enum LiveMessage {
     /// An accepted event. `durable = false` for transient types (never stored).
     Event { durable: bool, event: Arc<Event> },
-    /// A delivery attempt ended (`status`: succeeded, retrying, dead, disabled, skipped).
+    /// A delivery attempt ended (`status`: succeeded, retrying, dead, disabled, skipped), or
+    /// noise control stopped a delivery (`suppressed` at ingest, `silenced` at ingest or
+    /// before an attempt; `attempt` is then the attempts made so far, 0 at ingest).
     Delivery {
         team: TeamId,
         delivery_id: String,
@@ -76,6 +83,8 @@ impl BusMessage {
 #[derive(Debug, Clone)]
 pub struct LiveBus {
     tx: broadcast::Sender<Arc<BusMessage>>,
+    /// To the other nodes (the cluster live bus), when there is one.
+    relay: Option<mpsc::Sender<Arc<BusMessage>>>,
 }
 
 impl Default for LiveBus {
@@ -87,13 +96,46 @@ impl Default for LiveBus {
 impl LiveBus {
     pub fn new(capacity: usize) -> LiveBus {
         let (tx, _) = broadcast::channel(capacity);
-        LiveBus { tx }
+        LiveBus { tx, relay: None }
+    }
+
+    /// The same hub, also handing every message published to `relay` (for other nodes).
+    pub(crate) fn with_relay(mut self, relay: mpsc::Sender<Arc<BusMessage>>) -> LiveBus {
+        self.relay = Some(relay);
+        self
     }
 
     pub fn publish(&self, message: LiveMessage) {
-        if self.tx.receiver_count() > 0 {
+        let local = self.tx.receiver_count() > 0;
+        if !local && self.relay.is_none() {
+            return;
+        }
+        let message = Arc::new(BusMessage::new(message));
+        if let Some(relay) = &self.relay {
+            // Never wait for the other nodes: a full relay (Redis down or slow) drops,
+            // as a lagging subscriber would.
+            if relay.try_send(message.clone()).is_err() {
+                metrics::counter!("herald_live_bus_dropped_total").increment(1);
+            }
+        }
+        if local {
             // An error only means every receiver went away in between: nothing to do.
+            let _ = self.tx.send(message);
+        }
+    }
+
+    /// Shows `message` to this node's subscribers only, never relayed: for what every
+    /// node receives by itself (a Pub/Sub source each node subscribes to).
+    pub fn publish_local(&self, message: LiveMessage) {
+        if self.tx.receiver_count() > 0 {
             let _ = self.tx.send(Arc::new(BusMessage::new(message)));
+        }
+    }
+
+    /// Hands a message another node published to this node's subscribers only.
+    pub fn deliver_local(&self, message: Arc<BusMessage>) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(message);
         }
     }
 

@@ -22,6 +22,14 @@ pub async fn run_retention(engine: Engine, mut stop: watch::Receiver<bool>) {
             attempts: retention.attempts,
             dead: retention.dead,
             max_store_size: retention.max_store_size,
+            // A window no subscription can still reach is forgotten.
+            dedup: config
+                .matcher
+                .subscriptions()
+                .iter()
+                .filter_map(|s| s.dedup.as_ref().map(|d| d.window))
+                .max()
+                .unwrap_or(Duration::ZERO),
         };
         let batch = usize::try_from(retention.batch).unwrap_or(100);
         let interval = retention.interval;
@@ -34,6 +42,8 @@ pub async fn run_retention(engine: Engine, mut stop: watch::Receiver<bool>) {
                     deliveries = report.deliveries,
                     dead_letters = report.dead,
                     attempts = report.attempts,
+                    dedup_windows = report.dedup_windows,
+                    silences = report.silences,
                     over_size = report.over_size,
                     "retention: pruned finished rows"
                 );
@@ -66,6 +76,8 @@ async fn prune_round(
             ("events", report.events),
             ("deliveries", report.deliveries),
             ("attempts", report.attempts),
+            ("dedup_windows", report.dedup_windows),
+            ("silences", report.silences),
         ] {
             if n > 0 {
                 metrics::counter!("herald_pruned_rows_total", "table" => table).increment(n);
@@ -75,6 +87,8 @@ async fn prune_round(
         total.deliveries += report.deliveries;
         total.dead += report.dead;
         total.attempts += report.attempts;
+        total.dedup_windows += report.dedup_windows;
+        total.silences += report.silences;
         total.over_size |= report.over_size;
         if !report.more || *stop.borrow() {
             return Ok(total);

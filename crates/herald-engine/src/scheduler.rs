@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_core::{Event, TeamId};
+use herald_core::{Event, TeamId, Timestamp};
 use herald_store::{Claimed, DeliveryRecord, LeaseToken};
 
 use crate::concurrency::{Limiter, Policy, Signal};
@@ -28,6 +28,9 @@ pub(crate) struct Job {
     pub delivery: DeliveryRecord,
     pub event: Arc<Event>,
     pub lease: LeaseToken,
+    /// When the lease runs out (a shared store's claim); `None` for a hold, which never
+    /// does. A job whose lease is nearly over is not attempted (another node may take it).
+    pub lease_until: Option<Timestamp>,
 }
 
 impl From<Claimed> for Job {
@@ -36,6 +39,7 @@ impl From<Claimed> for Job {
             delivery: c.delivery,
             event: Arc::new(c.event),
             lease: c.lease,
+            lease_until: Some(c.lease_until),
         }
     }
 }
@@ -228,6 +232,17 @@ impl Scheduler {
         out
     }
 
+    /// Attempts in flight and deliveries waiting in memory, over every lane: what a shared
+    /// store's claim leaves room for.
+    pub fn busy(&self) -> usize {
+        self.in_flight
+            + self
+                .lanes
+                .values()
+                .map(|lane| lane.waiting.len())
+                .sum::<usize>()
+    }
+
     /// True once after a spilled lane drained: deliveries wait in the store.
     pub fn take_refill_wanted(&mut self) -> bool {
         std::mem::take(&mut self.refill_wanted)
@@ -292,6 +307,8 @@ mod tests {
                 last_status_code: None,
                 created_at: at,
                 updated_at: at,
+                silence_id: None,
+                duplicate_of: None,
             },
             event: Arc::new(herald_core::Event {
                 id: format!("evt_{n}"),
@@ -305,6 +322,7 @@ mod tests {
                 error: None,
             }),
             lease: LeaseToken::from_string("holder".into()),
+            lease_until: None,
         }
     }
 

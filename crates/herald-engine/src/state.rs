@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use herald_config::Config;
-use herald_core::{TeamId, Timestamp};
+use herald_core::{Event, Silence, TeamId, Timestamp};
 use herald_store::Store;
 use tokio::sync::Notify;
 
-use crate::channels::{Channels, build_channels};
+use crate::bot_state::StoreBotState;
+use crate::channels::{Channels, build_channels, telegram_bot};
 use crate::concurrency::{INITIAL_LIMIT, Policy};
 use crate::live::LiveBus;
 use crate::retry::RetryPolicy;
@@ -42,6 +43,10 @@ pub struct EngineOptions {
     pub claim_batch: usize,
     /// How long shutdown waits for attempts in flight before releasing their leases.
     pub shutdown_grace: Duration,
+    /// Shared store only: how often the dispatcher claims due work even when it knows of
+    /// none, to take what other nodes accepted but did not start, retries they scheduled,
+    /// and the leases of nodes that died once they expire.
+    pub shared_poll: Duration,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +54,7 @@ impl Default for EngineOptions {
         EngineOptions {
             claim_batch: 512,
             shutdown_grace: Duration::from_secs(20),
+            shared_poll: Duration::from_secs(1),
         }
     }
 }
@@ -58,6 +64,8 @@ impl Default for EngineOptions {
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub(crate) channels: Channels,
+    /// The Telegram bot the channels share (and the command answers use).
+    pub(crate) telegram: Option<herald_channels::TelegramBot>,
     pub(crate) policy: RetryPolicy,
     /// (team, subscription key) → (formatter plugin, its merged settings), for the
     /// subscriptions that name a formatter. Keyed by `Subscription::key`, not position,
@@ -78,8 +86,47 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn build(config: Config) -> Result<Snapshot, String> {
-        let channels = build_channels(&config)?;
+    /// Builds the snapshot of `config`. Its Telegram bot is `previous`'s when that one
+    /// serves the same token and API URL (a reload keeps the flood control and what the
+    /// bot learnt); a new one keeps what it learns in `store` and first reads what an
+    /// earlier process recorded there.
+    pub(crate) async fn prepare(
+        config: Config,
+        previous: Option<&Snapshot>,
+        store: &Arc<dyn Store>,
+    ) -> Result<Snapshot, String> {
+        let state: Arc<dyn herald_channels::telegram::BotState> =
+            Arc::new(StoreBotState(Arc::clone(store)));
+        let previous_bot = previous.and_then(|s| s.telegram.as_ref());
+        let (telegram, new) = match telegram_bot(&config, previous_bot, &state)? {
+            Some((bot, new)) => (Some(bot), new),
+            None => (None, false),
+        };
+        if let Some(bot) = telegram.as_ref().filter(|_| new) {
+            if previous_bot.is_some() {
+                tracing::info!(
+                    "telegram: the bot_token or api_url changed; a new bot starts with a fresh flood control"
+                );
+            }
+            let known = bot
+                .restore()
+                .await
+                .map_err(|e| format!("reading the Telegram chat migrations: {e}"))?;
+            if known > 0 {
+                tracing::info!(
+                    migrations = known,
+                    "telegram: chat migrations recorded earlier apply"
+                );
+            }
+        }
+        Snapshot::build(config, telegram)
+    }
+
+    pub(crate) fn build(
+        config: Config,
+        telegram: Option<herald_channels::TelegramBot>,
+    ) -> Result<Snapshot, String> {
+        let channels = build_channels(&config, telegram.as_ref())?;
         let policy = RetryPolicy::new(config.delivery.retry_schedule.clone());
         let formatters = config
             .matcher
@@ -102,6 +149,7 @@ impl Snapshot {
         Ok(Snapshot {
             config: Arc::new(config),
             channels,
+            telegram,
             policy,
             formatters,
             by_position,
@@ -156,6 +204,9 @@ pub(crate) struct Inner {
     /// When the store next holds due work nobody has in memory (a retry falling due):
     /// the dispatcher reads the store then, and not before. `Some(past)` = at once.
     pub store_due: Mutex<Option<Timestamp>>,
+    /// Shared store: the last claim filled its page, so more due work may wait in the
+    /// store; the dispatcher claims again as soon as an attempt ends.
+    pub shared_backlog: AtomicBool,
     /// Channels whose last attempt failed permanently (blocked bot, SMTP 5xx, …).
     pub failing: Mutex<HashSet<ChannelKey>>,
     /// Channels whose dead letters are at or over their team's `alert_dead_letters` and
@@ -163,10 +214,16 @@ pub(crate) struct Inner {
     /// threshold alerts once more).
     pub dead_alerted: Mutex<HashSet<ChannelKey>>,
     pub bus: LiveBus,
+    /// The state of the sources' and the live bus's connections, for `/readyz`.
+    pub components: Arc<crate::components::Components>,
     /// The formatter plugins; hot-swapped on their own (file watcher, reload).
     pub plugins: Arc<herald_plugins::PluginSet>,
     /// Polls plugin files for changes while the engine runs; stops when dropped.
     pub _plugin_watcher: Option<herald_plugins::Watcher>,
+    /// Every team's silences that had not ended when last written: read from the store at
+    /// start-up and replaced whole (copy on write) when one is created or expired, so
+    /// ingest and attempts read them without touching the store.
+    pub silences: RwLock<Arc<Vec<Silence>>>,
 }
 
 impl Inner {
@@ -191,6 +248,26 @@ impl Inner {
             }
         }
         self.wake.notify_one();
+    }
+
+    pub fn silences(&self) -> Arc<Vec<Silence>> {
+        self.silences
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the silences in memory with `change` applied to them; ended ones go.
+    pub fn update_silences(&self, now: Timestamp, change: impl FnOnce(&mut Vec<Silence>)) {
+        let mut slot = self.silences.write().unwrap_or_else(|e| e.into_inner());
+        let mut next: Vec<Silence> = slot.iter().filter(|s| s.ends_at > now).cloned().collect();
+        change(&mut next);
+        *slot = Arc::new(next);
+    }
+
+    /// The silence (its id) that stops a delivery of `event` to `channel` at `now`.
+    pub fn silence_for(&self, event: &Event, channel: &str, now: Timestamp) -> Option<String> {
+        herald_core::silence::silencing(&self.silences(), event, channel, now).map(|s| s.id.clone())
     }
 
     /// Asks the dispatcher to read the store now (a retry requested, a channel re-enabled).

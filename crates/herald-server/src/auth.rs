@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use herald_config::Config;
+use herald_core::TeamId;
 use herald_engine::Caller;
 
 use crate::error::ApiError;
@@ -65,5 +66,27 @@ pub fn admin_only(caller: &Caller) -> Result<(), ApiError> {
             "forbidden",
             "this route needs the admin token",
         )),
+    }
+}
+
+/// The team a read is limited to: the caller's own, or for the admin the optional `team`.
+pub fn scope(caller: &Caller, team: Option<&str>) -> Result<Option<TeamId>, ApiError> {
+    match (caller, team) {
+        (Caller::Team(t), Some(asked)) if asked != t.as_str() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this API key belongs to team `{t}`; only the admin token may ask for another team"
+            ),
+        )),
+        (Caller::Team(t), _) => Ok(Some(t.clone())),
+        (Caller::Admin, Some(t)) => TeamId::parse(t).map(Some).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("team: {e}"),
+            )
+        }),
+        (Caller::Admin, None) => Ok(None),
     }
 }

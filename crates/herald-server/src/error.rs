@@ -44,6 +44,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The store cannot be reached (its database is down or restarting): nothing was
+    /// stored or changed, and the same request may be sent again. 503, so publishers and
+    /// load balancers retry; the detail (which server, why) goes to the log only.
+    pub fn store_unavailable(context: &str, err: &dyn std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %err, "{context}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the database is unreachable, so nothing was stored; send the same request again later (event ids make it safe)",
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = serde_json::json!({"code": self.code, "message": self.message});
@@ -65,6 +79,9 @@ impl From<IngestError> for ApiError {
             }
             IngestError::WrongTeam { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            IngestError::Store(inner) if inner.is_unavailable() => {
+                return ApiError::store_unavailable("storing events failed", inner);
+            }
             IngestError::Store(inner) => return ApiError::internal("storing events failed", inner),
         };
         ApiError {
@@ -83,9 +100,13 @@ impl From<StoreError> for ApiError {
             StoreError::NotRetryable { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_retryable", e.to_string())
             }
+            StoreError::Orphaned { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "orphaned", e.to_string())
+            }
             StoreError::InvalidCursor => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
             }
+            _ if e.is_unavailable() => ApiError::store_unavailable("store operation failed", &e),
             _ => ApiError::internal("store operation failed", &e),
         }
     }

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod replay;
 mod routes;
+mod silences;
 mod stream;
 mod stream_slots;
 

@@ -8,11 +8,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::{TeamId, Timestamp};
 use herald_engine::{Caller, IngestReply};
-use herald_store::{DeliveryFilter, DeliveryStatus, ReplayFilter, ReplayStatus};
+use herald_store::{
+    DeliveryFilter, DeliveryStatus, MoveFilter, MoveStatus, ReplayFilter, ReplayStatus,
+};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{admin_only, caller};
+use crate::auth::{admin_only, caller, scope};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::{AppState, reload};
@@ -28,12 +30,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/events", post(ingest))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/move", post(move_deliveries))
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/deliveries/{id}/retry", post(retry))
         .route("/v1/replay", post(replay))
         .route("/v1/channels", get(channels))
         .route("/v1/channels/{team}/{channel}/enable", post(enable_channel))
         .route("/v1/plugins", get(plugins))
+        .merge(crate::silences::routes())
         .route("/v1/admin/reload", post(admin_reload))
         .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
         .route("/v1/stream", get(crate::stream::sse))
@@ -138,28 +142,6 @@ struct TeamQuery {
     team: Option<String>,
 }
 
-/// The team a read is limited to: the caller's own, or for the admin the optional `team`.
-fn scope(caller: &Caller, team: Option<&str>) -> Result<Option<TeamId>, ApiError> {
-    match (caller, team) {
-        (Caller::Team(t), Some(asked)) if asked != t.as_str() => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this API key belongs to team `{t}`; only the admin token may ask for another team"
-            ),
-        )),
-        (Caller::Team(t), _) => Ok(Some(t.clone())),
-        (Caller::Admin, Some(t)) => TeamId::parse(t).map(Some).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("team: {e}"),
-            )
-        }),
-        (Caller::Admin, None) => Ok(None),
-    }
-}
-
 async fn get_event(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -199,7 +181,7 @@ async fn list_deliveries(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
-                format!("status: `{s}` is not one of pending, succeeded, dead, skipped"),
+                format!("status: `{s}` is not one of {}", DeliveryStatus::NAMES),
             )
         })?),
     };
@@ -387,6 +369,121 @@ async fn replay(
     Ok(Json(json!({ "count": count, "dry_run": dry_run })).into_response())
 }
 
+/// A 422 `invalid_move` naming the field at fault.
+fn invalid_move(field: &str, message: impl Into<String>) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_move",
+        message.into(),
+    );
+    error.field = Some(field.to_string());
+    error
+}
+
+/// `POST /v1/deliveries/move`: re-points a team's orphaned (or dead) deliveries of one
+/// channel name to another of its channels and queues them; see docs/api.md.
+async fn move_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let bytes = to_bytes(body, 64 * 1024).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "a move request is at most 64 KiB",
+        )
+    })?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    let Some(object) = body.as_object() else {
+        return Err(invalid_move("", "the body must be a JSON object"));
+    };
+    let known = ["team", "from_channel", "to_channel", "status"];
+    if let Some(unknown) = object.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid_move(
+            unknown,
+            format!(
+                "unknown field `{unknown}`; expected one of {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    let text = |field: &str| match &body[field] {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(invalid_move(field, format!("`{field}` must be a string"))),
+    };
+    let team = match (&caller, text("team")?) {
+        (Caller::Team(own), None) => own.clone(),
+        (_, Some(team)) => {
+            TeamId::parse(&team).map_err(|e| invalid_move("team", format!("team: {e}")))?
+        }
+        (Caller::Admin, None) => {
+            return Err(invalid_move(
+                "team",
+                "`team` is required with the admin token",
+            ));
+        }
+    };
+    if let Caller::Team(own) = &caller
+        && *own != team
+    {
+        let mut error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this API key belongs to team `{own}`; it cannot move team `{team}`'s deliveries"
+            ),
+        );
+        error.field = Some("team".into());
+        return Err(error);
+    }
+    let config = state.engine.config();
+    if !config.teams.contains_key(&team) {
+        return Err(invalid_move(
+            "team",
+            format!("no team `{team}` is configured"),
+        ));
+    }
+    let from_channel = text("from_channel")?
+        .ok_or_else(|| invalid_move("from_channel", "`from_channel` is required"))?;
+    let to_channel = text("to_channel")?
+        .ok_or_else(|| invalid_move("to_channel", "`to_channel` is required"))?;
+    if config.channel(&team, &to_channel).is_none() {
+        return Err(invalid_move(
+            "to_channel",
+            format!("team `{team}` has no channel `{to_channel}`"),
+        ));
+    }
+    if from_channel == to_channel {
+        return Err(invalid_move(
+            "to_channel",
+            "`to_channel` must differ from `from_channel`",
+        ));
+    }
+    let status = match text("status")? {
+        None => MoveStatus::Orphaned,
+        Some(s) => s
+            .parse::<MoveStatus>()
+            .map_err(|e| invalid_move("status", e))?,
+    };
+    let filter = MoveFilter {
+        team,
+        from_channel,
+        to_channel,
+        status,
+    };
+    let moved = state.engine.move_deliveries(&caller, &filter).await?;
+    Ok(Json(json!({ "moved": moved })).into_response())
+}
+
 async fn channels(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let caller = who(&state, &headers)?;
     let channels = state.engine.channels(&caller).await?;
@@ -464,13 +561,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let health = tokio::time::timeout(READY_STORE_TIMEOUT, state.engine.store().health()).await;
     // The probe is unauthenticated: the reason names the fault, the log has the detail.
     let why = match health {
-        Ok(Ok(())) => return "ready".into_response(),
+        Ok(Ok(())) => return ready_with_components(&state),
         Ok(Err(herald_store::StoreError::DiskFull {
             available, needed, ..
         })) => format!(
             "the store's disk is full: {available} bytes free, at least {needed} needed ([store] min_free_bytes)"
         ),
         Ok(Err(herald_store::StoreError::Closed)) => "the store's writer has stopped".to_string(),
+        Ok(Err(e @ herald_store::StoreError::Unavailable { .. })) => {
+            tracing::error!(error = %e, "store health check failed");
+            "the database (PostgreSQL) is unreachable or read-only; see the server log".to_string()
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store health check failed");
             "the store is not healthy; see the server log".to_string()
@@ -482,6 +583,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     tracing::warn!(reason = %why, "/readyz: not ready");
     not_ready(&why)
+}
+
+/// `ready`, then one line per source and the cluster live bus with its connection state.
+/// A disconnected source does not make the node unready: HTTP ingest and delivery still
+/// work, and what the source did not read waits in Redis (docs/operations.md).
+fn ready_with_components(state: &AppState) -> Response {
+    let mut body = String::from("ready\n");
+    for c in state.engine.components().all() {
+        match &c.detail {
+            None => body.push_str(&format!("{} ({}): connected\n", c.name, c.kind)),
+            Some(why) => body.push_str(&format!("{} ({}): not connected: {why}\n", c.name, c.kind)),
+        }
+    }
+    body.into_response()
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -92,6 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     subscription: 0,
                     subscription_name: None,
                     held: true,
+                    silence: None,
+                    dedup: None,
                 };
                 store
                     .accept(vec![(sample_event(&team, n), vec![delivery])], now())

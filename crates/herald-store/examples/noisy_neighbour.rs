@@ -54,6 +54,8 @@ fn delivery(channel: &str, held: bool) -> NewDelivery {
         subscription: 0,
         subscription_name: None,
         held,
+        silence: None,
+        dedup: None,
     }
 }
 

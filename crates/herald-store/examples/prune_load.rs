@@ -120,6 +120,8 @@ async fn measure(
                         channel: "hook".into(),
                         subscription: 0,
                         held: true,
+                        silence: None,
+                        dedup: None,
                         subscription_name: None,
                     };
                     let started = Instant::now();
@@ -185,6 +187,7 @@ async fn main() {
         attempts: Duration::from_secs(7 * 86_400),
         dead: Duration::from_secs(90 * 86_400),
         max_store_size: None,
+        dedup: std::time::Duration::ZERO,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let pruner = {

@@ -11,7 +11,13 @@
 //! its filter selects, of one team only, and `dead_count` counts one channel's dead
 //! letters; `events_after` replays in order within scope; `health` is ok while the store
 //! takes writes; pruning removes finished rows past their age (or over the size limit) in
-//! batches and never a pending delivery or its event.
+//! batches and never a pending delivery or its event; chat migrations (per bot) and the
+//! progress of split deliveries survive a reopen, and pruning a delivery removes its
+//! progress; repeat suppression is decided in the accepting transaction (durable, once
+//! under concurrency); silenced deliveries are finished and never due; silences are
+//! durable, scoped to their team, and expire; an orphaned delivery is never due nor
+//! retried until re-attached or moved (another team's move touches none of it); an attempt
+//! finished with `Next::Wait` uses no retry budget.
 //!
 //! Long on purpose: one function per promise, each a small story a reviewer reads on its
 //! own; a promise added to the `Store` trait gets its case here, so the file grows with it.
@@ -22,7 +28,10 @@ use std::time::Duration;
 
 use herald_core::{Event, Outcome, TeamId, Timestamp};
 
-use crate::{Accepted, Finish, NewAttempt, NewDelivery, Next, Store, StoreError};
+use crate::{
+    Accepted, ChatMigration, Finish, NewAttempt, NewDelivery, Next, SplitProgress, Store,
+    StoreError,
+};
 
 /// A backend under test: opens stores, and reopens one as a restarted process would.
 pub trait Backend {
@@ -49,6 +58,16 @@ macro_rules! store_conformance_tests {
             events_after_replays_in_order_within_scope,
             health_is_ok_while_the_store_takes_writes,
             prune_removes_finished_rows_past_their_age_and_never_pending_ones,
+            chat_migrations_and_split_progress_survive_a_reopen,
+            pruning_a_delivery_removes_its_split_progress,
+            dedup_suppresses_repeats_inside_the_window_across_a_reopen,
+            concurrent_accepts_of_one_key_send_it_once,
+            silenced_deliveries_are_finished_and_never_due,
+            finish_silenced_is_fenced_and_records_no_attempt,
+            silences_are_durable_scoped_and_expire,
+            prune_forgets_old_dedup_windows_and_ended_silences,
+            orphans_wait_until_reattached_or_moved_by_their_own_team,
+            a_channel_wide_failure_uses_no_retry_budget,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -92,6 +111,8 @@ fn delivery(id: &str, channel: &str, held: bool) -> NewDelivery {
         subscription: 0,
         subscription_name: Some(format!("sub_{channel}")),
         held,
+        silence: None,
+        dedup: None,
     }
 }
 
@@ -129,7 +150,13 @@ pub async fn accept_is_durable_and_idempotent(backend: &mut impl Backend) {
         vec![delivery("dlv_a", "a", false), delivery("dlv_b", "b", false)],
     )
     .await;
-    assert_eq!(first, Accepted::New { id: "evt_1".into() });
+    assert_eq!(
+        first,
+        Accepted::New {
+            id: "evt_1".into(),
+            suppressed: vec![]
+        }
+    );
     let store = backend.reopen(store);
     let (stored, deliveries) = store.get_event(None, "evt_1").await.unwrap().unwrap();
     assert_eq!(stored, event("acme", "evt_1"));
@@ -146,7 +173,13 @@ pub async fn accept_is_durable_and_idempotent(backend: &mut impl Backend) {
     assert_eq!(deliveries.len(), 2, "a duplicate adds no delivery");
     // The same id in another team is another event.
     let other = accept(&*store, event("globex", "evt_1"), vec![]).await;
-    assert_eq!(other, Accepted::New { id: "evt_1".into() });
+    assert_eq!(
+        other,
+        Accepted::New {
+            id: "evt_1".into(),
+            suppressed: vec![]
+        }
+    );
 }
 
 pub async fn held_deliveries_are_never_claimed_and_are_due_after_a_reopen(
@@ -653,6 +686,8 @@ async fn prune_all(
         total.deliveries += r.deliveries;
         total.dead += r.dead;
         total.attempts += r.attempts;
+        total.dedup_windows += r.dedup_windows;
+        total.silences += r.silences;
         total.over_size |= r.over_size;
         if !r.more {
             return (total, batches);
@@ -705,6 +740,7 @@ pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
         attempts: Duration::from_secs(7 * 86_400),
         dead: Duration::from_secs(90 * 86_400),
         max_store_size: None,
+        dedup: std::time::Duration::ZERO,
     };
     let attempts_of = |id: &'static str| {
         let store = Arc::clone(&store);
@@ -777,6 +813,7 @@ pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
     store.finish_many(fresh).await.unwrap()[0].clone().unwrap();
     let tiny = crate::PruneLimits {
         max_store_size: Some(1),
+        dedup: std::time::Duration::ZERO,
         ..limits
     };
     let (report, _) = prune_all(&*store, &tiny, at(92 * DAY)).await;
@@ -797,4 +834,729 @@ pub async fn prune_removes_finished_rows_past_their_age_and_never_pending_ones(
     );
     assert_eq!(stats.oldest_pending, Some(at(0)));
     assert!(stats.size_bytes > 0);
+}
+
+/// `bot`'s migrations, sorted.
+async fn migrations_of(store: &dyn Store, bot: &str) -> Vec<(i64, i64)> {
+    let mut pairs: Vec<(i64, i64)> = store
+        .chat_migrations(bot)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.from, m.to))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+pub async fn chat_migrations_and_split_progress_survive_a_reopen(backend: &mut impl Backend) {
+    let store = backend.open();
+    assert!(store.chat_migrations("111").await.unwrap().is_empty());
+    let migrate = |from, to| ChatMigration { from, to };
+    store
+        .record_chat_migration("111", migrate(-5, -1_000_000_000_005), at(1))
+        .await
+        .unwrap();
+    store
+        .record_chat_migration("111", migrate(-6, -1_000_000_000_006), at(1))
+        .await
+        .unwrap();
+    // Another bot's knowledge is its own.
+    store
+        .record_chat_migration("222", migrate(-5, -1_000_000_000_999), at(1))
+        .await
+        .unwrap();
+    // A second migration of the same chat replaces the first.
+    store
+        .record_chat_migration("111", migrate(-6, -1_000_000_000_066), at(2))
+        .await
+        .unwrap();
+
+    let halfway = SplitProgress {
+        parts: 3,
+        delivered: 1,
+    };
+    assert_eq!(store.split_progress("dlv_split").await.unwrap(), None);
+    store
+        .set_split_progress("dlv_split", halfway, at(1))
+        .await
+        .unwrap();
+    store
+        .set_split_progress(
+            "dlv_other",
+            SplitProgress {
+                parts: 2,
+                delivered: 1,
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+    let further = SplitProgress {
+        parts: 3,
+        delivered: 2,
+    };
+    store
+        .set_split_progress("dlv_split", further, at(2))
+        .await
+        .unwrap();
+
+    let store = backend.reopen(store);
+    assert_eq!(
+        migrations_of(&*store, "111").await,
+        [(-6, -1_000_000_000_066), (-5, -1_000_000_000_005)]
+    );
+    assert_eq!(
+        migrations_of(&*store, "222").await,
+        [(-5, -1_000_000_000_999)]
+    );
+    assert!(migrations_of(&*store, "333").await.is_empty());
+    assert_eq!(
+        store.split_progress("dlv_split").await.unwrap(),
+        Some(further)
+    );
+
+    // A finished delivery's progress is forgotten; the others' stays.
+    assert!(store.clear_split_progress("dlv_split").await.unwrap());
+    assert!(!store.clear_split_progress("dlv_split").await.unwrap());
+    assert_eq!(store.split_progress("dlv_split").await.unwrap(), None);
+    assert_eq!(
+        store
+            .split_progress("dlv_other")
+            .await
+            .unwrap()
+            .map(|p| p.delivered),
+        Some(1)
+    );
+}
+
+pub async fn pruning_a_delivery_removes_its_split_progress(backend: &mut impl Backend) {
+    let store = backend.open();
+    for (event_id, delivery_id) in [
+        ("evt_done", "dlv_done"),
+        ("evt_dead", "dlv_dead"),
+        ("evt_waiting", "dlv_waiting"),
+    ] {
+        accept(
+            &*store,
+            event("acme", event_id),
+            vec![delivery(delivery_id, "chat", false)],
+        )
+        .await;
+    }
+    let halfway = SplitProgress {
+        parts: 2,
+        delivered: 1,
+    };
+    for id in ["dlv_done", "dlv_dead", "dlv_waiting"] {
+        store.set_split_progress(id, halfway, at(1)).await.unwrap();
+    }
+    // Finished without the progress being cleared (a channel that failed to clear it):
+    // retention still removes it with the delivery.
+    let finishes = take_due(&*store, at(0))
+        .await
+        .into_iter()
+        .map(|c| {
+            let next = match c.delivery.id.as_str() {
+                "dlv_done" => Next::Succeeded,
+                "dlv_dead" => Next::Dead,
+                _ => Next::RetryAt(at(1000 * DAY)),
+            };
+            Finish {
+                delivery_id: c.delivery.id.clone(),
+                lease: c.lease,
+                attempt: attempt(if next == Next::Succeeded { 200 } else { 500 }),
+                next,
+                now: at(1),
+            }
+        })
+        .collect();
+    for result in store.finish_many(finishes).await.unwrap() {
+        result.unwrap();
+    }
+    let limits = crate::PruneLimits {
+        events: Duration::from_secs(30 * 86_400),
+        attempts: Duration::from_secs(7 * 86_400),
+        dead: Duration::from_secs(90 * 86_400),
+        max_store_size: None,
+        dedup: Duration::ZERO,
+    };
+    let progress = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.split_progress(id).await.unwrap() }
+    };
+
+    prune_all(&*store, &limits, at(31 * DAY)).await;
+    assert_eq!(progress("dlv_done").await, None, "pruned with its event");
+    assert_eq!(
+        progress("dlv_dead").await,
+        Some(halfway),
+        "a dead letter is kept"
+    );
+    assert_eq!(progress("dlv_waiting").await, Some(halfway));
+
+    prune_all(&*store, &limits, at(91 * DAY)).await;
+    assert_eq!(
+        progress("dlv_dead").await,
+        None,
+        "pruned with the dead letter"
+    );
+    assert_eq!(
+        progress("dlv_waiting").await,
+        Some(halfway),
+        "a pending delivery keeps its progress"
+    );
+}
+
+fn deduped(id: &str, subscription: &str, key: &str, window_secs: u64) -> NewDelivery {
+    NewDelivery {
+        subscription_name: Some(subscription.into()),
+        dedup: Some(crate::DedupClaim {
+            key: key.into(),
+            window: Duration::from_secs(window_secs),
+        }),
+        ..delivery(id, "a", false)
+    }
+}
+
+/// Accepts one event with `deliveries` at `now`; the ids stored as suppressed.
+async fn accept_at(
+    store: &dyn Store,
+    event: Event,
+    deliveries: Vec<NewDelivery>,
+    now: Timestamp,
+) -> Vec<String> {
+    match store
+        .accept(vec![(event, deliveries)], now)
+        .await
+        .unwrap()
+        .remove(0)
+    {
+        Accepted::New { suppressed, .. } => suppressed,
+        other => panic!("not new: {other:?}"),
+    }
+}
+
+pub async fn dedup_suppresses_repeats_inside_the_window_across_a_reopen(
+    backend: &mut impl Backend,
+) {
+    let store = backend.open();
+    let key = r#"["capsule.create","sb_1"]"#;
+    // The first of a key is sent and opens a 60 s window.
+    let none = accept_at(
+        &*store,
+        event("acme", "e1"),
+        vec![deduped("d1", "s", key, 60)],
+        at(0),
+    )
+    .await;
+    assert!(none.is_empty());
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e2"),
+        vec![deduped("d2", "s", key, 60)],
+        at(10),
+    )
+    .await;
+    assert_eq!(repeat, ["d2"]);
+    // The window survives a restart.
+    let store = backend.reopen(store);
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e3"),
+        vec![deduped("d3", "s", key, 60)],
+        at(59),
+    )
+    .await;
+    assert_eq!(repeat, ["d3"]);
+    // Another key, another subscription, another team: each its own window.
+    for (team, id, sub, k) in [
+        ("acme", "e4", "s", r#"["capsule.create","sb_2"]"#),
+        ("acme", "e5", "other", key),
+        ("globex", "e6", "s", key),
+    ] {
+        let sent = accept_at(
+            &*store,
+            event(team, id),
+            vec![deduped(&format!("d_{id}"), sub, k, 60)],
+            at(20),
+        )
+        .await;
+        assert!(sent.is_empty(), "{team} {id} {sub} was suppressed");
+    }
+    // At the window's end the key is sent again and opens a new window from then.
+    let sent = accept_at(
+        &*store,
+        event("acme", "e7"),
+        vec![deduped("d7", "s", key, 60)],
+        at(60),
+    )
+    .await;
+    assert!(sent.is_empty());
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e8"),
+        vec![deduped("d8", "s", key, 60)],
+        at(61),
+    )
+    .await;
+    assert_eq!(repeat, ["d8"]);
+
+    let status = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let (d, attempts) = store.get_delivery(None, id).await.unwrap().unwrap();
+            assert!(attempts.is_empty());
+            (d.status, d.duplicate_of, d.next_attempt_at)
+        }
+    };
+    use crate::DeliveryStatus::{Pending, Suppressed};
+    assert_eq!(status("d1").await.0, Pending);
+    assert_eq!(
+        status("d2").await,
+        (Suppressed, Some("d1".to_string()), None)
+    );
+    assert_eq!(
+        status("d3").await,
+        (Suppressed, Some("d1".to_string()), None)
+    );
+    assert_eq!(
+        status("d8").await,
+        (Suppressed, Some("d7".to_string()), None)
+    );
+    // Suppressed deliveries are never handed out; they are listed under their status.
+    let due: Vec<_> = take_due(&*store, at(100))
+        .await
+        .into_iter()
+        .map(|c| c.delivery.id)
+        .collect();
+    assert!(
+        !due.iter()
+            .any(|id| ["d2", "d3", "d8"].contains(&id.as_str())),
+        "{due:?}"
+    );
+    let page = store
+        .list_deliveries(&crate::DeliveryFilter {
+            team: Some(team("acme")),
+            status: Some(Suppressed),
+            ..crate::DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    let listed: Vec<_> = page.deliveries.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(listed, ["d8", "d3", "d2"]);
+}
+
+pub async fn concurrent_accepts_of_one_key_send_it_once(backend: &mut impl Backend) {
+    let store = backend.open();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            accept_at(
+                &*store,
+                event("acme", &format!("e{i}")),
+                vec![deduped(&format!("d{i}"), "s", "k", 600)],
+                at(i),
+            )
+            .await
+            .len()
+        }));
+    }
+    let mut suppressed = 0;
+    for task in tasks {
+        suppressed += task.await.unwrap();
+    }
+    assert_eq!(
+        suppressed, 15,
+        "exactly one of 16 concurrent repeats is sent"
+    );
+}
+
+pub async fn silenced_deliveries_are_finished_and_never_due(backend: &mut impl Backend) {
+    let store = backend.open();
+    let silenced = NewDelivery {
+        silence: Some("sil_1".into()),
+        // A silenced delivery opens no dedup window: after the silence, the key is sent.
+        ..deduped("dlv_quiet", "s", "k", 600)
+    };
+    let held = holds(&*store);
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![silenced, delivery("dlv_loud", "b", held)],
+    )
+    .await;
+    let (quiet, attempts) = store
+        .get_delivery(None, "dlv_quiet")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            quiet.status,
+            quiet.silence_id.as_deref(),
+            quiet.next_attempt_at,
+            attempts.len()
+        ),
+        (crate::DeliveryStatus::Silenced, Some("sil_1"), None, 0)
+    );
+    assert_eq!(quiet.reason().as_deref(), Some("silenced by sil_1"));
+    assert!(
+        take_due(&*store, at(1000))
+            .await
+            .iter()
+            .all(|c| c.delivery.id != "dlv_quiet")
+    );
+    let sent = accept_at(
+        &*store,
+        event("acme", "evt_2"),
+        vec![deduped("dlv_after", "s", "k", 600)],
+        at(1),
+    )
+    .await;
+    assert!(
+        sent.is_empty(),
+        "the silenced delivery opened a dedup window"
+    );
+    // An operator may still send it: a retry makes it pending and forgets the silence.
+    let retried = store.retry_now(None, "dlv_quiet", at(2)).await.unwrap();
+    assert_eq!(
+        (retried.status, retried.silence_id),
+        (crate::DeliveryStatus::Pending, None)
+    );
+}
+
+pub async fn finish_silenced_is_fenced_and_records_no_attempt(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false)],
+    )
+    .await;
+    let claim = take_due(&*store, at(0)).await.remove(0);
+    let stranger = crate::LeaseToken::from_string("not-the-lease".into());
+    let err = store
+        .finish_silenced("dlv_1", &stranger, "sil_1", at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    store
+        .finish_silenced("dlv_1", &claim.lease, "sil_1", at(1))
+        .await
+        .unwrap();
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.silence_id.as_deref(), attempts.len()),
+        (crate::DeliveryStatus::Silenced, Some("sil_1"), 0)
+    );
+    let again = store
+        .finish("dlv_1", &claim.lease, attempt(200), Next::Succeeded, at(2))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::LeaseLost { .. })),
+        "{again:?}"
+    );
+    let store = backend.reopen(store);
+    assert!(take_due(&*store, at(1000)).await.is_empty());
+}
+
+fn silence(id: &str, team_name: &str, starts: i64, ends: i64) -> herald_core::Silence {
+    herald_core::Silence {
+        id: id.into(),
+        team: team(team_name),
+        matchers: herald_core::SilenceMatchers {
+            event: Some(herald_core::Pattern::parse("capsule.*").unwrap()),
+            outcome: Some(Outcome::Error),
+            metadata: BTreeMap::from([("region".to_string(), "eu".to_string())]),
+            channel: Some("a".into()),
+        },
+        starts_at: at(starts),
+        ends_at: at(ends),
+        comment: "maintenance".into(),
+        created_by: "ops@acme".into(),
+        created_at: at(0),
+    }
+}
+
+pub async fn silences_are_durable_scoped_and_expire(backend: &mut impl Backend) {
+    use herald_core::SilenceState::{Active, Expired, Pending};
+    let store = backend.open();
+    for s in [
+        silence("sil_a1", "acme", 0, 100),
+        silence("sil_a2", "acme", 50, 200),
+        silence("sil_g1", "globex", 0, 100),
+    ] {
+        store.create_silence(s).await.unwrap();
+    }
+    let store = backend.reopen(store);
+    let ids = |list: Vec<herald_core::Silence>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    let filter = |team_name: Option<&str>, state, now| crate::SilenceFilter {
+        team: team_name.map(team),
+        state,
+        now: at(now),
+    };
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), None, 10))
+            .await
+            .unwrap()),
+        ["sil_a2", "sil_a1"]
+    );
+    assert_eq!(
+        ids(store.list_silences(&filter(None, None, 10)).await.unwrap()),
+        ["sil_g1", "sil_a2", "sil_a1"]
+    );
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), Some(Pending), 10))
+            .await
+            .unwrap()),
+        ["sil_a2"]
+    );
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), Some(Active), 10))
+            .await
+            .unwrap()),
+        ["sil_a1"]
+    );
+    assert_eq!(
+        ids(store
+            .list_silences(&filter(Some("acme"), Some(Expired), 150))
+            .await
+            .unwrap()),
+        ["sil_a1"]
+    );
+    assert_eq!(
+        store.get_silence(None, "sil_a1").await.unwrap(),
+        Some(silence("sil_a1", "acme", 0, 100))
+    );
+    // Another team's silence is absent: not readable, not expirable.
+    assert_eq!(
+        store
+            .get_silence(Some(&team("globex")), "sil_a1")
+            .await
+            .unwrap(),
+        None
+    );
+    let err = store
+        .expire_silence(Some(&team("globex")), "sil_a1", at(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err}");
+    assert_eq!(
+        store
+            .get_silence(None, "sil_a1")
+            .await
+            .unwrap()
+            .unwrap()
+            .ends_at,
+        at(100)
+    );
+    // Expiring ends it now; a pending one is simply over; an ended one stays as it was.
+    let ended = store
+        .expire_silence(Some(&team("acme")), "sil_a1", at(10))
+        .await
+        .unwrap();
+    assert_eq!((ended.starts_at, ended.ends_at), (at(0), at(10)));
+    let ended = store.expire_silence(None, "sil_a2", at(20)).await.unwrap();
+    assert_eq!((ended.starts_at, ended.ends_at), (at(20), at(20)));
+    assert_eq!(ended.state(at(20)), Expired);
+    let again = store.expire_silence(None, "sil_a1", at(30)).await.unwrap();
+    assert_eq!(again.ends_at, at(10));
+    let err = store
+        .expire_silence(None, "sil_nope", at(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err}");
+    // The live ones (not ended), every team's, for the engine to apply.
+    assert_eq!(ids(store.live_silences(at(30)).await.unwrap()), ["sil_g1"]);
+    let store = backend.reopen(store);
+    assert_eq!(ids(store.live_silences(at(30)).await.unwrap()), ["sil_g1"]);
+}
+
+pub async fn prune_forgets_old_dedup_windows_and_ended_silences(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept_at(
+        &*store,
+        event("acme", "e1"),
+        vec![deduped("d1", "s", "k", 3600)],
+        at(0),
+    )
+    .await;
+    store
+        .create_silence(silence("sil_old", "acme", 0, 100))
+        .await
+        .unwrap();
+    store
+        .create_silence(silence("sil_live", "acme", 0, 40 * DAY))
+        .await
+        .unwrap();
+    let limits = crate::PruneLimits {
+        events: Duration::from_secs(30 * 86_400),
+        attempts: Duration::from_secs(7 * 86_400),
+        dead: Duration::from_secs(90 * 86_400),
+        max_store_size: None,
+        dedup: Duration::from_secs(3600),
+    };
+    let (report, _) = prune_all(&*store, &limits, at(1800)).await;
+    assert_eq!(
+        (report.dedup_windows, report.silences),
+        (0, 0),
+        "{report:?}"
+    );
+    // The window is still open: a repeat is suppressed.
+    let repeat = accept_at(
+        &*store,
+        event("acme", "e2"),
+        vec![deduped("d2", "s", "k", 3600)],
+        at(1800),
+    )
+    .await;
+    assert_eq!(repeat, ["d2"]);
+    let (report, _) = prune_all(&*store, &limits, at(31 * DAY)).await;
+    assert_eq!(
+        (report.dedup_windows, report.silences),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(store.get_silence(None, "sil_old").await.unwrap().is_none());
+    assert!(store.get_silence(None, "sil_live").await.unwrap().is_some());
+}
+
+pub async fn orphans_wait_until_reattached_or_moved_by_their_own_team(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![
+            delivery("dlv_1", "old", false),
+            delivery("dlv_2", "old", false),
+        ],
+    )
+    .await;
+    let claims = take_due(&*store, at(0)).await;
+    assert_eq!(claims.len(), 2);
+    let stranger = crate::LeaseToken::from_string("not-the-lease".into());
+    let why = || "channel `old` is gone".to_string();
+    let err = store
+        .orphan("dlv_1", &stranger, why(), at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    for claim in &claims {
+        let id = &claim.delivery.id;
+        store.orphan(id, &claim.lease, why(), at(1)).await.unwrap();
+    }
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(record.status, crate::DeliveryStatus::Orphaned);
+    assert_eq!(
+        (record.attempts, attempts.len()),
+        (0, 0),
+        "no attempt recorded"
+    );
+    assert_eq!(record.last_error.as_deref(), Some("channel `old` is gone"));
+    assert_eq!(record.next_attempt_at, None);
+    assert!(take_due(&*store, at(100)).await.is_empty(), "never due");
+    assert_eq!(store.next_due(&[]).await.unwrap(), None);
+    let listed = store
+        .list_deliveries(&crate::DeliveryFilter {
+            status: Some(crate::DeliveryStatus::Orphaned),
+            ..crate::DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.deliveries.len(), 2);
+    let err = store.retry_now(None, "dlv_1", at(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Orphaned { channel, .. } if channel == "old"),
+        "{err}"
+    );
+
+    // Another team cannot move them, even naming the same channels.
+    let moves = |team_name: &str| crate::MoveFilter {
+        team: team(team_name),
+        from_channel: "old".into(),
+        to_channel: "new".into(),
+        status: crate::MoveStatus::Orphaned,
+    };
+    assert_eq!(
+        store
+            .move_deliveries(&moves("globex"), at(3))
+            .await
+            .unwrap(),
+        0
+    );
+    // A reload that brings another team's `old` back re-attaches nothing of acme's.
+    let globex_old = [(team("globex"), "old".to_string())];
+    assert_eq!(store.reattach_orphans(&globex_old, at(3)).await.unwrap(), 0);
+    // acme's `old` back: re-attached, due at once.
+    let acme_old = [(team("acme"), "old".to_string())];
+    assert_eq!(store.reattach_orphans(&acme_old, at(4)).await.unwrap(), 2);
+    let claims = take_due(&*store, at(4)).await;
+    assert_eq!(claims.len(), 2);
+    for claim in &claims {
+        let id = &claim.delivery.id;
+        store.orphan(id, &claim.lease, why(), at(5)).await.unwrap();
+    }
+    // Moved by their own team: re-pointed, due at once, same ids.
+    assert_eq!(
+        store.move_deliveries(&moves("acme"), at(6)).await.unwrap(),
+        2
+    );
+    let store = backend.reopen(store);
+    let claims = take_due(&*store, at(6)).await;
+    let mut moved: Vec<(String, String)> = claims
+        .iter()
+        .map(|c| (c.delivery.id.clone(), c.delivery.channel.clone()))
+        .collect();
+    moved.sort();
+    assert_eq!(
+        moved,
+        [
+            ("dlv_1".to_string(), "new".to_string()),
+            ("dlv_2".to_string(), "new".to_string())
+        ]
+    );
+}
+
+pub async fn a_channel_wide_failure_uses_no_retry_budget(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false)],
+    )
+    .await;
+    let claim = take_due(&*store, at(0)).await.remove(0);
+    let finished = store.finish(
+        "dlv_1",
+        &claim.lease,
+        attempt(429),
+        Next::Wait(at(10)),
+        at(1),
+    );
+    finished.await.unwrap();
+    let claim = take_due(&*store, at(10)).await.remove(0);
+    assert_eq!(
+        (claim.delivery.attempts, claim.delivery.budget_start),
+        (1, 1),
+        "the attempt is recorded but not counted"
+    );
+    let finished = store.finish(
+        "dlv_1",
+        &claim.lease,
+        attempt(500),
+        Next::RetryAt(at(20)),
+        at(11),
+    );
+    finished.await.unwrap();
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.attempts, record.budget_start, attempts.len()),
+        (2, 1, 2)
+    );
+    assert_eq!(record.status, crate::DeliveryStatus::Pending);
 }

@@ -25,6 +25,14 @@ pub enum StoreError {
         delivery: String,
         status: DeliveryStatus,
     },
+    /// The delivery is orphaned: its channel no longer exists for its team, so a retry
+    /// has nowhere to send it.
+    #[error(
+        "delivery {delivery} is orphaned: channel `{channel}` no longer exists for its team; \
+         restore the channel and reload, or move the delivery to another channel with \
+         POST /v1/deliveries/move"
+    )]
+    Orphaned { delivery: String, channel: String },
     /// A pagination cursor that this store did not hand out.
     #[error("invalid cursor")]
     InvalidCursor,
@@ -63,6 +71,18 @@ pub enum StoreError {
     /// An error from SQLite.
     #[error("database error: {0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),
+    /// An error from PostgreSQL (a statement failed; the database answered).
+    #[error("database error: {0}")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
+    /// The shared database cannot be reached (down, restarting, refusing connections,
+    /// out of connections): nothing was written, and the operation may be tried again.
+    /// `target` names the server (`host:port/database`), never a password.
+    #[error("the database at {target} is unreachable: {reason}")]
+    Unavailable { target: String, reason: String },
+    /// The operation does not apply to this kind of store (e.g. an online backup of a
+    /// PostgreSQL store, which `pg_dump` makes).
+    #[error("{0}")]
+    Unsupported(String),
     /// The filesystem holding the store has less free space than the store's minimum, so
     /// new events could soon fail to commit.
     #[error(
@@ -80,6 +100,14 @@ pub enum StoreError {
     /// A bug in the store, reported instead of a panic.
     #[error("internal store error: {0}")]
     Internal(&'static str),
+}
+
+impl StoreError {
+    /// Whether the store could not be reached at all (as opposed to refusing or failing an
+    /// operation): the caller may answer "unavailable, try again" rather than "error".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. } | StoreError::Closed)
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

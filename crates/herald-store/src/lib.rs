@@ -1,8 +1,8 @@
 //! herald-store: the durable record of accepted events and the queue of their deliveries.
 //!
 //! The engine talks to a [`Store`] only; [`SqliteStore`] is the embedded implementation
-//! (SQLite in WAL mode, one writer thread doing group commit). A PostgreSQL backend is
-//! meant to implement the same trait without the engine changing.
+//! (SQLite in WAL mode, one writer thread doing group commit, exclusive to one process);
+//! [`PostgresStore`] is the shared one, which several herald nodes use at once.
 //!
 //! Architecture invariants:
 //! - Accepted means durable: [`Store::accept`] returns only after the transaction that
@@ -16,21 +16,35 @@
 //!   `herald.lock`, whose holder's pid is named in the error), so it hands the engine a
 //!   holder token and the engine dispatches from memory (see [`Store`], "The queue
 //!   boundary").
+//! - The PostgreSQL store is shared: `holder()` is `None`, every claim is a lease that
+//!   expires (`FOR UPDATE SKIP LOCKED`, a random token per row), and a node's dead leases
+//!   are taken over by the others; its conformance run and shared-store tests are in
+//!   `postgres/tests.rs`, against the real server.
+//! - Repeat suppression is decided inside the transaction that accepts the event (see
+//!   [`NewDelivery::dedup`]), so concurrent ingest of the same key sends it once.
 //! - Every read a team can make is scoped by `Option<&TeamId>` (`None` = admin): a team
 //!   never sees another team's rows, not even as a distinct error.
 
+mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
 mod model;
+mod postgres;
 mod sqlite;
 mod store;
 
 pub use error::StoreError;
 pub use model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DEFAULT_PAGE_SIZE, DeliveryFilter,
-    DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt,
-    NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter, ReplayStatus, StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DEFAULT_PAGE_SIZE, DedupClaim,
+    DeliveryFilter, DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken,
+    MAX_PAGE_SIZE, MoveFilter, MoveStatus, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, ReplayStatus, SilenceFilter, SplitProgress, StoreStats,
+};
+pub use postgres::{
+    DEFAULT_POOL_SIZE as DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA,
+    MigrateReport, PostgresOptions, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION,
+    valid_schema_name,
 };
 pub use sqlite::{CopyReport, DEFAULT_MIN_FREE_BYTES, SqliteStore, WriteStats};
 pub use store::{Store, StoreFuture};

@@ -31,14 +31,35 @@ pub struct NewDelivery {
     /// never hands it out, until an attempt is finished or the store is reopened. Only for
     /// stores that have a holder (one process owns them); others refuse it.
     pub held: bool,
+    /// Silenced at ingest by this silence (its id): stored as `silenced`, never sent.
+    pub silence: Option<String>,
+    /// The subscription's repeat suppression: the store decides, in the transaction that
+    /// accepts the event, whether this key is inside a window opened by an earlier sent
+    /// delivery (then this one is stored as `suppressed`, and not sent).
+    pub dedup: Option<DedupClaim>,
+}
+
+/// The dedup key of a new delivery and its subscription's window. Windows are kept per
+/// (team, subscription name, key): a delivery that is sent opens one for `window`; a
+/// later delivery with the same key inside it is suppressed and opens nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupClaim {
+    /// `herald_core::Dedup::key_for` of the event.
+    pub key: String,
+    pub window: Duration,
 }
 
 /// What became of one event handed to [`crate::Store::accept`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Accepted {
-    /// Stored now, with its deliveries.
-    New { id: String },
+    /// Stored now, with its deliveries; `suppressed` lists those stored as `suppressed`
+    /// (duplicates inside their dedup window), which are not to be sent.
+    New {
+        id: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        suppressed: Vec<String>,
+    },
     /// The team already had an event with this id (stored earlier, or earlier in the same
     /// batch); nothing was stored.
     Duplicate { id: String },
@@ -48,7 +69,7 @@ impl Accepted {
     /// The event id, whichever the result.
     pub fn id(&self) -> &str {
         match self {
-            Accepted::New { id } | Accepted::Duplicate { id } => id,
+            Accepted::New { id, .. } | Accepted::Duplicate { id } => id,
         }
     }
 
@@ -68,15 +89,32 @@ pub enum DeliveryStatus {
     Dead,
     /// Not attempted, on purpose (e.g. its channel is disabled).
     Skipped,
+    /// Not sent: a repeat of a delivery sent less than its subscription's
+    /// `dedup_window` ago (`duplicate_of` names it).
+    Suppressed,
+    /// Not sent: a silence matched it (`silence_id` names it), at ingest or before an
+    /// attempt.
+    Silenced,
+    /// Its channel no longer exists for its team (a reload renamed or removed it): held,
+    /// not attempted and using no retry budget, until a channel of that name is back
+    /// ([`crate::Store::reattach_orphans`]) or it is moved ([`crate::Store::move_deliveries`]).
+    Orphaned,
 }
 
 impl DeliveryStatus {
+    /// Every status, for error messages.
+    pub const NAMES: &'static str =
+        "pending, succeeded, dead, skipped, suppressed, silenced or orphaned";
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Succeeded => "succeeded",
             DeliveryStatus::Dead => "dead",
             DeliveryStatus::Skipped => "skipped",
+            DeliveryStatus::Suppressed => "suppressed",
+            DeliveryStatus::Silenced => "silenced",
+            DeliveryStatus::Orphaned => "orphaned",
         }
     }
 }
@@ -96,8 +134,12 @@ impl FromStr for DeliveryStatus {
             "succeeded" => Ok(DeliveryStatus::Succeeded),
             "dead" => Ok(DeliveryStatus::Dead),
             "skipped" => Ok(DeliveryStatus::Skipped),
+            "suppressed" => Ok(DeliveryStatus::Suppressed),
+            "silenced" => Ok(DeliveryStatus::Silenced),
+            "orphaned" => Ok(DeliveryStatus::Orphaned),
             other => Err(format!(
-                "unknown delivery status `{other}`; expected pending, succeeded, dead or skipped"
+                "unknown delivery status `{other}`; expected {}",
+                DeliveryStatus::NAMES
             )),
         }
     }
@@ -117,9 +159,10 @@ pub struct DeliveryRecord {
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
-    /// Attempts made before the current retry budget began: 0, or the count when an
-    /// operator last retried the delivery after it was dead or skipped. The retry schedule
-    /// applies to the attempts after it, so a manual retry gets the whole schedule again.
+    /// Attempts that do not count against the current retry budget: those made before an
+    /// operator last retried the delivery after it was dead or skipped, plus those that
+    /// failed for a channel-wide reason ([`Next::Wait`]). The retry schedule applies to the
+    /// other attempts, so a manual retry gets the whole schedule again.
     pub budget_start: u32,
     /// When the next attempt is due; set only while `pending`.
     pub next_attempt_at: Option<Timestamp>,
@@ -127,6 +170,25 @@ pub struct DeliveryRecord {
     pub last_status_code: Option<u16>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// For a `silenced` delivery: the silence that stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_id: Option<String>,
+    /// For a `suppressed` delivery: the sent delivery whose dedup window it fell in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
+}
+
+impl DeliveryRecord {
+    /// Why a delivery was not sent, in words, for the suppressed and silenced ones.
+    pub fn reason(&self) -> Option<String> {
+        match (self.status, &self.silence_id, &self.duplicate_of) {
+            (DeliveryStatus::Silenced, Some(silence), _) => Some(format!("silenced by {silence}")),
+            (DeliveryStatus::Suppressed, _, Some(original)) => Some(format!(
+                "duplicate of {original} (inside its subscription's dedup_window)"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of one attempt, as a worker reports it to [`crate::Store::finish`]. The
@@ -207,6 +269,54 @@ pub enum Next {
     RetryAt(Timestamp),
     Dead,
     Skipped,
+    /// Stays pending, due again at this time, and the attempt does not count against the
+    /// retry budget (`budget_start` moves up with it): the channel as a whole failed
+    /// (refused credentials, throttled without a hint), not this message.
+    Wait(Timestamp),
+}
+
+/// Which deliveries [`crate::Store::move_deliveries`] re-points, by their status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveStatus {
+    /// Waiting for a channel that no longer exists.
+    Orphaned,
+    /// Given up on (they get a fresh retry budget, as with a manual retry).
+    Dead,
+}
+
+impl MoveStatus {
+    pub fn as_status(self) -> DeliveryStatus {
+        match self {
+            MoveStatus::Orphaned => DeliveryStatus::Orphaned,
+            MoveStatus::Dead => DeliveryStatus::Dead,
+        }
+    }
+}
+
+impl FromStr for MoveStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "orphaned" => Ok(MoveStatus::Orphaned),
+            "dead" => Ok(MoveStatus::Dead),
+            other => Err(format!(
+                "deliveries that are `{other}` cannot be moved; expected orphaned or dead"
+            )),
+        }
+    }
+}
+
+/// The deliveries of one team that [`crate::Store::move_deliveries`] re-points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveFilter {
+    pub team: TeamId,
+    /// The channel name they have now (usually one that no longer exists).
+    pub from_channel: String,
+    /// The team's channel they are to go to.
+    pub to_channel: String,
+    pub status: MoveStatus,
 }
 
 /// Which deliveries [`crate::Store::list_deliveries`] returns, newest first.
@@ -315,6 +425,9 @@ mod tests {
             DeliveryStatus::Succeeded,
             DeliveryStatus::Dead,
             DeliveryStatus::Skipped,
+            DeliveryStatus::Suppressed,
+            DeliveryStatus::Silenced,
+            DeliveryStatus::Orphaned,
         ] {
             let json = serde_json::to_value(status).unwrap();
             assert_eq!(json, status.as_str());
@@ -350,6 +463,9 @@ pub struct PruneLimits {
     /// Above this many bytes of live data, the oldest finished events go, whatever their
     /// age.
     pub max_store_size: Option<u64>,
+    /// Dedup windows opened longer ago than this are forgotten: the longest
+    /// `dedup_window` configured (zero when none is).
+    pub dedup: Duration,
 }
 
 /// Rows one [`crate::Store::prune`] call removed.
@@ -361,6 +477,10 @@ pub struct PruneReport {
     /// Of those, dead letters past their age.
     pub dead: u64,
     pub attempts: u64,
+    /// Dedup windows forgotten (opened longer ago than the longest window), and silences
+    /// that ended longer ago than the events' age.
+    pub dedup_windows: u64,
+    pub silences: u64,
     /// Whether the store was still above `max_store_size` when the call began.
     pub over_size: bool,
     /// Whether a batch limit was reached, so another call may remove more.
@@ -370,7 +490,7 @@ pub struct PruneReport {
 impl PruneReport {
     /// Rows removed, of every kind.
     pub fn removed(&self) -> u64 {
-        self.events + self.deliveries + self.attempts
+        self.events + self.deliveries + self.attempts + self.dedup_windows + self.silences
     }
 }
 
@@ -386,4 +506,30 @@ pub struct StoreStats {
     pub dead: u64,
     /// When the oldest pending delivery was created; `None` when nothing is pending.
     pub oldest_pending: Option<Timestamp>,
+}
+
+/// A chat a bot was told had moved: a Telegram group upgraded to a supergroup
+/// (`migrate_to_chat_id`). Kept per bot, by its public id (never its token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatMigration {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// How far a delivery sent as several messages (a long Telegram message split in parts)
+/// got: a retry resumes at part `delivered + 1` when the message still has `parts` parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitProgress {
+    pub parts: u32,
+    pub delivered: u32,
+}
+
+/// Which silences [`crate::Store::list_silences`] returns, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilenceFilter {
+    /// The caller's scope: `None` for an admin, who sees every team.
+    pub team: Option<TeamId>,
+    /// Only silences in this state at `now`; all of them when `None`.
+    pub state: Option<herald_core::SilenceState>,
+    pub now: Timestamp,
 }

@@ -7,6 +7,8 @@
 #[cfg(test)]
 mod backlog_tests;
 mod backup;
+mod chat_state;
+mod noise;
 mod queries;
 mod retention;
 mod schema;
@@ -20,14 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use herald_core::{Event, TeamId, Timestamp};
+use herald_core::{Event, Silence, TeamId, Timestamp};
 use rusqlite::Connection;
 
 use crate::error::StoreError;
 use crate::model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
+    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;
@@ -324,6 +326,60 @@ impl Store for SqliteStore {
         )
     }
 
+    fn finish_silenced<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let (id, lease, silence) = (delivery_id.to_owned(), lease.clone(), silence_id.to_owned());
+        // Unsynced: lost in a crash, the delivery is held again and silenced again.
+        Box::pin(
+            self.writer.run_unsynced(move |conn| {
+                queries::finish_silenced(conn, &id, &lease, &silence, now)
+            }),
+        )
+    }
+
+    fn create_silence(&self, silence: Silence) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.writer
+                .run(move |conn| noise::create_silence(conn, &silence)),
+        )
+    }
+
+    fn list_silences<'a>(&'a self, filter: &'a SilenceFilter) -> StoreFuture<'a, Vec<Silence>> {
+        let filter = filter.clone();
+        Box::pin(self.read(move |conn| noise::list_silences(conn, &filter)))
+    }
+
+    fn get_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+    ) -> StoreFuture<'a, Option<Silence>> {
+        let (team, id) = (team.cloned(), silence_id.to_owned());
+        Box::pin(self.read(move |conn| noise::get_silence(conn, team.as_ref(), &id)))
+    }
+
+    fn expire_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, Silence> {
+        let (team, id) = (team.cloned(), silence_id.to_owned());
+        Box::pin(
+            self.writer
+                .run(move |conn| noise::expire_silence(conn, team.as_ref(), &id, now)),
+        )
+    }
+
+    fn live_silences(&self, now: Timestamp) -> StoreFuture<'_, Vec<Silence>> {
+        Box::pin(self.read(move |conn| noise::live_silences(conn, now)))
+    }
+
     fn release<'a>(&'a self, delivery_id: &'a str, lease: &'a LeaseToken) -> StoreFuture<'a, ()> {
         let id = delivery_id.to_owned();
         let lease = lease.clone();
@@ -344,6 +400,45 @@ impl Store for SqliteStore {
         Box::pin(
             self.writer
                 .run(move |conn| queries::retry_now(conn, team.as_ref(), &id, now)),
+        )
+    }
+
+    fn orphan<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        reason: String,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let id = delivery_id.to_owned();
+        let lease = lease.clone();
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| queries::orphan(conn, &id, &lease, &reason, now)),
+        )
+    }
+
+    fn reattach_orphans<'a>(
+        &'a self,
+        channels: &'a [(TeamId, String)],
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        let channels = channels.to_vec();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::reattach_orphans(conn, &channels, now)),
+        )
+    }
+
+    fn move_deliveries<'a>(
+        &'a self,
+        filter: &'a MoveFilter,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        let filter = filter.clone();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::move_deliveries(conn, &filter, now)),
         )
     }
 
@@ -415,6 +510,52 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Vec<ChannelState>> {
         let team = team.cloned();
         Box::pin(self.read(move |conn| queries::channel_states(conn, team.as_ref())))
+    }
+
+    fn chat_migrations<'a>(&'a self, bot: &'a str) -> StoreFuture<'a, Vec<ChatMigration>> {
+        let bot = bot.to_owned();
+        Box::pin(self.read(move |conn| chat_state::chat_migrations(conn, &bot)))
+    }
+
+    fn record_chat_migration<'a>(
+        &'a self,
+        bot: &'a str,
+        migration: ChatMigration,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let bot = bot.to_owned();
+        Box::pin(self.writer.run_unsynced(move |conn| {
+            chat_state::record_chat_migration(conn, &bot, migration, now)
+        }))
+    }
+
+    fn split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+    ) -> StoreFuture<'a, Option<SplitProgress>> {
+        let id = delivery_id.to_owned();
+        Box::pin(self.read(move |conn| chat_state::split_progress(conn, &id)))
+    }
+
+    fn set_split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        progress: SplitProgress,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let id = delivery_id.to_owned();
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| chat_state::set_split_progress(conn, &id, progress, now)),
+        )
+    }
+
+    fn clear_split_progress<'a>(&'a self, delivery_id: &'a str) -> StoreFuture<'a, bool> {
+        let id = delivery_id.to_owned();
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| chat_state::clear_split_progress(conn, &id)),
+        )
     }
 
     fn prune<'a>(

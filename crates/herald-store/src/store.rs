@@ -4,13 +4,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use herald_core::{Event, TeamId, Timestamp};
+use herald_core::{Event, Silence, TeamId, Timestamp};
 
 use crate::error::StoreError;
 use crate::model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
+    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -57,6 +57,14 @@ pub trait Store: Send + Sync + 'static {
     /// earlier in `batch`, is a [`Accepted::Duplicate`] and its deliveries are dropped.
     /// If anything fails, nothing of the batch is stored. A future dropped after the
     /// request was queued may still store the batch; retrying it is safe (idempotency).
+    ///
+    /// A delivery with [`NewDelivery::silence`] is stored `silenced` (finished, never
+    /// due). One with [`NewDelivery::dedup`] is decided in the same transaction: if its
+    /// (team, subscription name, key) has a window opened less than `window` before `now`,
+    /// it is stored `suppressed` with `duplicate_of` the delivery that opened it, and
+    /// listed in [`Accepted::New::suppressed`]; otherwise it is stored as usual and opens
+    /// the window at `now`. Deliveries are decided in batch order, so two of one batch
+    /// (or of two concurrent batches) with one key send once.
     fn accept(
         &self,
         batch: Vec<(Event, Vec<NewDelivery>)>,
@@ -110,19 +118,94 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreFuture<'a, ()>;
 
+    /// Marks a claimed (or held) delivery `silenced` by `silence_id` instead of attempting
+    /// it: finished, with no attempt recorded. Fenced like [`Store::finish`]. May be
+    /// committed without a full sync (lost in a crash, the delivery is claimed again and
+    /// the silence, if still in force, stops it again).
+    fn finish_silenced<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Stores a new silence, durably (a full sync) before returning.
+    fn create_silence(&self, silence: Silence) -> StoreFuture<'_, ()>;
+
+    /// Silences in scope (`filter.team`; another team's are absent), newest first, at most
+    /// [`crate::MAX_PAGE_SIZE`].
+    fn list_silences<'a>(&'a self, filter: &'a SilenceFilter) -> StoreFuture<'a, Vec<Silence>>;
+
+    /// One silence in scope.
+    fn get_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+    ) -> StoreFuture<'a, Option<Silence>>;
+
+    /// Ends a silence at `now` (one already over is left as it is) and returns it; a
+    /// pending one also starts at `now`, so it is simply over. [`StoreError::NotFound`] for
+    /// an unknown id or another team's.
+    fn expire_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, Silence>;
+
+    /// Every team's silences that have not ended at `now` (active and pending): what the
+    /// engine keeps in memory to apply.
+    fn live_silences(&self, now: Timestamp) -> StoreFuture<'_, Vec<Silence>>;
+
     /// Gives a claimed delivery back without recording an attempt (graceful shutdown): it
     /// is claimable again at once. Fenced like [`Store::finish`].
     fn release<'a>(&'a self, delivery_id: &'a str, lease: &'a LeaseToken) -> StoreFuture<'a, ()>;
 
-    /// Makes a dead, skipped or pending delivery due at `now` (an operator's "retry now").
+    /// Makes a dead, skipped, suppressed, silenced or pending delivery due at `now` (an
+    /// operator's "retry now"; a suppressed or silenced one is then sent, unless a silence
+    /// in force stops it again before its attempt).
     /// A delivery being attempted right now (live lease) is left as it is. Attempts
-    /// already made still count. [`StoreError::NotRetryable`] for a succeeded delivery.
+    /// already made still count. [`StoreError::NotRetryable`] for a succeeded delivery,
+    /// [`StoreError::Orphaned`] (naming its channel) for an orphaned one.
+    ///
+    /// Orphaned deliveries come back through [`Store::reattach_orphans`] and
+    /// [`Store::move_deliveries`] only.
     fn retry_now<'a>(
         &'a self,
         team: Option<&'a TeamId>,
         delivery_id: &'a str,
         now: Timestamp,
     ) -> StoreFuture<'a, DeliveryRecord>;
+
+    /// Holds a claimed delivery whose channel no longer exists as `orphaned`, with `reason`
+    /// as its last error: not due, no attempt recorded, its retry budget untouched. Fenced
+    /// like [`Store::finish`].
+    fn orphan<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        reason: String,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Makes the orphaned deliveries of the `(team, channel)` pairs in `channels` (the
+    /// channels a configuration has) pending and due at `now`; returns how many.
+    fn reattach_orphans<'a>(
+        &'a self,
+        channels: &'a [(TeamId, String)],
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64>;
+
+    /// Re-points `filter.team`'s deliveries of `filter.from_channel` in `filter.status` to
+    /// `filter.to_channel` and makes them pending and due at `now`, with their ids (a dead
+    /// one gets a fresh budget; the next attempt is recorded as manual); returns how many.
+    /// The caller checks that `to_channel` exists. Only `filter.team`'s rows are touched.
+    fn move_deliveries<'a>(
+        &'a self,
+        filter: &'a MoveFilter,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64>;
 
     /// Bulk replay: makes every delivery matching `filter` due at `now` again, as
     /// [`Store::retry_now`] does each (same delivery id, a fresh retry budget for a
@@ -170,8 +253,41 @@ pub trait Store: Send + Sync + 'static {
     fn channel_states<'a>(&'a self, team: Option<&'a TeamId>)
     -> StoreFuture<'a, Vec<ChannelState>>;
 
-    /// Removes one batch of finished rows past `limits` at `now`: at most about `batch`
-    /// rows of each kind, in one short write, so that ingest is never held up behind a
+    /// The chat migrations `bot` has recorded (its public id, e.g. a Telegram bot's numeric
+    /// id: never a token), in no particular order.
+    fn chat_migrations<'a>(&'a self, bot: &'a str) -> StoreFuture<'a, Vec<ChatMigration>>;
+
+    /// Records that `migration.from` moved to `migration.to` for `bot` (replacing what
+    /// was known of `from`). May be committed without a full sync: a migration lost in a
+    /// crash is learnt again from the next send to the old chat.
+    fn record_chat_migration<'a>(
+        &'a self,
+        bot: &'a str,
+        migration: ChatMigration,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// How far the delivery `delivery_id`, sent as several messages, got; `None` if
+    /// nothing is recorded.
+    fn split_progress<'a>(&'a self, delivery_id: &'a str)
+    -> StoreFuture<'a, Option<SplitProgress>>;
+
+    /// Records (or replaces) the progress of a split delivery. May be committed without
+    /// a full sync: progress lost in a crash repeats parts, which at-least-once allows.
+    fn set_split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        progress: SplitProgress,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Forgets the progress of a delivery (it finished); `false` if there was none.
+    /// [`Store::prune`] also removes the progress of every delivery it removes.
+    fn clear_split_progress<'a>(&'a self, delivery_id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Removes one batch of finished rows past `limits` at `now` (dedup windows opened
+    /// longer ago than `limits.dedup`, silences that ended longer ago than
+    /// `limits.events` included): at most about `batch` rows of each kind, in one short write, so that ingest is never held up behind a
     /// long one; call again until the report is empty. Never removes a pending delivery
     /// (due, retrying, held or leased) or its event; dead letters go only past
     /// `limits.dead`. May be committed without a full sync (a lost prune is redone).

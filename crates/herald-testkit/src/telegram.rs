@@ -12,7 +12,8 @@
 //! [`parse_entities`]). Anything else is `404 Not Found`.
 //!
 //! Behaviours a test can set per chat ([`ChatBehaviour`]): blocked, kicked, not found,
-//! migrated to a supergroup, failing with a 5xx a number of times. Flood control enforces
+//! migrated to a supergroup, failing with a 5xx or a 429 a number of times, after a
+//! number of messages went through. Flood control enforces
 //! [`RateLimits`] (Telegram's by default) and counts the 429s it sent.
 //!
 //! ```no_run
@@ -84,6 +85,16 @@ pub enum ChatBehaviour {
     MigratedTo(i64),
     /// Answers the next `times` messages with HTTP `status` (500, 502, …), then behaves.
     ServerError { status: u16, times: u32 },
+    /// Answers the next `times` messages with `429 Too Many Requests: retry after
+    /// {retry_after}` (and `parameters.retry_after`), whatever the flood control says,
+    /// then behaves.
+    TooManyRequests { retry_after: u32, times: u32 },
+    /// Treats the next `ok` messages as [`ChatBehaviour::Normal`] does, then behaves as
+    /// `then`: e.g. to fail the second part of a split message.
+    After { ok: u32, then: Box<ChatBehaviour> },
+    /// Answers the next `times` messages with 429 `Too Many Requests` *without*
+    /// `parameters.retry_after` (a throttle that gives no hint), then behaves.
+    Throttled { times: u32 },
 }
 
 /// A message the double accepted.
@@ -509,8 +520,23 @@ fn send_message(shared: &Shared, params: &Params) -> Reply {
     let disable_notification = params.bool("disable_notification");
 
     let mut state = shared.state();
-    match state.behaviours.get(&chat).cloned().unwrap_or_default() {
+    let behaviour = match state.behaviours.get(&chat).cloned().unwrap_or_default() {
+        ChatBehaviour::After { ok: 0, then } => {
+            state.behaviours.insert(chat, (*then).clone());
+            *then
+        }
+        ChatBehaviour::After { ok, then } => {
+            state
+                .behaviours
+                .insert(chat, ChatBehaviour::After { ok: ok - 1, then });
+            ChatBehaviour::Normal
+        }
+        other => other,
+    };
+    match behaviour {
         ChatBehaviour::Normal => {}
+        // Resolved above; a nested `After` waits for the next message.
+        ChatBehaviour::After { .. } => {}
         ChatBehaviour::Blocked => {
             return error(403, "Forbidden: bot was blocked by the user", None);
         }
@@ -549,6 +575,32 @@ fn send_message(shared: &Shared, params: &Params) -> Reply {
                 _ => "Internal Server Error",
             };
             return error(status, description, None);
+        }
+        ChatBehaviour::TooManyRequests { retry_after, times } => {
+            let next = if times <= 1 {
+                ChatBehaviour::Normal
+            } else {
+                ChatBehaviour::TooManyRequests {
+                    retry_after,
+                    times: times - 1,
+                }
+            };
+            state.behaviours.insert(chat, next);
+            return error(
+                429,
+                &format!("Too Many Requests: retry after {retry_after}"),
+                Some(json!({"retry_after": retry_after})),
+            );
+        }
+        ChatBehaviour::Throttled { times } => {
+            let next = if times <= 1 {
+                ChatBehaviour::Normal
+            } else {
+                ChatBehaviour::Throttled { times: times - 1 }
+            };
+            state.behaviours.insert(chat, next);
+            state.too_many_requests += 1;
+            return error(429, "Too Many Requests", None);
         }
     }
 

@@ -9,7 +9,17 @@ use herald_store::{CopyReport, SqliteStore};
 fn store_dir(config_path: &Path) -> anyhow::Result<PathBuf> {
     let outcome = herald_config::load(config_path);
     match outcome.config {
-        Some(config) => Ok(config.store.path),
+        Some(config) => match config.store.postgres {
+            // Online backup is the embedded store's; PostgreSQL has its own tools.
+            Some(pg) => anyhow::bail!(
+                "the store is PostgreSQL (schema `{schema}`), which herald does not copy itself: \
+                 back it up with pg_dump, e.g. `pg_dump --schema={schema} --format=custom \
+                 --file=herald.dump \"$HERALD_DATABASE_URL\"`, and restore with pg_restore \
+                 (see docs/operations.md, \"Backups\")",
+                schema = pg.schema
+            ),
+            None => Ok(config.store.path),
+        },
         None => {
             eprint!("{}", outcome.diagnostics.render(false));
             anyhow::bail!(

@@ -26,8 +26,12 @@ pub fn run(path: &Path, short: bool) -> anyhow::Result<ExitCode> {
                 n => format!(", {n} plugins"),
             };
             let channels: usize = config.teams.values().map(|t| t.channels.len()).sum();
+            let sources = match config.sources.len() {
+                0 => String::new(),
+                n => format!(", {n} sources"),
+            };
             println!(
-                "{}: ok — {} teams, {} channels, {} subscriptions, {} event types{plugins}{}",
+                "{}: ok — {} teams, {} channels, {} subscriptions, {} event types{plugins}{sources}{}",
                 path.display(),
                 config.teams.len(),
                 channels,

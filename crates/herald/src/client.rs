@@ -40,7 +40,7 @@ pub struct SendArgs {
     pub team: Option<String>,
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .no_proxy()
@@ -49,7 +49,7 @@ fn client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// Sends the request; prints the JSON reply; fails with the server's message on non-2xx.
-async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+pub(crate) async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let resp = req.send().await.context("contacting herald")?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -109,7 +109,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
 pub struct DeliveriesArgs {
     #[command(flatten)]
     pub target: Target,
-    /// pending, succeeded, dead or skipped.
+    /// pending, succeeded, dead, skipped, suppressed or silenced.
     #[arg(long)]
     pub status: Option<String>,
     /// Only the deliveries of this event.
@@ -149,7 +149,7 @@ pub async fn deliveries(args: DeliveriesArgs) -> anyhow::Result<()> {
     }
     let rows = page["deliveries"].as_array().cloned().unwrap_or_default();
     println!(
-        "{:<36} {:<10} {:<8} {:<16} {:<20} LAST ERROR",
+        "{:<36} {:<10} {:<8} {:<16} {:<20} LAST ERROR / WHY NOT SENT",
         "ID", "STATUS", "ATTEMPTS", "CHANNEL", "EVENT TYPE"
     );
     for d in &rows {
@@ -160,7 +160,14 @@ pub async fn deliveries(args: DeliveriesArgs) -> anyhow::Result<()> {
             d["attempts"],
             d["channel"].as_str().unwrap_or(""),
             d["event_type"].as_str().unwrap_or(""),
-            d["last_error"].as_str().unwrap_or("")
+            d["last_error"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| d["silence_id"].as_str().map(|s| format!("silenced by {s}")))
+                .or_else(|| d["duplicate_of"]
+                    .as_str()
+                    .map(|s| format!("duplicate of {s}")))
+                .unwrap_or_default()
         );
     }
     if rows.is_empty() {

@@ -8,13 +8,16 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use herald_channels::telegram::ParseMode as TelegramParseMode;
 use herald_config::{ChannelConfig, Config, ParseMode};
-use herald_core::{Event, EventKind, Explanation, RawEvent, TeamId};
+use herald_core::{Event, EventKind, Explanation, RawEvent, Silence, TeamId, Timestamp};
+
+use crate::client::Target;
 
 pub fn run(
     config_path: &Path,
     event_path: &Path,
     team: Option<&str>,
     json: bool,
+    server: Option<&Target>,
 ) -> anyhow::Result<ExitCode> {
     let outcome = herald_config::load(config_path);
     let Some(config) = outcome.config else {
@@ -35,12 +38,30 @@ pub fn run(
     };
     let (event, explanation) = explain_event(&config, &bytes, team)?;
     let previews = previews(&config, &event, &explanation);
+    let silences = match server {
+        Some(target) => Some(
+            crate::runtime()
+                .and_then(|rt| rt.block_on(fetch_silences(target, &event.team_id)))
+                .context("reading the silences of the running herald")?,
+        ),
+        None => None,
+    };
+    let noise = noise(
+        &config,
+        &event,
+        &explanation,
+        silences.as_deref(),
+        herald_engine::now(),
+    );
     if json {
         let mut value = serde_json::to_value(&explanation)?;
         value["renderings"] = serde_json::to_value(&previews)?;
+        value["noise"] = serde_json::to_value(&noise)?;
+        value["silences_checked"] = silences.is_some().into();
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", render(&config, &explanation));
+        print!("{}", render_noise(&noise, silences.is_some()));
         for p in &previews {
             match &p.formatter {
                 Some(f) => print!("\n── {} ({}, formatter `{f}`) ──\n", p.channel, p.kind),
@@ -178,6 +199,178 @@ fn plugin_preview(
         subject,
         parts,
     }
+}
+
+/// Noise control for one channel the event would be delivered to: the subscription whose
+/// settings apply (the first matching one on that channel), its dedup key and window,
+/// and the silence that stops it, when silences were checked.
+#[derive(Debug, serde::Serialize)]
+pub struct Noise {
+    pub channel: String,
+    pub subscription: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced_by: Option<SilenceView>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct DedupView {
+    pub fields: Vec<String>,
+    /// The event's key under those fields.
+    pub key: String,
+    pub window: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SilenceView {
+    pub id: String,
+    pub comment: String,
+    pub ends_at: Timestamp,
+}
+
+/// The pipeline after matching, per channel: silence (when `silences` were read from a
+/// running herald), then dedup. Whether a repeat is inside its window depends on what was
+/// sent before, which only the server's store knows: explain shows the key and window.
+pub fn noise(
+    config: &Config,
+    event: &Event,
+    e: &Explanation,
+    silences: Option<&[Silence]>,
+    now: Timestamp,
+) -> Vec<Noise> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for v in e.matched() {
+        if !seen.insert(v.channel.as_str()) {
+            continue;
+        }
+        let sub = config.matcher.subscriptions().iter().find(|s| s.id == v.id);
+        let silenced_by = silences
+            .and_then(|all| herald_core::silence::silencing(all, event, &v.channel, now))
+            .map(|s| SilenceView {
+                id: s.id.clone(),
+                comment: s.comment.clone(),
+                ends_at: s.ends_at,
+            });
+        let dedup = sub.and_then(|s| s.dedup.as_ref()).map(|d| DedupView {
+            fields: d.field_names(),
+            key: d.key_for(event),
+            window: humantime::format_duration(d.window).to_string(),
+        });
+        out.push(Noise {
+            channel: v.channel.clone(),
+            subscription: v.subscription.clone(),
+            dedup,
+            silenced_by,
+        });
+    }
+    out
+}
+
+/// The noise-control part of the human-readable form.
+pub fn render_noise(noise: &[Noise], silences_checked: bool) -> String {
+    let mut out = String::new();
+    if noise.is_empty() {
+        return out;
+    }
+    out.push_str(
+        "noise control (match → silence → dedup → deliver):
+",
+    );
+    for n in noise {
+        let _ = write!(out, "  {} (settings of {}): ", n.channel, n.subscription);
+        match (&n.silenced_by, silences_checked) {
+            (Some(s), _) => {
+                let _ = writeln!(
+                    out,
+                    "silenced by {} until {} ({}): recorded as `silenced`, not sent",
+                    s.id, s.ends_at, s.comment
+                );
+                continue;
+            }
+            (None, true) => out.push_str("no silence in force matches; "),
+            (None, false) => out.push_str("silences not checked (offline; pass --url and --key); "),
+        }
+        match &n.dedup {
+            Some(d) => {
+                let _ = writeln!(
+                    out,
+                    "dedup_window {} on [{}], key {}: a repeat of this key within {} of a sent one is recorded as `suppressed`",
+                    d.window,
+                    d.fields.join(", "),
+                    d.key,
+                    d.window
+                );
+            }
+            None => out.push_str("no dedup_window: every match is sent\n"),
+        }
+    }
+    out
+}
+
+/// The team's silences in force or pending, from a running herald.
+async fn fetch_silences(target: &Target, team: &TeamId) -> anyhow::Result<Vec<Silence>> {
+    let url = format!("{}/v1/silences", target.url.trim_end_matches('/'));
+    let reply = crate::client::call(
+        crate::client::client()?
+            .get(url)
+            .bearer_auth(&target.key)
+            .query(&[("state", "active")]),
+    )
+    .await?;
+    reply["silences"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| s["team"].as_str() == Some(team.as_str()))
+        .map(silence_from_json)
+        .collect()
+}
+
+/// A silence as `/v1/silences` shows it.
+pub fn silence_from_json(v: &serde_json::Value) -> anyhow::Result<Silence> {
+    let text = |field: &str| {
+        v[field]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("a silence without `{field}`"))
+    };
+    let time = |field: &str| {
+        text(field).and_then(|t| Timestamp::parse(&t).map_err(|e| anyhow::anyhow!("{field}: {e}")))
+    };
+    let m = &v["matchers"];
+    Ok(Silence {
+        id: text("id")?,
+        team: TeamId::parse(&text("team")?).map_err(|e| anyhow::anyhow!("team: {e}"))?,
+        matchers: herald_core::SilenceMatchers {
+            event: m["event"]
+                .as_str()
+                .map(herald_core::Pattern::parse)
+                .transpose()?,
+            outcome: match m["outcome"].as_str() {
+                None => None,
+                Some("success") => Some(herald_core::Outcome::Success),
+                Some("error") => Some(herald_core::Outcome::Error),
+                Some(other) => anyhow::bail!("unknown outcome `{other}`"),
+            },
+            metadata: m["metadata"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            channel: m["channel"].as_str().map(str::to_string),
+        },
+        starts_at: time("starts_at")?,
+        ends_at: time("ends_at")?,
+        comment: text("comment")?,
+        created_by: text("created_by")?,
+        created_at: time("created_at")?,
+    })
 }
 
 /// Parses the event and explains it against the configuration.

@@ -4,8 +4,10 @@ mod backup;
 mod check;
 mod client;
 mod explain;
+mod migrate;
 mod plugin;
 mod serve;
+mod silence;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +79,11 @@ enum Command {
     },
     /// Re-queue a team's dead or failed deliveries of a time window (bulk replay).
     Replay(client::ReplayArgs),
+    /// Silence matching deliveries for a while (`add`), list silences, end one (`expire`).
+    Silence {
+        #[command(subcommand)]
+        command: silence::SilenceCommand,
+    },
     /// Validate the configuration and report every problem with its location.
     Check {
         /// The configuration file (same as --config).
@@ -101,6 +108,11 @@ enum Command {
     Backup {
         /// The backup file to create (never overwritten).
         path: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
+    },
+    /// Bring the PostgreSQL store's schema to this herald's version (serve does it too).
+    Migrate {
         #[command(flatten)]
         config: ConfigPath,
     },
@@ -129,6 +141,13 @@ enum Command {
         /// Print the explanation as JSON.
         #[arg(long)]
         json: bool,
+        /// A running herald to check the team's silences against (with --key); without
+        /// it, silences are not checked.
+        #[arg(long, requires = "key")]
+        url: Option<String>,
+        /// A team API key or the admin token for --url.
+        #[arg(long, env = "HERALD_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
 }
 
@@ -153,6 +172,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => runtime()
             .and_then(|rt| rt.block_on(client::replay(args)))
             .map(|()| ExitCode::SUCCESS),
+        Command::Silence { command } => runtime()
+            .and_then(|rt| rt.block_on(silence::run(command)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Check {
             path,
             config,
@@ -165,6 +187,9 @@ fn main() -> ExitCode {
         Command::Backup { path, config } => {
             backup::backup(&config.config, &path).map(|()| ExitCode::SUCCESS)
         }
+        Command::Migrate { config } => runtime()
+            .and_then(|rt| rt.block_on(migrate::run(&config.config)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Restore { path, config } => {
             backup::restore(&config.config, &path).map(|()| ExitCode::SUCCESS)
         }
@@ -173,7 +198,12 @@ fn main() -> ExitCode {
             event,
             team,
             json,
-        } => explain::run(&config, &event, team.as_deref(), json),
+            url,
+            key,
+        } => {
+            let server = url.zip(key).map(|(url, key)| client::Target { url, key });
+            explain::run(&config, &event, team.as_deref(), json, server.as_ref())
+        }
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use herald_engine::{Engine, EngineOptions};
 use herald_server::AppState;
-use herald_store::SqliteStore;
+use herald_store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -26,15 +26,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         );
     };
     let listen = config.server.listen;
-    let store_path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_path))
-        .await?
-        .with_context(|| format!("opening the store in {}", config.store.path.display()))?;
-    let store = match config.store.min_free_bytes {
-        Some(bytes) => store.with_min_free_bytes(bytes),
-        None => store,
-    };
-    let engine = Engine::start(config, Arc::new(store), EngineOptions::default())
+    let store = open_store(&config.store).await?;
+    let engine = Engine::start(config, store, EngineOptions::default())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let state = AppState::new(
@@ -60,6 +53,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         engine.clone(),
         stop_rx.clone(),
     ));
+    let sources =
+        herald_sources::start(&engine, stop_rx.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let commands = start_telegram_commands(&engine, stop_rx)?;
     let app = herald_server::router(state.clone());
     herald_server::serve(listener, state, app, shutdown_signal(engine.clone(), term)).await;
@@ -70,6 +65,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     // A batch in progress finishes; the round stops there.
     let _ = retention.await;
+    // Each source finishes the entry it is ingesting (acknowledged once committed) and
+    // leaves the rest pending in Redis.
+    for source in sources {
+        let _ = source.await;
+    }
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -88,6 +88,36 @@ async fn shutdown_signal(engine: Engine, term: std::io::Result<Signal>) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
     engine.begin_draining();
+}
+
+/// The store `[store]` names: the embedded one (exclusive to this process), or the shared
+/// PostgreSQL one, migrated to this herald's schema version first.
+async fn open_store(config: &herald_config::StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(pg) = &config.postgres {
+        let options = postgres_options(pg);
+        let store = PostgresStore::open(&options)
+            .await
+            .context("opening the PostgreSQL store")?;
+        tracing::info!(database = %store.target(), schema = %store.schema(), "using the shared PostgreSQL store");
+        return Ok(Arc::new(store));
+    }
+    let store_path = config.path.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_path))
+        .await?
+        .with_context(|| format!("opening the store in {}", config.path.display()))?;
+    Ok(Arc::new(match config.min_free_bytes {
+        Some(bytes) => store.with_min_free_bytes(bytes),
+        None => store,
+    }))
+}
+
+/// The store's connection settings from `[store] backend = "postgres"`.
+pub fn postgres_options(pg: &herald_config::PostgresConfig) -> PostgresOptions {
+    PostgresOptions {
+        url: pg.url.expose().to_string(),
+        pool_size: pg.pool_size,
+        schema: pg.schema.clone(),
+    }
 }
 
 async fn reload_on_sighup(state: AppState, hup: std::io::Result<Signal>) {
@@ -110,17 +140,21 @@ async fn reload_on_sighup(state: AppState, hup: std::io::Result<Signal>) {
     }
 }
 
-/// With `[telegram] commands = true`, answers `/start` and `/status` in chats.
+/// With `[telegram] commands = true`, answers `/start` and `/status` in chats, through
+/// the engine's bot: the answers take their turn under the same flood control as the
+/// notifications. (A reload that changes the token leaves the answers on the old bot
+/// until herald restarts.)
 fn start_telegram_commands(
     engine: &Engine,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let config = engine.config();
-    let Some(telegram) = config.telegram.as_ref().filter(|t| t.commands) else {
+    if !config.telegram.as_ref().is_some_and(|t| t.commands) {
         return Ok(None);
-    };
-    let bot = herald_channels::TelegramBot::new(&telegram.bot_token, &telegram.api_url)
-        .map_err(|e| anyhow::anyhow!("[telegram]: {e}"))?;
+    }
+    let bot = engine
+        .telegram_bot()
+        .ok_or_else(|| anyhow::anyhow!("[telegram]: the engine has no bot"))?;
     let engine = engine.clone();
     let status: herald_channels::telegram::StatusFn =
         Arc::new(move |chat_id, thread| chat_status(&engine.config(), chat_id, thread));

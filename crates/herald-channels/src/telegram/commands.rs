@@ -3,10 +3,18 @@
 //!
 //! Polling never holds up sending: it has its own HTTP client (a long poll occupies a
 //! connection for up to [`POLL_TIMEOUT`]) and replies are sent from tasks of their own,
-//! taking their turn under the same flood control as notifications.
+//! through the bot that sends the notifications, so they take their turn under the same
+//! flood control (give `run_commands` that bot, not another one for the same token).
+//!
+//! At most [`MAX_ANSWERS_IN_FLIGHT`] answers are being sent at a time. A command that
+//! arrives while that many are still waiting for their turn is dropped, with a warning in
+//! the log: answers are a courtesy and notifications the work, so a chat flooding the bot
+//! with commands queues nothing in front of them (the user can ask again).
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use teloxide::payloads::GetUpdatesSetters as _;
 use teloxide::requests::{Request as _, Requester as _};
@@ -18,6 +26,8 @@ use super::{ParseMode, TelegramBot};
 
 /// How long one `getUpdates` waits for updates (Telegram's long polling `timeout`).
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most command answers being sent at once; see the module's documentation.
+pub const MAX_ANSWERS_IN_FLIGHT: usize = 4;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -25,8 +35,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub type StatusFn = Arc<dyn Fn(i64, Option<i32>) -> String + Send + Sync>;
 
 /// Answers `/start` and `/status` (also `/start@thisbot`) until `stop` turns true or its
-/// sender is dropped. Errors are logged and retried with exponential backoff (1 s to
-/// 60 s); the token never appears in logs.
+/// sender is dropped, through `bot`: the bot that sends the notifications, whose flood
+/// control the answers share. Errors are logged and retried with exponential backoff (1 s
+/// to 60 s); the token never appears in logs.
 pub async fn run_commands(
     bot: TelegramBot,
     status: Arc<dyn Fn(i64, Option<i32>) -> String + Send + Sync>,
@@ -39,6 +50,7 @@ pub async fn run_commands(
             return;
         }
     };
+    let answers = Answers::new(bot.clone(), MAX_ANSWERS_IN_FLIGHT);
     let mut username: Option<String> = None;
     let mut offset: i32 = 0;
     let mut backoff = FIRST_BACKOFF;
@@ -69,6 +81,7 @@ pub async fn run_commands(
         match result {
             Ok(updates) => {
                 backoff = FIRST_BACKOFF;
+                let mut dropped = 0_usize;
                 for update in updates {
                     let next = i32::try_from(update.id.0)
                         .unwrap_or(i32::MAX)
@@ -80,17 +93,23 @@ pub async fn run_commands(
                             .then_some(message.thread_id)
                             .flatten()
                             .map(|t| t.0.0);
-                        if let Some(text) = message.text() {
-                            answer(
-                                &bot,
-                                &status,
-                                username.as_deref(),
-                                message.chat.id.0,
-                                thread,
-                                text,
-                            );
+                        let chat = message.chat.id.0;
+                        let reply = message.text().and_then(|text| {
+                            reply(&status, username.as_deref(), chat, thread, text)
+                        });
+                        if let Some(reply) = reply
+                            && !answers.start(chat, thread, reply)
+                        {
+                            dropped += 1;
                         }
                     }
+                }
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        in_flight = MAX_ANSWERS_IN_FLIGHT,
+                        "telegram commands left unanswered: as many answers as allowed are still waiting for their turn"
+                    );
                 }
             }
             Err(error) => {
@@ -123,36 +142,62 @@ fn command<'t>(text: &'t str, username: Option<&str>) -> Option<&'t str> {
     }
 }
 
-fn answer(
-    bot: &TelegramBot,
+/// The answer to `text` in `chat`, if it is a command of ours.
+fn reply(
     status: &StatusFn,
     username: Option<&str>,
     chat: i64,
     thread: Option<i32>,
     text: &str,
-) {
-    let reply = match command(text, username) {
-        Some(c) if c.eq_ignore_ascii_case("start") => start_message(chat, thread),
-        Some(c) if c.eq_ignore_ascii_case("status") => Styled::plain(&status(chat, thread)),
-        _ => return,
-    };
-    let bot = bot.clone();
-    tokio::spawn(async move {
-        for part in split(&reply) {
-            let text = write(&part, ParseMode::Html);
-            let part = super::send::Part {
-                chat,
-                thread,
-                text: &text,
-                mode: ParseMode::Html,
-                disable_notification: false,
-            };
-            if let Err(outcome) = super::send::send_part(&bot, part).await {
-                tracing::warn!(chat, %outcome, "cannot answer a telegram command");
-                return;
-            }
+) -> Option<Styled> {
+    match command(text, username) {
+        Some(c) if c.eq_ignore_ascii_case("start") => Some(start_message(chat, thread)),
+        Some(c) if c.eq_ignore_ascii_case("status") => Some(Styled::plain(&status(chat, thread))),
+        _ => None,
+    }
+}
+
+/// The answers being sent, at most a bound at a time.
+struct Answers {
+    bot: TelegramBot,
+    permits: Arc<Semaphore>,
+}
+
+impl Answers {
+    fn new(bot: TelegramBot, bound: usize) -> Answers {
+        Answers {
+            bot,
+            permits: Arc::new(Semaphore::new(bound)),
         }
-    });
+    }
+
+    /// Starts sending `reply` to `chat` (in a task of its own, under the bot's flood
+    /// control); `false`, and nothing is sent, when the bound is reached.
+    fn start(&self, chat: i64, thread: Option<i32>, reply: Styled) -> bool {
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            return false;
+        };
+        let bot = self.bot.clone();
+        tokio::spawn(async move {
+            // Held until the last part is answered (or the answer failed).
+            let _permit = permit;
+            for part in split(&reply) {
+                let text = write(&part, ParseMode::Html);
+                let part = super::send::Part {
+                    chat,
+                    thread,
+                    text: &text,
+                    mode: ParseMode::Html,
+                    disable_notification: false,
+                };
+                if let Err(outcome) = super::send::send_part(&bot, part).await {
+                    tracing::warn!(chat, %outcome, "cannot answer a telegram command");
+                    return;
+                }
+            }
+        });
+        true
+    }
 }
 
 /// What `/start` answers in `chat` (and topic `thread`), as HTML: the ids and the TOML
@@ -187,7 +232,69 @@ fn start_message(chat: i64, thread: Option<i32>) -> Styled {
 
 #[cfg(test)]
 mod tests {
+    use herald_core::Secret;
+    use herald_testkit::telegram::{DoubleOptions, RateLimits, TelegramDouble};
+
     use super::*;
+    use crate::telegram::{Limits, TelegramOptions};
+
+    async fn double() -> TelegramDouble {
+        TelegramDouble::start_with(DoubleOptions {
+            limits: RateLimits::off(),
+            ..DoubleOptions::default()
+        })
+        .await
+    }
+
+    fn bot(double: &TelegramDouble, limits: Limits) -> TelegramBot {
+        let options = TelegramOptions {
+            limits,
+            max_queue_wait: Duration::from_secs(3600),
+            ..TelegramOptions::default()
+        };
+        TelegramBot::with_options(&Secret::new(double.token()), &double.api_url(), options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_beyond_the_bound_are_dropped() {
+        let double = double().await;
+        // No message may leave (an overall limit of zero): every answer started waits for
+        // its turn, holding its place in the bound.
+        let stuck = bot(
+            &double,
+            Limits {
+                overall: 0,
+                ..Limits::unlimited()
+            },
+        );
+        let answers = Answers::new(stuck, 2);
+        assert!(answers.start(1, None, Styled::plain("one")));
+        assert!(answers.start(2, None, Styled::plain("two")));
+        assert!(!answers.start(3, None, Styled::plain("three")));
+        assert_eq!(answers.permits.available_permits(), 0);
+        assert!(double.all_messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sent_answer_frees_its_place() {
+        let double = double().await;
+        let answers = Answers::new(bot(&double, Limits::unlimited()), 1);
+        assert!(answers.start(5, None, Styled::plain("first")));
+        let sent = double
+            .wait_for_messages(5, 1, Duration::from_secs(30))
+            .await;
+        assert_eq!(sent.len(), 1);
+        // The permit goes back when the task ends, just after the reply arrived.
+        let permit = tokio::time::timeout(Duration::from_secs(30), answers.permits.acquire())
+            .await
+            .expect("the answer's place is freed");
+        drop(permit);
+        assert!(answers.start(5, None, Styled::plain("second")));
+        let sent = double
+            .wait_for_messages(5, 2, Duration::from_secs(30))
+            .await;
+        assert_eq!(sent[1].visible_text, "second");
+    }
 
     #[test]
     fn commands_addressed_to_us() {

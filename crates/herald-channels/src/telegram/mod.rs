@@ -1,8 +1,18 @@
 //! The Telegram channel: messages to a chat (or forum topic) through a bot, via teloxide.
 //!
-//! One [`TelegramBot`] per bot token, shared by every [`TelegramChannel`] of the process:
-//! it holds the HTTP client, the flood control and what it learnt about migrated chats.
-//! A channel is a chat id, an optional topic, a parse mode and `disable_notification`.
+//! One [`TelegramBot`] per bot token, shared by every [`TelegramChannel`] of the process
+//! and by the command answers ([`run_commands`]): it holds the HTTP client, the flood
+//! control and what it learnt about migrated chats. The engine keeps the bot across
+//! configuration reloads while its token and API URL stay the same
+//! ([`TelegramBot::serves`]; new timeouts give a [`TelegramBot::reconfigured`] bot that
+//! shares the flood control and migrations), so a reload forgets neither. A channel is a
+//! chat id, an optional topic, a parse mode and `disable_notification`.
+//!
+//! **State that outlives the process.** Chat migrations and split-delivery progress go
+//! through a [`BotState`] the builder provides (the engine's is its store; the default,
+//! [`MemoryState`], lasts as long as the process). Migrations are keyed by the bot's
+//! public id ([`TelegramBot::id`]), never its token, and read back by
+//! [`TelegramBot::restore`].
 //!
 //! **Rendering.** Without a formatter, an event becomes [`render`]'s message, escaped for
 //! the channel's parse mode. A formatter's output is sent with the parse mode its format
@@ -17,8 +27,9 @@
 //! ends with `[… truncated: N more characters not shown]`, because a chat flooded with
 //! dozens of parts (taking a minute of the chat's rate limit) helps nobody. A formatter's
 //! HTML or MarkdownV2 that does not fit is split the same way and sent as HTML parts.
-//! Parts already delivered are remembered per delivery id, so a retried delivery resumes
-//! at the first missing part instead of repeating the others.
+//! Parts already delivered are recorded per delivery id in the bot's [`BotState`], so a
+//! retried delivery resumes at the first missing part instead of repeating the others,
+//! after a restart too; the record is cleared when the last part is delivered.
 //!
 //! **Limits.** Sends wait for Telegram's limits in herald's own flood control (see the
 //! `limiter` module for why teloxide's `Throttle` adaptor is not used), so the Bot API
@@ -27,20 +38,27 @@
 //! [`TelegramOptions::max_retry_wait`] returns [`SendOutcome::Retry`] with `after`.
 //!
 //! **Errors.** `migrate_to_chat_id`: the message goes to the new chat at once, later sends
-//! go there directly, and [`Channel::notice`] tells the operator to update `chat_id`.
-//! 4xx answers (blocked, kicked, chat not found, can't parse entities, message too long,
-//! a bad token) are [`SendOutcome::Permanent`] with Telegram's description; 5xx, network
-//! errors and unreadable replies are [`SendOutcome::Retry`]. No error text contains the
+//! go there directly (after a restart too: the migration is recorded in the
+//! [`BotState`]), and [`Channel::notice`] tells the operator to update `chat_id`.
+//! 4xx answers (blocked, kicked, chat not found, can't parse entities, message too long)
+//! are [`SendOutcome::Permanent`] with Telegram's description; a refused bot token (401,
+//! or 404 for a token the API does not route) and a 429 without `retry_after` are
+//! [`SendOutcome::ChannelFailure`] (every message of the bot meets them); "can't parse
+//! entities" on a formatter's output is [`SendOutcome::RenderingRefused`], so the engine
+//! resends with the built-in rendering; 5xx, network errors and unreadable replies are
+//! [`SendOutcome::Retry`]. No error text contains the
 //! bot token: teloxide puts it in every URL, so every text is scrubbed.
 //!
 //! **Commands.** [`run_commands`] long-polls for `/start` and `/status` in chats the bot is
-//! in, independently of sending.
+//! in, independently of sending; the answers go through the same bot, so they take their
+//! turn under the same flood control, at most [`MAX_ANSWERS_IN_FLIGHT`] at a time.
 
 mod commands;
 mod limiter;
 mod markup;
 mod render;
 mod send;
+mod state;
 
 #[cfg(test)]
 mod tests;
@@ -56,12 +74,13 @@ use reqwest::redirect::Policy;
 
 use crate::{Channel, Outgoing, SendFuture};
 
-pub use commands::{POLL_TIMEOUT, StatusFn, run_commands, start_reply};
+pub use commands::{MAX_ANSWERS_IN_FLIGHT, POLL_TIMEOUT, StatusFn, run_commands, start_reply};
 pub use limiter::Limits;
 pub use render::{
     MARKDOWN_V2_RESERVED, MAX_MESSAGE_LEN, MAX_PARTS, escape_html, escape_markdown_v2,
     escape_markdown_v2_code, render, telegram_len, truncation_marker,
 };
+pub use state::{BotState, MemoryState, Progress, StateError, StateFuture};
 
 /// Telegram's Bot API.
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
@@ -121,7 +140,8 @@ pub enum ConfigError {
 }
 
 /// One Telegram bot: the teloxide client for one token, its flood control and what it
-/// learnt about migrated chats. Cheap to clone; share one among all channels of a token.
+/// learnt about migrated chats. Cheap to clone; share one among all channels of a token
+/// and the command answers.
 #[derive(Clone)]
 pub struct TelegramBot {
     inner: Arc<BotInner>,
@@ -132,15 +152,22 @@ struct BotInner {
     token: Secret,
     api_url: Url,
     options: TelegramOptions,
-    limiter: limiter::Limiter,
-    /// Group id → the supergroup it became (`migrate_to_chat_id`), for this process's life.
-    migrations: Mutex<HashMap<i64, i64>>,
+    /// Shared with the bots [`TelegramBot::reconfigured`] makes of this one.
+    limiter: Arc<limiter::Limiter>,
+    /// The bot's public id ([`TelegramBot::id`]).
+    id: String,
+    /// Group id → the supergroup it became (`migrate_to_chat_id`): what `state` holds,
+    /// read by [`TelegramBot::restore`], and what this process learnt since. Shared like
+    /// the limiter.
+    migrations: Arc<Mutex<HashMap<i64, i64>>>,
+    state: Arc<dyn BotState>,
 }
 
 /// Shows the API's origin only: never the token.
 impl fmt::Debug for TelegramBot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TelegramBot")
+            .field("id", &self.inner.id)
             .field("api", &self.inner.api_url.origin().ascii_serialization())
             .finish_non_exhaustive()
     }
@@ -153,10 +180,23 @@ impl TelegramBot {
         TelegramBot::with_options(token, api_url, TelegramOptions::default())
     }
 
+    /// A bot that remembers what it learns for the process's life ([`MemoryState`]).
     pub fn with_options(
         token: &Secret,
         api_url: &str,
         options: TelegramOptions,
+    ) -> Result<TelegramBot, ConfigError> {
+        TelegramBot::with_state(token, api_url, options, Arc::new(MemoryState::default()))
+    }
+
+    /// A bot that keeps chat migrations and split-delivery progress in `state`; call
+    /// [`TelegramBot::restore`] before it sends, to learn what an earlier process
+    /// recorded.
+    pub fn with_state(
+        token: &Secret,
+        api_url: &str,
+        options: TelegramOptions,
+        state: Arc<dyn BotState>,
     ) -> Result<TelegramBot, ConfigError> {
         let raw = token.expose();
         if raw.is_empty() {
@@ -169,14 +209,7 @@ impl TelegramBot {
             return Err(ConfigError::TokenShape);
         }
         let api_url = parse_api_url(api_url)?;
-        if options.timeout.is_zero() {
-            return Err(ConfigError::ZeroTimeout { what: "timeout" });
-        }
-        if options.connect_timeout.is_zero() {
-            return Err(ConfigError::ZeroTimeout {
-                what: "connect timeout",
-            });
-        }
+        check_options(&options)?;
         let client = http_client(&options, options.timeout)?;
         let bot = teloxide::Bot::with_client(raw, client).set_api_url(api_url.clone());
         Ok(TelegramBot {
@@ -184,11 +217,84 @@ impl TelegramBot {
                 bot,
                 token: token.clone(),
                 api_url,
-                limiter: limiter::Limiter::new(options.limits),
+                limiter: Arc::new(limiter::Limiter::new(options.limits)),
                 options,
-                migrations: Mutex::new(HashMap::new()),
+                id: state::bot_id(raw),
+                migrations: Arc::new(Mutex::new(HashMap::new())),
+                state,
             }),
         })
+    }
+
+    /// This bot with other options (new timeouts after a reload): a new HTTP client,
+    /// sharing this bot's flood control (unless `options.limits` differ), the migrations
+    /// it learnt and its [`BotState`]. Itself when the options are the same.
+    pub fn reconfigured(&self, options: TelegramOptions) -> Result<TelegramBot, ConfigError> {
+        let inner = &self.inner;
+        if options == inner.options {
+            return Ok(self.clone());
+        }
+        check_options(&options)?;
+        let client = http_client(&options, options.timeout)?;
+        let bot = teloxide::Bot::with_client(inner.token.expose(), client)
+            .set_api_url(inner.api_url.clone());
+        let limiter = if options.limits == inner.options.limits {
+            Arc::clone(&inner.limiter)
+        } else {
+            Arc::new(limiter::Limiter::new(options.limits))
+        };
+        Ok(TelegramBot {
+            inner: Arc::new(BotInner {
+                bot,
+                token: inner.token.clone(),
+                api_url: inner.api_url.clone(),
+                options,
+                limiter,
+                id: inner.id.clone(),
+                migrations: Arc::clone(&inner.migrations),
+                state: Arc::clone(&inner.state),
+            }),
+        })
+    }
+
+    /// The bot's public id, under which its state is kept: the numeric id a token starts
+    /// with (Telegram shows it to anyone talking to the bot), or a hash of an
+    /// unusually shaped token. Never the token.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Whether this bot talks to `api_url` with `token`: then a reload keeps it (or a
+    /// [`TelegramBot::reconfigured`] one), with its flood control and what it learnt.
+    pub fn serves(&self, token: &Secret, api_url: &str) -> bool {
+        token.expose() == self.inner.token.expose()
+            && parse_api_url(api_url).is_ok_and(|url| url == self.inner.api_url)
+    }
+
+    /// Whether `other` shares this bot's flood control and the migrations it learnt (a
+    /// clone, or a [`TelegramBot::reconfigured`] one); two bots built from the same token
+    /// do not.
+    pub fn shares_state_with(&self, other: &TelegramBot) -> bool {
+        Arc::ptr_eq(&self.inner.limiter, &other.inner.limiter)
+            && Arc::ptr_eq(&self.inner.migrations, &other.inner.migrations)
+    }
+
+    /// Reads the migrations an earlier process recorded in the bot's [`BotState`] (added
+    /// to what this one knows); how many there are.
+    pub async fn restore(&self) -> Result<usize, StateError> {
+        let known = self.inner.state.migrations(&self.inner.id).await?;
+        let count = known.len();
+        let mut migrations = self.migrations();
+        for (from, to) in known {
+            if from != to {
+                migrations.entry(from).or_insert(to);
+            }
+        }
+        Ok(count)
+    }
+
+    pub(crate) fn state(&self) -> &dyn BotState {
+        &*self.inner.state
     }
 
     /// The Bot API base URL in use.
@@ -222,9 +328,19 @@ impl TelegramBot {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record_migration(&self, from: i64, to: i64) {
-        if from != to {
-            self.migrations().insert(from, to);
+    /// Remembers that `from` became `to`, in memory and in the bot's [`BotState`].
+    async fn record_migration(&self, from: i64, to: i64) {
+        if from == to {
+            return;
+        }
+        self.migrations().insert(from, to);
+        if let Err(error) = self
+            .inner
+            .state
+            .save_migration(&self.inner.id, from, to)
+            .await
+        {
+            tracing::warn!(from, to, %error, "cannot record a telegram chat migration; it holds until herald restarts");
         }
     }
 
@@ -242,6 +358,18 @@ impl TelegramBot {
     fn scrub(&self, text: &str) -> String {
         scrub_token(text, self.inner.token.expose())
     }
+}
+
+fn check_options(options: &TelegramOptions) -> Result<(), ConfigError> {
+    if options.timeout.is_zero() {
+        return Err(ConfigError::ZeroTimeout { what: "timeout" });
+    }
+    if options.connect_timeout.is_zero() {
+        return Err(ConfigError::ZeroTimeout {
+            what: "connect timeout",
+        });
+    }
+    Ok(())
 }
 
 fn parse_api_url(api_url: &str) -> Result<Url, ConfigError> {
@@ -311,9 +439,6 @@ struct ChannelInner {
     message_thread_id: Option<i32>,
     parse_mode: ParseMode,
     disable_notification: bool,
-    /// Delivery id → parts already delivered, for a delivery split into several messages
-    /// whose later part failed.
-    progress: Mutex<HashMap<String, send::Progress>>,
 }
 
 impl TelegramChannel {
@@ -331,7 +456,6 @@ impl TelegramChannel {
                 message_thread_id,
                 parse_mode,
                 disable_notification,
-                progress: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -11,21 +11,11 @@ use teloxide::{ApiError, RequestError};
 
 use super::markup::{parse_html, parse_markdown_v2};
 use super::render::{MAX_MESSAGE_LEN, Styled, split, telegram_len, write};
-use super::{ParseMode, TelegramBot, TelegramChannel};
+use super::{ParseMode, Progress, TelegramBot, TelegramChannel};
 use crate::{Outgoing, SendOutcome};
 
 /// Most migrations followed for one message (a group becomes a supergroup once).
 const MAX_MIGRATIONS: usize = 2;
-/// Most progress entries kept; beyond it the oldest knowledge is dropped (a retried
-/// delivery then repeats its earlier parts, which is still at least once).
-const MAX_PROGRESS: usize = 4096;
-
-/// How far a split delivery got.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Progress {
-    parts: usize,
-    delivered: usize,
-}
 
 pub(super) async fn send(channel: &TelegramChannel, msg: &Outgoing<'_>) -> SendOutcome {
     let inner = &channel.inner;
@@ -39,12 +29,12 @@ pub(super) async fn send(channel: &TelegramChannel, msg: &Outgoing<'_>) -> SendO
             };
         }
     };
-    let first = {
-        let progress = lock(&inner.progress);
-        progress
-            .get(msg.delivery_id)
-            .filter(|p| p.parts == parts.len())
-            .map_or(0, |p| p.delivered)
+    let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    let split = parts.len() > 1;
+    let first = if split {
+        resume_at(&inner.bot, msg.delivery_id, count).await
+    } else {
+        0
     };
     let mut sent = Vec::new();
     for (index, (text, mode)) in parts.iter().enumerate().skip(first) {
@@ -58,24 +48,40 @@ pub(super) async fn send(channel: &TelegramChannel, msg: &Outgoing<'_>) -> SendO
         match send_part(&inner.bot, part).await {
             Ok(id) => {
                 sent.push(id);
-                if parts.len() > 1 {
-                    let mut progress = lock(&inner.progress);
-                    if progress.len() >= MAX_PROGRESS {
-                        progress.clear();
+                if index + 1 < parts.len() {
+                    let progress = Progress {
+                        parts: count,
+                        delivered: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                    };
+                    if let Err(error) = inner
+                        .bot
+                        .state()
+                        .save_progress(msg.delivery_id, progress)
+                        .await
+                    {
+                        tracing::warn!(delivery = msg.delivery_id, %error, "cannot record how far a split telegram message got; a retry may repeat parts");
                     }
-                    progress.insert(
-                        msg.delivery_id.to_string(),
-                        Progress {
-                            parts: parts.len(),
-                            delivered: index + 1,
-                        },
-                    );
                 }
+            }
+            // Telegram refused the formatter's markup: the engine resends with the built-in
+            // rendering, which herald escapes itself.
+            Err(SendOutcome::Permanent {
+                status,
+                error,
+                response,
+            }) if msg.rendered.is_some() && error.contains("can't parse entities") => {
+                return SendOutcome::RenderingRefused {
+                    status,
+                    error,
+                    response,
+                };
             }
             Err(outcome) => return outcome,
         }
     }
-    lock(&inner.progress).remove(msg.delivery_id);
+    if split && let Err(error) = inner.bot.state().clear_progress(msg.delivery_id).await {
+        tracing::warn!(delivery = msg.delivery_id, %error, "cannot forget the progress of a delivered split telegram message");
+    }
     let ids: Vec<String> = sent.iter().map(i32::to_string).collect();
     let response = match ids.len() {
         0 => format!("all {} parts were delivered before", parts.len()),
@@ -92,8 +98,17 @@ pub(super) async fn send(channel: &TelegramChannel, msg: &Outgoing<'_>) -> SendO
     }
 }
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+/// The first part still to send of a delivery of `parts` parts: after the parts an
+/// earlier attempt delivered, if it split the message the same way.
+async fn resume_at(bot: &TelegramBot, delivery_id: &str, parts: u32) -> usize {
+    match bot.state().progress(delivery_id).await {
+        Ok(Some(p)) if p.parts == parts => usize::try_from(p.delivered).unwrap_or(0),
+        Ok(_) => 0,
+        Err(error) => {
+            tracing::warn!(delivery = delivery_id, %error, "cannot read how far a split telegram message got; sending every part");
+            0
+        }
+    }
 }
 
 /// The texts to send, in order, each with its parse mode.
@@ -244,7 +259,7 @@ pub(super) async fn send_part(bot: &TelegramBot, part: Part<'_>) -> Result<i32, 
                     to = to.0,
                     "telegram group was upgraded to a supergroup; update chat_id in the config"
                 );
-                bot.record_migration(chat, to.0);
+                bot.record_migration(chat, to.0).await;
                 chat = to.0;
             }
             Err(error) => return Err(classify(bot, error)),
@@ -255,7 +270,8 @@ pub(super) async fn send_part(bot: &TelegramBot, part: Part<'_>) -> Result<i32, 
 /// The outcome of a request that failed for a reason other than a 429 or a migration.
 pub(super) fn classify(bot: &TelegramBot, error: RequestError) -> SendOutcome {
     match error {
-        RequestError::Api(ApiError::InvalidToken) => SendOutcome::Permanent {
+        RequestError::Api(ApiError::InvalidToken) => SendOutcome::ChannelFailure {
+            after: None,
             status: Some(401),
             error: "Unauthorized: Telegram refused the bot token (bad bot token); check [telegram] bot_token"
                 .to_string(),
@@ -269,6 +285,14 @@ pub(super) fn classify(bot: &TelegramBot, error: RequestError) -> SendOutcome {
             let description = bot.scrub(&description);
             let status = status_of(&description);
             match status {
+                // A refused token (401, or 404 for a token the API does not route) and a
+                // 429 without `retry_after` refuse every message of the bot alike.
+                Some(401 | 404 | 429) => SendOutcome::ChannelFailure {
+                    after: None,
+                    status,
+                    error: description,
+                    response: None,
+                },
                 Some(400..=499) => SendOutcome::Permanent {
                     status,
                     error: description,

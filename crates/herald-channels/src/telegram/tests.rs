@@ -448,7 +448,7 @@ async fn blocked_kicked_and_missing_chats_fail_permanently() {
 }
 
 #[tokio::test]
-async fn markup_telegram_refuses_is_a_permanent_failure() {
+async fn markup_telegram_refuses_in_a_formatters_output_is_a_refused_rendering() {
     let double = double_unlimited().await;
     let channel = channel(&bot(&double), 5, ParseMode::MarkdownV2);
     let outcome = send_rendered(
@@ -458,7 +458,8 @@ async fn markup_telegram_refuses_is_a_permanent_failure() {
         Some(&rendered(Format::Markdown, "Deploy done.")),
     )
     .await;
-    assert_eq!(outcome.kind(), "permanent", "{outcome}");
+    // A formatter's markup: the engine resends with the built-in rendering.
+    assert_eq!(outcome.kind(), "rendering_refused", "{outcome}");
     assert_eq!(outcome.status(), Some(400));
     assert_eq!(
         outcome.error(),
@@ -469,16 +470,28 @@ async fn markup_telegram_refuses_is_a_permanent_failure() {
 }
 
 #[tokio::test]
-async fn a_bad_token_is_permanent_and_never_printed() {
+async fn a_bad_token_is_a_channel_failure_and_never_printed() {
     let double = double_unlimited().await;
     let wrong = "4242424242:AAWrong-token-that-is-long-enough-123456";
     let bot = TelegramBot::with_options(&Secret::new(wrong), &double.api_url(), options()).unwrap();
     let outcome = send(&channel(&bot, 5, ParseMode::Html), "dlv_1", &event()).await;
-    assert_eq!(outcome.kind(), "permanent");
+    assert_eq!(outcome.kind(), "channel_failure");
     assert_eq!(outcome.status(), Some(401));
     let text = format!("{outcome:?} {outcome} {bot:?}");
     assert!(text.contains("bad bot token"), "{text}");
     assert!(!text.contains(wrong) && !text.contains("AAWrong"), "{text}");
+}
+
+#[tokio::test]
+async fn a_429_without_retry_after_is_a_channel_failure() {
+    let double = double_unlimited().await;
+    double.set_chat_behaviour(5, ChatBehaviour::Throttled { times: 1 });
+    let channel = channel(&bot(&double), 5, ParseMode::Html);
+    let outcome = send(&channel, "dlv_1", &event()).await;
+    assert_eq!(outcome.kind(), "channel_failure", "{outcome}");
+    assert_eq!(outcome.status(), Some(429));
+    // The throttle passed: the next attempt goes out.
+    assert_eq!(send(&channel, "dlv_1", &event()).await.kind(), "delivered");
 }
 
 #[tokio::test]
@@ -650,6 +663,106 @@ async fn a_retried_split_delivery_resumes_at_the_missing_part() {
                 .starts_with(&format!("({}/{parts}) ", i + 1))
         );
     }
+}
+
+/// A bot that keeps its state in `state`, as the engine's bots keep theirs in the store:
+/// a new bot on the same state is herald after a restart.
+async fn restarted_bot(double: &TelegramDouble, state: &Arc<MemoryState>) -> TelegramBot {
+    let bot = TelegramBot::with_state(
+        &Secret::new(double.token()),
+        &double.api_url(),
+        options(),
+        Arc::clone(state) as Arc<dyn BotState>,
+    )
+    .unwrap();
+    bot.restore().await.unwrap();
+    bot
+}
+
+#[tokio::test]
+async fn a_migration_recorded_in_the_bot_state_outlives_the_bot() {
+    let double = double_unlimited().await;
+    let group = -4242;
+    double.set_chat_behaviour(group, ChatBehaviour::MigratedTo(SUPERGROUP));
+    let state = Arc::new(MemoryState::default());
+    let first = restarted_bot(&double, &state).await;
+    assert_eq!(first.id(), double::BOT_ID.to_string());
+    assert_delivered(&send(&channel(&first, group, ParseMode::Html), "dlv_1", &event()).await);
+    assert_eq!(
+        state.migrations(first.id()).await.unwrap(),
+        [(group, SUPERGROUP)]
+    );
+    drop(first);
+
+    // The next process: its first message goes to the supergroup, not the dead group.
+    let second = restarted_bot(&double, &state).await;
+    let channel = channel(&second, group, ParseMode::Html);
+    assert_eq!(channel.current_chat_id(), SUPERGROUP);
+    assert!(channel.notice().is_some());
+    assert_delivered(&send(&channel, "dlv_2", &event()).await);
+    let to_old_chat = double
+        .requests()
+        .iter()
+        .filter(|r| r.chat_id == Some(group))
+        .count();
+    assert_eq!(to_old_chat, 1, "the old chat id was used again");
+    assert_eq!(double.messages(SUPERGROUP).len(), 2);
+    // Another bot's state is its own.
+    assert!(state.migrations("1").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_split_delivery_resumes_on_a_new_bot_and_its_progress_is_cleared() {
+    // As in `a_retried_split_delivery_resumes_at_the_missing_part`: the second part meets
+    // a 429 the bot does not wait out, so the delivery is left half done.
+    let double = TelegramDouble::start_with(DoubleOptions {
+        limits: RateLimits {
+            per_chat_burst: 1,
+            ..RateLimits::telegram()
+        },
+        ..DoubleOptions::default()
+    })
+    .await;
+    let state = Arc::new(MemoryState::default());
+    let impatient = TelegramBot::with_state(
+        &Secret::new(double.token()),
+        &double.api_url(),
+        TelegramOptions {
+            max_retry_wait: Duration::ZERO,
+            ..options()
+        },
+        Arc::clone(&state) as Arc<dyn BotState>,
+    )
+    .unwrap();
+    let mut event = event();
+    event.error = Some("line of a long error\n".repeat(400));
+    let outcome = send(
+        &channel(&impatient, 5, ParseMode::Html),
+        "dlv_split",
+        &event,
+    )
+    .await;
+    assert_eq!(outcome.kind(), "retry", "{outcome}");
+    assert_eq!(double.messages(5).len(), 1);
+    assert_eq!(
+        state.progress("dlv_split").await.unwrap(),
+        Some(Progress {
+            parts: 3,
+            delivered: 1
+        })
+    );
+    drop(impatient);
+
+    // A new bot (herald restarted) waits out the 429s and sends parts 2 and 3 only.
+    let patient = restarted_bot(&double, &state).await;
+    assert_delivered(&send(&channel(&patient, 5, ParseMode::Html), "dlv_split", &event).await);
+    let messages: Vec<String> = double
+        .messages(5)
+        .iter()
+        .map(|m| m.visible_text.chars().take(6).collect())
+        .collect();
+    assert_eq!(messages, ["(1/3) ", "(2/3) ", "(3/3) "]);
+    assert_eq!(state.progress("dlv_split").await.unwrap(), None);
 }
 
 #[tokio::test]

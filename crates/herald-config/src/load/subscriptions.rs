@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use herald_core::{EventTypeRegistry, Pattern, Subscription, TeamId};
+use std::time::Duration;
+
+use herald_core::dedup::{DEFAULT_DEDUP_KEY, MAX_DEDUP_WINDOW};
+use herald_core::{Dedup, DedupField, EventTypeRegistry, Pattern, Subscription, TeamId};
 use toml::Spanned;
 
 use super::{Loader, at};
@@ -99,6 +102,7 @@ impl Loader<'_> {
                 None => ok = false,
             }
         }
+        let dedup = self.dedup(raw.dedup_window, raw.dedup_key, file, &mut ok);
         ok.then(|| Subscription {
             id,
             name: raw.name.map(Spanned::into_inner),
@@ -108,7 +112,77 @@ impl Loader<'_> {
             metadata: raw.metadata,
             active: raw.active,
             formatter: raw.formatter.map(Spanned::into_inner),
+            dedup,
         })
+    }
+
+    /// `dedup_window` and `dedup_key`: a window of 1s to 30 days, and a key of known,
+    /// distinct fields (the default key when only the window is given).
+    fn dedup(
+        &mut self,
+        window: Option<Spanned<String>>,
+        key: Option<Spanned<Vec<Spanned<String>>>>,
+        file: usize,
+        ok: &mut bool,
+    ) -> Option<Dedup> {
+        let Some(window) = window else {
+            if let Some(key) = key {
+                self.error(
+                    "dedup_key needs a dedup_window: add dedup_window = \"10m\"",
+                    at(file, key.span()),
+                );
+                *ok = false;
+            }
+            return None;
+        };
+        let range = Duration::from_secs(1)..=MAX_DEDUP_WINDOW;
+        let window = self.duration_in(&window, file, "dedup_window", range);
+        let mut fields = Vec::new();
+        match &key {
+            None => {
+                fields = DEFAULT_DEDUP_KEY
+                    .iter()
+                    .filter_map(|name| DedupField::parse(name).ok())
+                    .collect();
+            }
+            Some(key) if key.get_ref().is_empty() => {
+                self.error(
+                    format!(
+                        "dedup_key must name at least one field ({}); leave it out for the default {:?}",
+                        DedupField::NAMES,
+                        DEFAULT_DEDUP_KEY
+                    ),
+                    at(file, key.span()),
+                );
+                *ok = false;
+            }
+            Some(key) => {
+                for name in key.get_ref() {
+                    match DedupField::parse(name.get_ref()) {
+                        Ok(field) if fields.contains(&field) => {
+                            self.error(
+                                format!("dedup key field `{field}` is listed twice"),
+                                at(file, name.span()),
+                            );
+                            *ok = false;
+                        }
+                        Ok(field) => fields.push(field),
+                        Err(message) => {
+                            self.error(message, at(file, name.span()));
+                            *ok = false;
+                        }
+                    }
+                }
+            }
+        }
+        match window {
+            Some(window) if *ok => Some(Dedup { window, fields }),
+            Some(_) => None,
+            None => {
+                *ok = false;
+                None
+            }
+        }
     }
 }
 
@@ -120,7 +194,7 @@ mod tests {
     fn unknown_key_in_a_subscription() {
         check(
             "\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\nevent = \"host.down\"\n",
-            "herald.toml:21:1: error: unknown field `event`, expected one of `name`, `channel`, `events`, `outcome`, `metadata`, `active`, `formatter`, `formatter_settings`",
+            "herald.toml:21:1: error: unknown field `event`, expected one of `name`, `channel`, `events`, `outcome`, `metadata`, `active`, `formatter`, `formatter_settings`, `dedup_window`, `dedup_key`",
         );
     }
 
@@ -166,6 +240,53 @@ mod tests {
         check(
             "\n[[teams.acme.subscriptions]]\nname = \"ops\"\nchannel = \"hook\"\nevents = [\"*\"]\n\n[[teams.acme.subscriptions]]\nname = \"ops\"\nchannel = \"hook\"\nevents = [\"host.down\"]\n",
             "herald.toml:24:8: error: subscription name `ops` is used twice in team `acme`: deliveries find their subscription by it",
+        );
+    }
+
+    #[test]
+    fn dedup_settings_are_checked_with_their_locations() {
+        let sub = |tail: &str| {
+            format!("\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\n{tail}")
+        };
+        // A window alone takes the default key; a window with a key is fine.
+        check(&sub("dedup_window = \"10m\"\n"), "");
+        check(
+            &sub(
+                "dedup_window = \"2s\"\ndedup_key = [\"event\", \"resource.id\", \"outcome\", \"actor.type\", \"actor.id\", \"resource.type\", \"metadata.region\"]\n",
+            ),
+            "",
+        );
+        check(
+            &sub("dedup_window = \"ten minutes\"\n"),
+            "herald.toml:21:16: error: invalid dedup_window `ten minutes`: expected number at 0 (write e.g. \"5s\", \"30m\", \"2h\")",
+        );
+        check(
+            &sub("dedup_window = \"0s\"\n"),
+            "herald.toml:21:16: error: dedup_window `0s` is out of range: write a dedup_window between 1s and 30days",
+        );
+        check(
+            &sub("dedup_window = \"31d\"\n"),
+            "herald.toml:21:16: error: dedup_window `31d` is out of range: write a dedup_window between 1s and 30days",
+        );
+        check(
+            &sub("dedup_key = [\"event\"]\n"),
+            "herald.toml:21:13: error: dedup_key needs a dedup_window: add dedup_window = \"10m\"",
+        );
+        check(
+            &sub("dedup_window = \"10m\"\ndedup_key = []\n"),
+            "herald.toml:22:13: error: dedup_key must name at least one field (event, outcome, resource.type, resource.id, actor.type, actor.id, metadata.KEY); leave it out for the default [\"event\", \"outcome\", \"resource.type\", \"resource.id\"]",
+        );
+        check(
+            &sub(
+                "dedup_window = \"10m\"\ndedup_key = [\"event\", \"resource\", \"metadata.\", \"event\"]\n",
+            ),
+            "herald.toml:22:23: error: unknown dedup key field `resource`; expected one of event, outcome, resource.type, resource.id, actor.type, actor.id, metadata.KEY\n\
+             herald.toml:22:35: error: `metadata.` needs a key, as in `metadata.region`\n\
+             herald.toml:22:48: error: dedup key field `event` is listed twice",
+        );
+        check(
+            &sub("dedup_window = 600\n"),
+            "herald.toml:21:16: error: invalid type: integer `600`, expected a string",
         );
     }
 

@@ -51,6 +51,7 @@ pub(super) fn test_env(name: &str) -> Option<String> {
         "TELEGRAM_BOT_TOKEN" => Some("123:abc".into()),
         "ACME_WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
         "EMPTY" => Some(String::new()),
+        "HERALD_DATABASE_URL" => Some("postgres://herald:pw@db:5432/herald".into()),
         _ => None,
     }
 }

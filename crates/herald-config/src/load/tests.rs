@@ -18,7 +18,7 @@ fn valid_base_config_has_no_diagnostics() {
 fn unknown_top_level_key() {
     check(
         &format!("{SUB}\n[servr]\nlisten = \"x\"\n"),
-        "herald.toml:22:2: error: unknown key `servr`; expected one of include, server, store, retention, delivery, telegram, email, plugins, event_types, teams",
+        "herald.toml:22:2: error: unknown key `servr`; expected one of include, server, store, retention, delivery, telegram, email, plugins, event_types, teams, sources, cluster",
     );
 }
 

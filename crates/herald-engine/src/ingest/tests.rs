@@ -24,6 +24,8 @@ path = "b.jsonl"
 [[teams.acme.subscriptions]]
 channel = "a"
 events = ["*"]
+dedup_window = "10m"
+dedup_key = ["event", "resource.id"]
 [[teams.acme.subscriptions]]
 channel = "a"
 events = ["capsule.*"]
@@ -55,7 +57,7 @@ fn config() -> Config {
 /// the error with its field.
 fn check(caller: &Caller, body: &str) -> String {
     let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
-    match plan(&config(), caller, body.as_bytes(), now) {
+    match plan(&config(), caller, body.as_bytes(), now, &[]) {
         Ok(plan) => plan
             .events
             .iter()
@@ -165,5 +167,54 @@ fn batches_are_bounded() {
     assert_eq!(
         check(&acme, &body).matches("host.down acme").count(),
         MAX_BATCH
+    );
+}
+
+/// Noise control at planning: a silence in force marks its deliveries (and only those of
+/// its team and channel); the others carry their subscription's dedup key for the store.
+#[test]
+fn silences_and_dedup_keys_are_planned_per_delivery() {
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let later = Timestamp::parse("2026-11-26T00:00:00Z").unwrap();
+    let silence = |id: &str, team: &str, channel: &str, starts_at| Silence {
+        id: id.into(),
+        team: TeamId::parse(team).unwrap(),
+        matchers: herald_core::SilenceMatchers {
+            event: Some(herald_core::Pattern::parse("host.*").unwrap()),
+            channel: Some(channel.into()),
+            ..Default::default()
+        },
+        starts_at,
+        ends_at: later,
+        comment: String::new(),
+        created_by: "test".into(),
+        created_at: now,
+    };
+    let silences = [
+        silence("sil_globex", "globex", "b", now),
+        silence("sil_later", "acme", "a", later),
+        silence("sil_b", "acme", "b", now),
+    ];
+    let acme = Caller::Team(TeamId::parse("acme").unwrap());
+    let body = br#"{"event":"host.down","resource":{"type":"host","id":"h1"}}"#;
+    let plan = plan(&config(), &acme, body, now, &silences).unwrap();
+    let deliveries = plan.events[0].1.as_ref().unwrap();
+    let got: Vec<String> = deliveries
+        .iter()
+        .map(|d| {
+            format!(
+                "{} silence={:?} dedup={:?}",
+                d.channel,
+                d.silence,
+                d.dedup.as_ref().map(|c| (&c.key, c.window.as_secs()))
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            r#"a silence=None dedup=Some(("[\"host.down\",\"h1\"]", 600))"#,
+            r#"b silence=Some("sil_b") dedup=None"#,
+        ]
     );
 }

@@ -9,15 +9,17 @@
 
 use std::time::Duration;
 
-use herald_core::{Event, RawEvent, TeamId, Timestamp};
+use herald_core::{Event, TeamId, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
+use crate::codec::{clamp_limit, decode_cursor, decode_event, encode_cursor, encode_event};
+pub(super) use crate::codec::{duration_nanos, nanos, timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next, ReplayFilter,
-    ReplayStatus,
+    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, MoveFilter, NewAttempt, NewDelivery, Next,
+    ReplayFilter, ReplayStatus,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order, as a literal (so `concat!` can
@@ -26,34 +28,14 @@ macro_rules! delivery_columns {
     () => {
         "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
          d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
-         d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name"
+         d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name, \
+         d.silence_id, d.duplicate_of"
     };
 }
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = delivery_columns!();
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 15;
-
-/// Cursors look like `c1_<seq>`; the version prefix lets the format change later.
-const CURSOR_PREFIX: &str = "c1_";
-
-/// Times are stored as Unix nanoseconds (good from 1677 to 2262; clamped beyond).
-pub(super) fn nanos(t: Timestamp) -> i64 {
-    let n = t.unix_nanos();
-    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
-}
-
-pub(super) fn timestamp(n: i64) -> Timestamp {
-    Timestamp::from_unix_nanos(i128::from(n))
-}
-
-pub(super) fn duration_nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-fn clamp_limit(limit: usize) -> i64 {
-    i64::try_from(limit.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1)
-}
+const DELIVERY_COLUMN_COUNT: usize = 17;
 
 fn conversion_error(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -82,6 +64,8 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         updated_at: timestamp(row.get(12)?),
         budget_start: row.get(13)?,
         subscription_name: row.get(14)?,
+        silence_id: row.get(15)?,
+        duplicate_of: row.get(16)?,
     })
 }
 
@@ -109,28 +93,6 @@ fn channel_state_from_row(row: &Row<'_>) -> rusqlite::Result<ChannelState> {
     })
 }
 
-/// Reads a stored event back. Stored events are complete, so nothing is filled in.
-fn decode_event(body: &str, accepted_at: Timestamp) -> Result<Event, StoreError> {
-    RawEvent::from_json(body.as_bytes())
-        .and_then(|raw| raw.into_event(None, accepted_at, String::new))
-        .map_err(|err| StoreError::Corrupt {
-            what: "event".into(),
-            message: err.to_string(),
-        })
-}
-
-fn encode_cursor(seq: i64) -> String {
-    format!("{CURSOR_PREFIX}{seq}")
-}
-
-fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
-    cursor
-        .strip_prefix(CURSOR_PREFIX)
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|&n| n > 0)
-        .ok_or(StoreError::InvalidCursor)
-}
-
 /// An event ready for the writer: serialised by the caller, off the writer thread.
 #[derive(Debug)]
 pub(crate) struct PreparedEvent {
@@ -145,8 +107,7 @@ impl PreparedEvent {
     pub(crate) fn new(
         (event, deliveries): (Event, Vec<NewDelivery>),
     ) -> Result<PreparedEvent, StoreError> {
-        let body = serde_json::to_string(&event)
-            .map_err(|_| StoreError::Internal("an event could not be encoded as JSON"))?;
+        let body = encode_event(&event)?;
         Ok(PreparedEvent {
             id: event.id,
             team: event.team_id,
@@ -179,6 +140,13 @@ pub(crate) fn accept(
              subscription_name)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?8, ?9)",
     )?;
+    // A delivery finished at ingest (silenced, or suppressed as a repeat): never due.
+    let mut insert_finished = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at,
+             subscription_name, silence_id, duplicate_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, NULL, ?9, ?9, ?10, ?11, ?12)",
+    )?;
     // A held delivery is in the caller's memory queue: leased to the holder, never due.
     let mut insert_held = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
@@ -206,8 +174,50 @@ pub(crate) fn accept(
             });
             continue;
         };
+        let mut suppressed = Vec::new();
         for delivery in &event.deliveries {
-            if delivery.held {
+            let finished = match (&delivery.silence, &delivery.dedup) {
+                (Some(silence), _) => Some((DeliveryStatus::Silenced, Some(silence), None)),
+                (None, Some(claim)) => {
+                    let subscription = delivery.subscription_name.as_deref().unwrap_or("");
+                    let open =
+                        super::noise::open_window(conn, &event.team, subscription, claim, now)?;
+                    match open {
+                        Some(original) => {
+                            suppressed.push(delivery.id.clone());
+                            Some((DeliveryStatus::Suppressed, None, Some(original)))
+                        }
+                        None => {
+                            super::noise::record_window(
+                                conn,
+                                &event.team,
+                                subscription,
+                                &claim.key,
+                                &delivery.id,
+                                now,
+                            )?;
+                            None
+                        }
+                    }
+                }
+                (None, None) => None,
+            };
+            if let Some((status, silence, original)) = finished {
+                insert_finished.execute(params![
+                    delivery.id,
+                    seq,
+                    event.team.as_str(),
+                    event.id,
+                    event.event_type,
+                    delivery.channel,
+                    delivery.subscription,
+                    status.as_str(),
+                    now,
+                    delivery.subscription_name,
+                    silence,
+                    original,
+                ])?;
+            } else if delivery.held {
                 insert_held.execute(params![
                     delivery.id,
                     seq,
@@ -237,6 +247,7 @@ pub(crate) fn accept(
         }
         results.push(Accepted::New {
             id: event.id.clone(),
+            suppressed,
         });
     }
     Ok(results)
@@ -485,15 +496,18 @@ pub(crate) fn finish(
     ])?;
     let (status, next_attempt_at) = match next {
         Next::Succeeded => (DeliveryStatus::Succeeded, None),
-        Next::RetryAt(at) => (DeliveryStatus::Pending, Some(nanos(at))),
+        Next::RetryAt(at) | Next::Wait(at) => (DeliveryStatus::Pending, Some(nanos(at))),
         Next::Dead => (DeliveryStatus::Dead, None),
         Next::Skipped => (DeliveryStatus::Skipped, None),
     };
+    // A channel-wide failure is not the message's: its attempt leaves the budget alone.
+    let uncounted = i64::from(matches!(next, Next::Wait(_)));
     conn.prepare_cached(
         "UPDATE deliveries
          SET status = ?2, attempts = ?3, next_attempt_at = ?4, due_at = ?4,
              lease_token = NULL, lease_until = NULL, manual_next = 0,
-             last_error = ?5, last_status_code = ?6, updated_at = ?7
+             last_error = ?5, last_status_code = ?6, updated_at = ?7,
+             budget_start = budget_start + ?8
          WHERE seq = ?1",
     )?
     .execute(params![
@@ -504,6 +518,7 @@ pub(crate) fn finish(
         attempt.error,
         attempt.status_code,
         nanos(now),
+        uncounted,
     ])?;
     Ok(())
 }
@@ -559,6 +574,26 @@ pub(crate) fn void_leases(conn: &Connection) -> Result<usize, StoreError> {
     )?)
 }
 
+/// Finishes a claimed delivery as silenced, without an attempt (see
+/// `Store::finish_silenced`).
+pub(crate) fn finish_silenced(
+    conn: &Connection,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    silence_id: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (seq, _, _) = leased_row(conn, delivery_id, lease)?;
+    conn.prepare_cached(
+        "UPDATE deliveries
+         SET status = 'silenced', silence_id = ?2, next_attempt_at = NULL, due_at = NULL,
+             lease_token = NULL, lease_until = NULL, manual_next = 0, updated_at = ?3
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, silence_id, nanos(now)])?;
+    Ok(())
+}
+
 pub(crate) fn release(
     conn: &Connection,
     delivery_id: &str,
@@ -574,6 +609,69 @@ pub(crate) fn release(
     Ok(())
 }
 
+/// Holds a leased delivery as orphaned (see `Store::orphan`).
+pub(crate) fn orphan(
+    conn: &Connection,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (seq, _, _) = leased_row(conn, delivery_id, lease)?;
+    conn.prepare_cached(
+        "UPDATE deliveries
+         SET status = 'orphaned', next_attempt_at = NULL, due_at = NULL,
+             lease_token = NULL, lease_until = NULL, last_error = ?2, updated_at = ?3
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, reason, nanos(now)])?;
+    Ok(())
+}
+
+/// Orphans of the given channels become pending and due at `now` (`deliveries_orphaned`).
+pub(crate) fn reattach_orphans(
+    conn: &Connection,
+    channels: &[(TeamId, String)],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut update = conn.prepare_cached(
+        "UPDATE deliveries
+         SET status = 'pending', next_attempt_at = ?3, due_at = ?3, updated_at = ?3
+         WHERE status = 'orphaned' AND team_id = ?1 AND channel = ?2",
+    )?;
+    let mut count = 0;
+    for (team, channel) in channels {
+        count += update.execute(params![team.as_str(), channel, nanos(now)])? as u64;
+    }
+    Ok(count)
+}
+
+/// Re-points a team's deliveries of one channel and status to another channel, due now.
+pub(crate) fn move_deliveries(
+    conn: &Connection,
+    filter: &MoveFilter,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    // `deliveries_orphaned` for orphans, `deliveries_team_status` for dead letters. A dead
+    // one starts a fresh budget, as a manual retry does; an orphan's budget is untouched.
+    let moved = conn
+        .prepare_cached(
+            "UPDATE deliveries
+             SET channel = ?3, status = 'pending', next_attempt_at = ?5, due_at = ?5,
+                 lease_token = NULL, lease_until = NULL, manual_next = 1, updated_at = ?5,
+                 budget_start = CASE WHEN status = 'dead' THEN attempts ELSE budget_start END
+             WHERE team_id = ?1 AND channel = ?2 AND status = ?4",
+        )?
+        .execute(params![
+            filter.team.as_str(),
+            filter.from_channel,
+            filter.to_channel,
+            filter.status.as_status().as_str(),
+            nanos(now),
+        ])?;
+    Ok(moved as u64)
+}
+
 pub(crate) fn retry_now(
     conn: &Connection,
     team: Option<&TeamId>,
@@ -581,22 +679,28 @@ pub(crate) fn retry_now(
     now: Timestamp,
 ) -> Result<DeliveryRecord, StoreError> {
     let now = nanos(now);
-    let row: Option<(i64, String, Option<i64>)> = conn
+    let row: Option<(i64, String, Option<i64>, String)> = conn
         .prepare_cached(
-            "SELECT seq, status, lease_until FROM deliveries
+            "SELECT seq, status, lease_until, channel FROM deliveries
              WHERE id = ?1 AND (?2 IS NULL OR team_id = ?2)",
         )?
         .query_row(params![delivery_id, team.map(TeamId::as_str)], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
         .optional()?;
-    let Some((seq, status, lease_until)) = row else {
+    let Some((seq, status, lease_until, channel)) = row else {
         return Err(StoreError::NotFound);
     };
     let status: DeliveryStatus = status.parse().map_err(|message| StoreError::Corrupt {
         what: "delivery status".into(),
         message,
     })?;
+    if status == DeliveryStatus::Orphaned {
+        return Err(StoreError::Orphaned {
+            delivery: delivery_id.to_owned(),
+            channel,
+        });
+    }
     if status == DeliveryStatus::Succeeded {
         return Err(StoreError::NotRetryable {
             delivery: delivery_id.to_owned(),
@@ -609,12 +713,14 @@ pub(crate) fn retry_now(
         // A delivery that was given up on (dead, skipped) starts a fresh retry budget: the
         // attempts made so far no longer count against the schedule. A pending one keeps
         // what is left of its budget; either way the next attempt is recorded as manual.
-        let fresh_budget = matches!(status, DeliveryStatus::Dead | DeliveryStatus::Skipped);
+        // A suppressed or silenced one is sent now (it forgets why it was not).
+        let fresh_budget = status != DeliveryStatus::Pending;
         conn.prepare_cached(
             "UPDATE deliveries
              SET status = 'pending', next_attempt_at = ?2, due_at = ?2,
                  lease_token = NULL, lease_until = NULL, updated_at = ?2, manual_next = 1,
-                 budget_start = CASE WHEN ?3 THEN attempts ELSE budget_start END
+                 budget_start = CASE WHEN ?3 THEN attempts ELSE budget_start END,
+                 silence_id = NULL, duplicate_of = NULL
              WHERE seq = ?1",
         )?
         .execute(params![seq, now, fresh_budget])?;
@@ -639,7 +745,7 @@ pub(crate) fn replay(
     let status = match filter.status {
         ReplayStatus::Dead => "status = 'dead'",
         ReplayStatus::Failed => "(status = 'dead' OR (status = 'pending' AND attempts > 0))",
-        ReplayStatus::All => "1 = 1",
+        ReplayStatus::All => "status != 'orphaned'",
     };
     // ?5 = now: a delivery being attempted (live lease, or held by this process) is left
     // to its attempt.
@@ -668,7 +774,8 @@ pub(crate) fn replay(
             "UPDATE deliveries
              SET budget_start = CASE WHEN status = 'pending' THEN budget_start ELSE attempts END,
                  status = 'pending', next_attempt_at = ?5, due_at = ?5,
-                 lease_token = NULL, lease_until = NULL, manual_next = 1, updated_at = ?5
+                 lease_token = NULL, lease_until = NULL, manual_next = 1, updated_at = ?5,
+                 silence_id = NULL, duplicate_of = NULL
              WHERE {selected}"
         ))?
         .execute(values)?;

@@ -2,7 +2,8 @@
 //!
 //! Each [`prune`] call removes at most about `batch` rows of each kind and is one short
 //! request of the writer's group commit, so ingest waits for a prune batch no longer than
-//! for any other group. Selections walk indexes in age order and stop at the cutoff.
+//! for any other group. Selections walk indexes in age order and stop at the cutoff. A
+//! removed delivery takes its split progress (migration 7) with it.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -31,6 +32,15 @@ fn live_bytes(conn: &Connection) -> Result<u64, StoreError> {
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
+/// Whether any split delivery has progress recorded: usually none, and then pruning
+/// skips looking for the progress of each delivery it removes.
+fn has_split_progress(conn: &Connection) -> Result<bool, StoreError> {
+    let any: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM split_progress)")?
+        .query_row([], |row| row.get(0))?;
+    Ok(any)
+}
+
 /// Removes up to `batch` events (accepted before `cutoff`, every delivery succeeded or
 /// skipped) with their deliveries and attempts, oldest first.
 fn prune_events(
@@ -44,12 +54,17 @@ fn prune_events(
             "SELECT e.seq FROM events e INDEXED BY events_accepted
               WHERE e.accepted_at < ?1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                 WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead'))
+                                 WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead', 'orphaned'))
               ORDER BY e.accepted_at LIMIT ?2",
         )?
         .query_map(params![cutoff, batch], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     report.more |= i64::try_from(seqs.len()).unwrap_or(i64::MAX) >= batch;
+    let progress = has_split_progress(conn)?;
+    let mut split = conn.prepare_cached(
+        "DELETE FROM split_progress WHERE delivery_id IN
+           (SELECT id FROM deliveries WHERE event_seq = ?1)",
+    )?;
     let mut attempts = conn.prepare_cached(
         "DELETE FROM attempts WHERE delivery_seq IN
            (SELECT seq FROM deliveries WHERE event_seq = ?1)",
@@ -57,6 +72,9 @@ fn prune_events(
     let mut deliveries = conn.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?1")?;
     let mut events = conn.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
     for seq in seqs {
+        if progress {
+            split.execute([seq])?;
+        }
         report.attempts += count(attempts.execute([seq])?);
         report.deliveries += count(deliveries.execute([seq])?);
         report.events += count(events.execute([seq])?);
@@ -117,7 +135,14 @@ pub(crate) fn prune(
         .collect::<Result<_, _>>()?;
     report.more |= full(dead.len());
     let mut delivery = conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
+    let progress = !dead.is_empty() && has_split_progress(conn)?;
+    let mut split = conn.prepare_cached(
+        "DELETE FROM split_progress WHERE delivery_id = (SELECT id FROM deliveries WHERE seq = ?1)",
+    )?;
     for seq in &dead {
+        if progress {
+            split.execute([seq])?;
+        }
         report.attempts += count(attempts.execute([seq])?);
         let n = count(delivery.execute([seq])?);
         report.deliveries += n;
@@ -125,6 +150,11 @@ pub(crate) fn prune(
     }
 
     prune_events(conn, before(limits.events), batch, &mut report)?;
+
+    // Dedup windows no configured window can still reach, and long-ended silences.
+    report.dedup_windows = super::noise::prune_windows(conn, before(limits.dedup), batch)?;
+    report.silences = super::noise::prune_silences(conn, before(limits.events), batch)?;
+    report.more |= full(report.dedup_windows as usize) || full(report.silences as usize);
 
     // Over the size ceiling: the oldest finished events go, whatever their age.
     if let Some(max) = limits.max_store_size

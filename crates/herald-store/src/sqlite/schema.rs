@@ -113,6 +113,91 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
     // 6: a team's SSE replay (`events_after` with a team) walks only its own events.
     "CREATE INDEX events_team_seq ON events (team_id, seq);",
+    // 7: what the Telegram channel learns and must not forget at a restart. A group's
+    // migration to a supergroup (`migrate_to_chat_id`), per bot (its public id, never the
+    // token); and how many parts of a split delivery were delivered, until it finishes
+    // (pruned with its delivery).
+    "
+    CREATE TABLE chat_migrations (
+        bot         TEXT NOT NULL,
+        from_chat   INTEGER NOT NULL,
+        to_chat     INTEGER NOT NULL,
+        migrated_at INTEGER NOT NULL,
+        PRIMARY KEY (bot, from_chat)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE split_progress (
+        delivery_id TEXT PRIMARY KEY,
+        parts       INTEGER NOT NULL,
+        delivered   INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
+    // 8 (noise control):
+    // two delivery statuses that finish without an attempt, `suppressed` (a repeat inside
+    // its subscription's dedup window, `duplicate_of` the delivery that opened it) and
+    // `silenced` (`silence_id`); the dedup windows; the silences.
+    //
+    // SQLite cannot alter a CHECK constraint. Widening one changes nothing on disk, so the
+    // table's stored definition is edited in place (sqlite.org/lang_altertable.html,
+    // "Making Other Kinds Of Table Schema Changes") and the connection's schema reloaded
+    // (`writable_schema = RESET`); connections opened later read the new definition.
+    "
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+       SET sql = replace(sql,
+           'CHECK (status IN (''pending'', ''succeeded'', ''dead'', ''skipped''))',
+           'CHECK (status IN (''pending'', ''succeeded'', ''dead'', ''skipped'', ''suppressed'', ''silenced''))')
+     WHERE type = 'table' AND name = 'deliveries';
+    PRAGMA writable_schema = RESET;
+    ALTER TABLE deliveries ADD COLUMN silence_id TEXT;
+    ALTER TABLE deliveries ADD COLUMN duplicate_of TEXT;
+
+    -- one row per (team, subscription, key) whose last sent delivery opened a window
+    CREATE TABLE dedup_windows (
+        team_id      TEXT NOT NULL,
+        subscription TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        delivery_id  TEXT NOT NULL,
+        opened_at    INTEGER NOT NULL,
+        PRIMARY KEY (team_id, subscription, key)
+    ) WITHOUT ROWID;
+    -- pruning forgets windows in age order
+    CREATE INDEX dedup_windows_opened ON dedup_windows (opened_at);
+
+    CREATE TABLE silences (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        team_id       TEXT NOT NULL,
+        event_pattern TEXT,
+        outcome       TEXT,
+        -- the metadata matchers as a JSON object
+        metadata      TEXT NOT NULL,
+        channel       TEXT,
+        starts_at     INTEGER NOT NULL,
+        ends_at       INTEGER NOT NULL,
+        comment       TEXT NOT NULL,
+        created_by    TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    -- the live ones (ends_at after now), and pruning the long-ended ones
+    CREATE INDEX silences_ends ON silences (ends_at);
+    CREATE INDEX silences_team ON silences (team_id, seq);
+    ",
+    // 9: `orphaned` deliveries (their channel left the configuration). The status CHECK of
+    // migrations 1 and 8 widens in place: SQLite's documented way to relax a CHECK constraint
+    // (sqlite.org/lang_altertable.html, "writable_schema"), which every existing row
+    // satisfies, so no table rebuild; the index that follows is DDL, which bumps the schema
+    // cookie so every connection re-reads the schema. The index finds a team's orphans of
+    // one channel (re-attach on reload, move) without walking its other rows.
+    "
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+       SET sql = replace(sql, '''suppressed'', ''silenced'')', '''suppressed'', ''silenced'', ''orphaned'')')
+     WHERE type = 'table' AND name = 'deliveries';
+    PRAGMA writable_schema = RESET;
+    CREATE INDEX deliveries_orphaned ON deliveries (team_id, channel) WHERE status = 'orphaned';
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).

@@ -50,6 +50,8 @@ fn delivery(id: &str, channel: &str) -> NewDelivery {
         subscription: 0,
         subscription_name: None,
         held: false,
+        silence: None,
+        dedup: None,
     }
 }
 
@@ -145,7 +147,13 @@ async fn accept_stores_the_event_and_its_fanout_in_one_transaction() {
             vec![delivery("dlv_1", "slack"), delivery("dlv_2", "ops-mail")],
         )
         .await;
-    assert_eq!(accepted, Accepted::New { id: "evt_1".into() });
+    assert_eq!(
+        accepted,
+        Accepted::New {
+            id: "evt_1".into(),
+            suppressed: vec![]
+        }
+    );
 
     let (stored, deliveries) = f
         .store
@@ -239,7 +247,10 @@ async fn duplicates_within_a_batch_and_across_a_restart() {
     assert_eq!(
         results,
         vec![
-            Accepted::New { id: "evt_1".into() },
+            Accepted::New {
+                id: "evt_1".into(),
+                suppressed: vec![]
+            },
             Accepted::Duplicate { id: "evt_1".into() }
         ]
     );
@@ -264,7 +275,13 @@ async fn duplicates_within_a_batch_and_across_a_restart() {
             vec![delivery("dlv_4", "pager")],
         )
         .await;
-    assert_eq!(other, Accepted::New { id: "evt_1".into() });
+    assert_eq!(
+        other,
+        Accepted::New {
+            id: "evt_1".into(),
+            suppressed: vec![]
+        }
+    );
     let (acme_event, acme_deliveries) = f
         .store
         .get_event(Some(&team("acme")), "evt_1")
@@ -1059,6 +1076,55 @@ async fn a_database_from_a_newer_herald_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn migration_8_lets_an_older_databases_deliveries_be_orphaned() {
+    // A database at schema 6 (before orphans) with a delivery in it.
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    {
+        let conn = rusqlite::Connection::open(data.join(super::DB_FILE)).unwrap();
+        for sql in &super::schema::MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 6").unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (id, team_id, event_type, body, accepted_at)
+                 VALUES ('evt_1', 'acme', 'capsule.create', '{}', 0);
+             INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+                 subscription, status, created_at, updated_at)
+                 VALUES ('dlv_1', 1, 'acme', 'evt_1', 'capsule.create', 'old', 0, 'pending', 0, 0);",
+        )
+        .unwrap();
+        let refused = conn.execute("UPDATE deliveries SET status = 'orphaned'", []);
+        assert!(refused.is_err(), "schema 6 refuses the new status");
+    }
+    let store = SqliteStore::open(&data).unwrap();
+    let orphaned = store
+        .writer
+        .run(|conn| {
+            conn.execute("UPDATE deliveries SET status = 'orphaned'", [])?;
+            let bad: i64 = conn.query_row(
+                "SELECT count(*) FROM deliveries WHERE status NOT IN
+                     ('pending', 'succeeded', 'dead', 'skipped', 'orphaned')",
+                [],
+                |row| row.get(0),
+            )?;
+            let check: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+            let typo = conn.execute("UPDATE deliveries SET status = 'orphan'", []);
+            Ok((bad, check, typo.is_err()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        orphaned,
+        (0, "ok".to_string(), true),
+        "the CHECK still guards other values"
+    );
+    let (record, _) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(record.status, crate::DeliveryStatus::Orphaned);
+}
+
 /// The embedded store under the shared conformance suite.
 struct SqliteBackend {
     dir: TempDir,
@@ -1216,4 +1282,75 @@ async fn a_teams_replay_walks_its_own_events_through_an_index() {
             || plan.contains("USING COVERING INDEX events_team_seq"),
         "a team's Last-Event-ID replay must not scan other teams' events: {plan}"
     );
+}
+
+/// Migration 9 widens the deliveries' status CHECK in place: a store made before it keeps
+/// its rows and takes the new statuses, on the writer and on a freshly opened reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_noise_control_takes_the_new_statuses() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let before = super::schema::MIGRATIONS
+        .iter()
+        .position(|sql| sql.contains("dedup_windows"))
+        .unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.join(super::DB_FILE)).unwrap();
+        for sql in &super::schema::MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {before}"))
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (id, team_id, event_type, body, accepted_at)
+             VALUES ('old', 'acme', 'capsule.create', '{}', 0);
+             INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+                 subscription, status, created_at, updated_at)
+             VALUES ('dlv_old', 1, 'acme', 'old', 'capsule.create', 'hook', 0, 'dead', 0, 0);",
+        )
+        .unwrap();
+        let refused = conn.execute(
+            "UPDATE deliveries SET status = 'silenced' WHERE id = 'dlv_old'",
+            [],
+        );
+        let refused = refused.unwrap_err().to_string();
+        assert!(refused.contains("CHECK"), "{refused}");
+    }
+    let store = SqliteStore::open(&dir).unwrap();
+    let quiet = NewDelivery {
+        silence: Some("sil_1".into()),
+        ..delivery("dlv_quiet", "hook")
+    };
+    store
+        .accept(
+            vec![(event("acme", "evt_1", "capsule.create"), vec![quiet])],
+            at(0),
+        )
+        .await
+        .unwrap();
+    let (quiet, _) = store
+        .get_delivery(None, "dlv_quiet")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(quiet.status, DeliveryStatus::Silenced);
+    let (old, _) = store.get_delivery(None, "dlv_old").await.unwrap().unwrap();
+    assert_eq!(old.status, DeliveryStatus::Dead);
+    // Still refused: anything outside the widened list.
+    let conn = rusqlite::Connection::open(dir.join(super::DB_FILE)).unwrap();
+    let refused = conn.execute(
+        "UPDATE deliveries SET status = 'bogus' WHERE id = 'dlv_old'",
+        [],
+    );
+    let refused = refused.unwrap_err().to_string();
+    assert!(refused.contains("CHECK"), "{refused}");
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'deliveries'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(sql.contains("'suppressed', 'silenced'"), "{sql}");
 }

@@ -244,6 +244,29 @@ async fn chat_behaviours() {
 }
 
 #[tokio::test]
+async fn a_chat_can_fail_after_some_messages_went_through() {
+    let double = unlimited().await;
+    double.set_chat_behaviour(
+        7,
+        ChatBehaviour::After {
+            ok: 1,
+            then: Box::new(ChatBehaviour::TooManyRequests {
+                retry_after: 3600,
+                times: 1,
+            }),
+        },
+    );
+    assert_eq!(send(&double, 7, "part 1", None).await.status, 200);
+    let call = send(&double, 7, "part 2", None).await;
+    assert_error(&call, 429, "Too Many Requests: retry after 3600");
+    assert_eq!(call.body["parameters"], json!({"retry_after": 3600}));
+    assert_eq!(double.too_many_requests_sent(), 1);
+    assert_eq!(send(&double, 7, "part 2", None).await.status, 200);
+    let texts: Vec<String> = double.messages(7).into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["part 1", "part 2"]);
+}
+
+#[tokio::test]
 async fn flood_control_answers_429_with_retry_after_and_counts() {
     let double = TelegramDouble::start_with(DoubleOptions {
         limits: RateLimits {

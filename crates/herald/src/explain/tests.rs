@@ -146,3 +146,63 @@ fn json_output() {
     }
     "#);
 }
+
+/// Noise control after matching: offline, the dedup key and window of the subscription
+/// whose settings apply per channel, and a note that silences were not checked; with the
+/// silences of a running herald, the one that stops a channel.
+#[test]
+fn noise_control_shows_dedup_keys_and_silences() {
+    let config = config();
+    let (event, e) = explain_event(
+        &config,
+        br#"{"event": "capsule.create", "outcome": "error", "team_id": "acme",
+            "resource": {"type": "sandbox", "id": "sb_42"}, "metadata": {"region": "eu"}}"#,
+        None,
+    )
+    .unwrap();
+    let now = Timestamp::parse("2026-12-01T12:00:00Z").unwrap();
+    insta::assert_snapshot!(render_noise(&noise(&config, &event, &e, None, now), false), @r#"
+    noise control (match → silence → dedup → deliver):
+      ops-hook (settings of acme.subscriptions[0]): silences not checked (offline; pass --url and --key); no dedup_window: every match is sent
+      oncall (settings of acme.subscriptions[1]): silences not checked (offline; pass --url and --key); dedup_window 10m on [event, resource.id, outcome], key ["capsule.create","sb_42","error"]: a repeat of this key within 10m of a sent one is recorded as `suppressed`
+      audit (settings of acme.subscriptions[3]): silences not checked (offline; pass --url and --key); no dedup_window: every match is sent
+    "#);
+    let silence = |id: &str, team: &str, channel: &str| Silence {
+        id: id.into(),
+        team: TeamId::parse(team).unwrap(),
+        matchers: herald_core::SilenceMatchers {
+            event: Some(herald_core::Pattern::parse("capsule.*").unwrap()),
+            channel: Some(channel.into()),
+            ..Default::default()
+        },
+        starts_at: Timestamp::parse("2026-12-01T11:00:00Z").unwrap(),
+        ends_at: Timestamp::parse("2026-12-01T13:00:00Z").unwrap(),
+        comment: "maintenance".into(),
+        created_by: "ops".into(),
+        created_at: now,
+    };
+    let silences = [
+        silence("sil_other_team", "globex", "ops-hook"),
+        silence("sil_hook", "acme", "ops-hook"),
+    ];
+    insta::assert_snapshot!(render_noise(&noise(&config, &event, &e, Some(&silences), now), true), @r#"
+    noise control (match → silence → dedup → deliver):
+      ops-hook (settings of acme.subscriptions[0]): silenced by sil_hook until 2026-12-01T13:00:00Z (maintenance): recorded as `silenced`, not sent
+      oncall (settings of acme.subscriptions[1]): no silence in force matches; dedup_window 10m on [event, resource.id, outcome], key ["capsule.create","sb_42","error"]: a repeat of this key within 10m of a sent one is recorded as `suppressed`
+      audit (settings of acme.subscriptions[3]): no silence in force matches; no dedup_window: every match is sent
+    "#);
+}
+
+#[test]
+fn silences_read_back_from_the_api_shape() {
+    let json = serde_json::json!({
+        "id": "sil_1", "team": "acme", "state": "active",
+        "matchers": {"event": "capsule.*", "outcome": "error", "metadata": {"region": "eu"}, "channel": "oncall"},
+        "starts_at": "2026-12-01T11:00:00Z", "ends_at": "2026-12-01T13:00:00Z",
+        "comment": "maintenance", "created_by": "ops", "created_at": "2026-12-01T10:00:00Z"
+    });
+    let silence = silence_from_json(&json).unwrap();
+    let mut again = serde_json::to_value(&silence).unwrap();
+    again["state"] = "active".into();
+    assert_eq!(again, json);
+}

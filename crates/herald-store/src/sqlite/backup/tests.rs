@@ -28,6 +28,8 @@ async fn accept(store: &SqliteStore, id: &str) {
         channel: "hook".into(),
         subscription: 0,
         held: false,
+        silence: None,
+        dedup: None,
         subscription_name: None,
     };
     let now = Timestamp::from_unix_nanos(1_767_225_600_000_000_000);

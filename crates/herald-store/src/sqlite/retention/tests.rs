@@ -37,6 +37,8 @@ fn batch(ids: impl Iterator<Item = String>) -> Vec<(Event, Vec<NewDelivery>)> {
             channel: "hook".into(),
             subscription: 0,
             held: false,
+            silence: None,
+            dedup: None,
             subscription_name: None,
         };
         (event(&id), vec![delivery])
@@ -122,6 +124,7 @@ async fn old_rows_are_pruned_in_batches_while_ingest_continues_and_pending_ones_
         attempts: Duration::from_secs(7 * DAY as u64),
         dead: Duration::from_secs(90 * DAY as u64),
         max_store_size: None,
+        dedup: std::time::Duration::ZERO,
     };
     let (mut batches, mut removed) = (0, crate::PruneReport::default());
     loop {

@@ -1,0 +1,170 @@
+//! The live stream with Redis: a Pub/Sub source's messages shown live and never
+//! delivered, and one live stream across two nodes sharing a Redis live bus (`[cluster]
+//! live_bus`), with the same team isolation and filters as on one node. Each node has its
+//! own embedded store here; resuming across nodes (`Last-Event-ID` for an event another
+//! node stored) needs the shared PostgreSQL store and is not tested in this file.
+
+use super::*;
+use crate::redis::TestRedis;
+
+/// Waits until `/readyz` of `h` shows `line`.
+fn wait_ready_line(h: &Herald, line: &str) {
+    wait_until(&format!("`{line}` in /readyz"), WAIT, || {
+        let ready = h
+            .client()
+            .request(axum::http::Method::GET, "/readyz", None, None);
+        if ready.status == 200 && ready.text.contains(line) {
+            Ok(())
+        } else {
+            Err(ready.text)
+        }
+    });
+}
+
+#[test]
+fn pubsub_messages_are_shown_live_and_never_delivered() {
+    let mut r = TestRedis::connect("pubsub");
+    let channel = r.key("live");
+    let rx = Receiver::start("hook");
+    let h = Herald::start(
+        "redis-pubsub",
+        &Conf::new()
+            .webhook("acme", "hook", &rx)
+            .subscribe("acme", "hook", &["*"])
+            .raw(&format!(
+                "[[sources]]\nname = \"live\"\ntype = \"redis_pubsub\"\nurl = \"{}\"\nchannel = \"{channel}\"\n",
+                r.url
+            )),
+    );
+    wait_ready_line(&h, "live (redis_pubsub): connected");
+    let mut acme = Client::sse(&h, "/v1/stream", &[bearer(ACME_KEY)]).unwrap();
+    let mut globex = Client::sse(&h, "/v1/stream", &[bearer(GLOBEX_KEY)]).unwrap();
+
+    // Invalid: counted and logged, nothing shown.
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"event":"nope.nope","team_id":"acme"}"#,
+    ]);
+    // A transient event, and a durable type: both live only.
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_ps1","event":"capsule.state.changed","team_id":"acme"}"#,
+    ]);
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_ps2","event":"host.down","team_id":"acme"}"#,
+    ]);
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_ps3","event":"host.down","team_id":"globex"}"#,
+    ]);
+    let seen = acme.read_until_event("evt_ps2");
+    assert_eq!(
+        shapes(&seen),
+        ["event evt_ps1 transient", "event evt_ps2 transient"]
+    );
+    let seen = globex.read_until_event("evt_ps3");
+    assert_eq!(shapes(&seen), ["event evt_ps3 transient"]);
+    // Never stored, never delivered.
+    h.get("/v1/events/evt_ps2", ADMIN_TOKEN)
+        .expect_error(404, "not_found");
+    rx.assert_stays(0, QUIET);
+    let m = h.get("/metrics", ADMIN_TOKEN).text;
+    assert!(
+        m.contains("herald_source_invalid_total{source=\"live\"} 1"),
+        "{m}"
+    );
+    assert!(
+        h.logs().contains("event type `nope.nope` is not declared"),
+        "{}",
+        h.logs()
+    );
+}
+
+#[test]
+fn two_nodes_share_one_live_stream_with_team_isolation_and_filters() {
+    let mut r = TestRedis::connect("cluster-bus");
+    let channel = r.key("live");
+    // Both nodes also subscribe to one Pub/Sub source, as identically configured nodes do.
+    let cluster = |node: &str| {
+        Conf::new().raw(&format!(
+            "[cluster]\nlive_bus = \"{}\"\nchannel_prefix = \"{}\"\nnode_id = \"{node}\"\n\
+             [[sources]]\nname = \"live\"\ntype = \"redis_pubsub\"\nurl = \"{}\"\nchannel = \"{channel}\"\n",
+            r.url, r.prefix, r.url
+        ))
+    };
+    let a = Herald::start("cluster-node-a", &cluster("a"));
+    let b = Herald::start("cluster-node-b", &cluster("b"));
+    wait_ready_line(&a, "live_bus (live_bus): connected");
+    wait_ready_line(&b, "live_bus (live_bus): connected");
+    wait_ready_line(&a, "live (redis_pubsub): connected");
+    wait_ready_line(&b, "live (redis_pubsub): connected");
+
+    let mut acme_all = Client::sse(&a, "/v1/stream", &[bearer(ACME_KEY)]).unwrap();
+    let mut acme_host = Client::sse(&a, "/v1/stream?events=host.*", &[bearer(ACME_KEY)]).unwrap();
+    let mut globex = Client::sse(&a, "/v1/stream", &[bearer(GLOBEX_KEY)]).unwrap();
+    let mut admin = Client::sse(&a, "/v1/stream", &[bearer(ADMIN_TOKEN)]).unwrap();
+
+    // Accepted by node B; seen on node A.
+    publish(&b, ACME_KEY, "evt_x1", "capsule.create");
+    publish(&b, ACME_KEY, "evt_x2", "host.down");
+    publish(&b, ACME_KEY, "evt_x3", TRANSIENT);
+    publish(&b, GLOBEX_KEY, "evt_g1", "host.down");
+    // And one accepted by A itself: seen once (its own message coming back from Redis is
+    // skipped).
+    publish(&a, ACME_KEY, "evt_a1", "host.down");
+
+    let seen = acme_all.read_until_event("evt_a1");
+    assert_eq!(
+        shapes(&seen),
+        [
+            "event evt_x1 durable id=evt_x1",
+            "event evt_x2 durable id=evt_x2",
+            "event evt_x3 transient",
+            "event evt_a1 durable id=evt_a1"
+        ]
+    );
+    let seen = acme_host.read_until_event("evt_a1");
+    assert_eq!(event_ids(&seen), ["evt_x2", "evt_a1"], "{}", tail(&seen));
+    let seen = globex.read_until_event("evt_g1");
+    assert_eq!(shapes(&seen), ["event evt_g1 durable id=evt_g1"]);
+    let seen = admin.read_until_event("evt_a1");
+    let ids = event_ids(&seen);
+    for id in ["evt_x1", "evt_x2", "evt_x3", "evt_g1", "evt_a1"] {
+        assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id}: {ids:?}");
+    }
+
+    // A Pub/Sub message reaches both nodes by itself: node A's clients see it once, not
+    // once more relayed by node B. B relays in order, so once B has handled the message,
+    // anything B accepts after it reaches A after any relayed copy would have.
+    let _: i64 = r.cmd(&[
+        "PUBLISH",
+        &channel,
+        r#"{"id":"evt_p1","event":"capsule.state.changed","team_id":"acme"}"#,
+    ]);
+    wait_until("node B handled the Pub/Sub message", WAIT, || {
+        let m = b.get("/metrics", ADMIN_TOKEN).text;
+        if m.contains("herald_source_events_total{source=\"live\",outcome=\"live\"} 1") {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    });
+    publish(&b, ACME_KEY, "evt_x5", "host.down");
+    let seen = acme_all.read_until_event("evt_x5");
+    assert_eq!(
+        shapes(&seen),
+        ["event evt_p1 transient", "event evt_x5 durable id=evt_x5"]
+    );
+
+    // Team isolation holds after: globex's next message is its own, not acme's.
+    publish(&b, ACME_KEY, "evt_x4", "host.down");
+    publish(&b, GLOBEX_KEY, "evt_g2", "host.down");
+    let seen = globex.read_until_event("evt_g2");
+    assert!(seen.iter().all(|m| m.team() == "globex"), "{}", tail(&seen));
+    assert_eq!(event_ids(&seen), ["evt_g2"]);
+}
