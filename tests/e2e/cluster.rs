@@ -101,6 +101,21 @@ fn post_event(node: &Herald, id: &str) -> u16 {
         .status
 }
 
+/// `requests` are events `evt_000`… `evt_{n-1}`, each exactly once, each with its own
+/// `webhook-id`.
+fn assert_each_delivered_once(requests: &[crate::harness::Request], n: usize) {
+    let mut per_event: HashMap<String, usize> = HashMap::new();
+    for r in requests {
+        *per_event.entry(r.event_id()).or_default() += 1;
+    }
+    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("evt_{i:03}")).collect();
+    assert_eq!(per_event.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let webhook_ids: BTreeSet<&str> = requests.iter().map(|r| r.webhook_id()).collect();
+    assert_eq!(webhook_ids.len(), n, "one webhook-id per delivery");
+}
+
 #[test]
 fn two_nodes_deliver_each_event_exactly_once_and_store_a_repeat_once() {
     const EVENTS: usize = 60;
@@ -123,16 +138,7 @@ fn two_nodes_deliver_each_event_exactly_once_and_store_a_repeat_once() {
 
     let requests = receiver.wait_for(EVENTS, WAIT);
     receiver.assert_stays(EVENTS, QUIET);
-    let mut per_event: HashMap<String, usize> = HashMap::new();
-    for r in &requests {
-        *per_event.entry(r.event_id()).or_default() += 1;
-    }
-    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    let expected: BTreeSet<String> = (0..EVENTS).map(|i| format!("evt_{i:03}")).collect();
-    assert_eq!(per_event.keys().cloned().collect::<BTreeSet<_>>(), expected);
-    let webhook_ids: BTreeSet<&str> = requests.iter().map(|r| r.webhook_id()).collect();
-    assert_eq!(webhook_ids.len(), EVENTS, "one webhook-id per delivery");
+    assert_each_delivered_once(&requests, EVENTS);
     assert_eq!(
         schema.count("SELECT count(*) FROM {schema}.events"),
         EVENTS as i64
@@ -196,16 +202,7 @@ fn three_nodes_share_a_burst_each_event_delivered_once_and_every_node_works() {
     let requests = receiver.wait_for(EVENTS, WAIT * 2);
     // No node was killed and no lease expired: not one duplicate is acceptable.
     receiver.assert_stays(EVENTS, QUIET);
-    let mut per_event: HashMap<String, usize> = HashMap::new();
-    for r in &requests {
-        *per_event.entry(r.event_id()).or_default() += 1;
-    }
-    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    let expected: BTreeSet<String> = (0..EVENTS).map(|i| format!("evt_{i:03}")).collect();
-    assert_eq!(per_event.keys().cloned().collect::<BTreeSet<_>>(), expected);
-    let webhook_ids: BTreeSet<&str> = requests.iter().map(|r| r.webhook_id()).collect();
-    assert_eq!(webhook_ids.len(), EVENTS, "one webhook-id per delivery");
+    assert_each_delivered_once(&requests, EVENTS);
     assert_eq!(
         schema.count("SELECT count(*) FROM {schema}.deliveries WHERE status = 'succeeded'"),
         EVENTS as i64

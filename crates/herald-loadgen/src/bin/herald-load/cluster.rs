@@ -14,7 +14,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +31,8 @@ use tokio::time::Instant;
 use crate::drive::{self, BodyFn, Waits};
 use crate::ingest;
 use crate::publish::{Publisher, Server};
-use crate::side_by_side::process::{Target, launch, prepare};
+use crate::side_by_side::herald::serve;
+use crate::side_by_side::process::{Target, prepare};
 
 const KEY: &str = "bench-key";
 const ADMIN: &str = "bench-admin";
@@ -235,15 +235,18 @@ async fn start_nodes(
     for n in 0..nodes {
         let dir = dir.join(format!("node-{n}"));
         let port = prepare(&dir)?;
-        let path = dir.join("herald.toml");
-        std::fs::write(&path, config(port, &store.section(), endpoint, extra))?;
-        let mut command = Command::new(binary);
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "warn");
-        started.push(launch(&format!("herald-{n}"), command, &dir, port, "/readyz").await?);
+        let config = config(port, &store.section(), endpoint, extra);
+        started.push(
+            serve(
+                binary,
+                &dir,
+                &format!("herald-{n}"),
+                port,
+                &config,
+                "/readyz",
+            )
+            .await?,
+        );
     }
     Ok(started)
 }

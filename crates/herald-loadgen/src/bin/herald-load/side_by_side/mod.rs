@@ -4,7 +4,7 @@
 //! table of docs/BENCHMARKS.md.
 
 mod alertmanager;
-mod herald;
+pub mod herald;
 pub mod process;
 mod table;
 
