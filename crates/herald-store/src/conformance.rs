@@ -970,6 +970,39 @@ pub async fn pruning_a_delivery_removes_its_split_progress(backend: &mut impl Ba
     for result in store.finish_many(finishes).await.unwrap() {
         result.unwrap();
     }
+    let limits = crate::PruneLimits {
+        events: Duration::from_secs(30 * 86_400),
+        attempts: Duration::from_secs(7 * 86_400),
+        dead: Duration::from_secs(90 * 86_400),
+        max_store_size: None,
+        dedup: Duration::ZERO,
+    };
+    let progress = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.split_progress(id).await.unwrap() }
+    };
+
+    prune_all(&*store, &limits, at(31 * DAY)).await;
+    assert_eq!(progress("dlv_done").await, None, "pruned with its event");
+    assert_eq!(
+        progress("dlv_dead").await,
+        Some(halfway),
+        "a dead letter is kept"
+    );
+    assert_eq!(progress("dlv_waiting").await, Some(halfway));
+
+    prune_all(&*store, &limits, at(91 * DAY)).await;
+    assert_eq!(
+        progress("dlv_dead").await,
+        None,
+        "pruned with the dead letter"
+    );
+    assert_eq!(
+        progress("dlv_waiting").await,
+        Some(halfway),
+        "a pending delivery keeps its progress"
+    );
+}
 
 fn deduped(id: &str, subscription: &str, key: &str, window_secs: u64) -> NewDelivery {
     NewDelivery {
@@ -1362,33 +1395,6 @@ pub async fn prune_forgets_old_dedup_windows_and_ended_silences(backend: &mut im
         attempts: Duration::from_secs(7 * 86_400),
         dead: Duration::from_secs(90 * 86_400),
         max_store_size: None,
-    };
-    let progress = |id: &'static str| {
-        let store = Arc::clone(&store);
-        async move { store.split_progress(id).await.unwrap() }
-    };
-
-    prune_all(&*store, &limits, at(31 * DAY)).await;
-    assert_eq!(progress("dlv_done").await, None, "pruned with its event");
-    assert_eq!(
-        progress("dlv_dead").await,
-        Some(halfway),
-        "a dead letter is kept"
-    );
-    assert_eq!(progress("dlv_waiting").await, Some(halfway));
-
-    prune_all(&*store, &limits, at(91 * DAY)).await;
-    assert_eq!(
-        progress("dlv_dead").await,
-        None,
-        "pruned with the dead letter"
-    );
-    assert_eq!(
-        progress("dlv_waiting").await,
-        Some(halfway),
-        "a pending delivery keeps its progress"
-    );
-
         dedup: Duration::from_secs(3600),
     };
     let (report, _) = prune_all(&*store, &limits, at(1800)).await;

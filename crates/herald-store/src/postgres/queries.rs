@@ -24,13 +24,14 @@ use crate::model::{
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
      d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
-     d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name";
+     d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name, \
+     d.silence_id, d.duplicate_of";
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 15;
+const DELIVERY_COLUMN_COUNT: usize = 17;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-async fn rows(
+pub(super) async fn rows(
     c: &impl GenericClient,
     sql: &str,
     params: Params<'_>,
@@ -39,7 +40,7 @@ async fn rows(
     Ok(c.query(&statement, params).await?)
 }
 
-async fn row_opt(
+pub(super) async fn row_opt(
     c: &impl GenericClient,
     sql: &str,
     params: Params<'_>,
@@ -48,19 +49,23 @@ async fn row_opt(
     Ok(c.query_opt(&statement, params).await?)
 }
 
-async fn execute(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+pub(super) async fn execute(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, StoreError> {
     let statement = c.prepare_cached(sql).await?;
     Ok(c.execute(&statement, params).await?)
 }
 
-fn corrupt(what: &str, message: impl Into<String>) -> StoreError {
+pub(super) fn corrupt(what: &str, message: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         what: what.into(),
         message: message.into(),
     }
 }
 
-fn small<T: TryFrom<i64>>(what: &str, n: i64) -> Result<T, StoreError> {
+pub(super) fn small<T: TryFrom<i64>>(what: &str, n: i64) -> Result<T, StoreError> {
     T::try_from(n).map_err(|_| corrupt(what, format!("{n} is out of range")))
 }
 
@@ -92,6 +97,8 @@ fn delivery_from_row(row: &Row) -> Result<DeliveryRecord, StoreError> {
         updated_at: timestamp(row.try_get(12)?),
         budget_start: small("budget_start", row.try_get(13)?)?,
         subscription_name: row.try_get(14)?,
+        silence_id: row.try_get(15)?,
+        duplicate_of: row.try_get(16)?,
     })
 }
 
@@ -131,8 +138,11 @@ fn excluded(exclude_channels: &[(TeamId, String)]) -> (Vec<String>, Vec<String>)
 }
 
 /// Stores a batch of events and their deliveries inside `tx` (the caller commits):
-/// two statements whatever the batch's size. `ON CONFLICT DO NOTHING` on `(id, team_id)`
-/// makes a repeat — from this batch, an earlier one, or another node — a duplicate.
+/// two statements whatever the batch's size, plus one per deduplicated delivery.
+/// `ON CONFLICT DO NOTHING` on `(id, team_id)` makes a repeat — from this batch, an
+/// earlier one, or another node — a duplicate. A silenced delivery is stored finished; a
+/// deduplicated one is decided in batch order on its window's row (`noise::claim_window`),
+/// so one key of concurrent batches on several nodes is sent once.
 pub(super) async fn accept(
     tx: &impl GenericClient,
     batch: &[(Event, Vec<NewDelivery>)],
@@ -181,6 +191,9 @@ pub(super) async fn accept(
     let mut d_channels = Vec::new();
     let mut d_subscriptions = Vec::new();
     let mut d_names = Vec::new();
+    let mut d_statuses = Vec::new();
+    let mut d_silences = Vec::new();
+    let mut d_originals = Vec::new();
     for (event, deliveries) in batch {
         // The first occurrence in the batch takes the row; a later one is a duplicate.
         let key = (event.id.clone(), event.team_id.as_str().to_owned());
@@ -190,7 +203,27 @@ pub(super) async fn accept(
             });
             continue;
         };
+        let mut suppressed = Vec::new();
         for d in deliveries {
+            let (status, original) = match (&d.silence, &d.dedup) {
+                (Some(_), _) => (DeliveryStatus::Silenced, None),
+                (None, Some(claim)) => {
+                    let subscription = d.subscription_name.as_deref().unwrap_or("");
+                    match super::noise::claim_window(tx, &key.1, subscription, claim, &d.id, now)
+                        .await?
+                    {
+                        Some(original) => {
+                            suppressed.push(d.id.clone());
+                            (DeliveryStatus::Suppressed, Some(original))
+                        }
+                        None => (DeliveryStatus::Pending, None),
+                    }
+                }
+                (None, None) => (DeliveryStatus::Pending, None),
+            };
+            d_statuses.push(status.as_str());
+            d_silences.push(d.silence.clone());
+            d_originals.push(original);
             d_ids.push(d.id.clone());
             d_event_seqs.push(seq);
             d_teams.push(key.1.clone());
@@ -202,6 +235,7 @@ pub(super) async fn accept(
         }
         results.push(Accepted::New {
             id: event.id.clone(),
+            suppressed,
         });
     }
     if !d_ids.is_empty() {
@@ -209,13 +243,19 @@ pub(super) async fn accept(
             tx,
             "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
                  subscription, subscription_name, status, attempts, next_attempt_at, due_at,
-                 created_at, updated_at)
+                 created_at, updated_at, silence_id, duplicate_of)
              SELECT id, event_seq, team_id, event_id, event_type, channel, subscription,
-                    subscription_name, 'pending', 0, $9, $9, $9, $9
+                    subscription_name, status, 0,
+                    -- finished at ingest (silenced, suppressed): never due
+                    CASE WHEN status = 'pending' THEN $9::int8 END,
+                    CASE WHEN status = 'pending' THEN $9::int8 END,
+                    $9, $9, silence_id, duplicate_of
                FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::int8[], $8::text[])
+                           $6::text[], $7::int8[], $8::text[], $10::text[], $11::text[],
+                           $12::text[])
                     WITH ORDINALITY AS t (id, event_seq, team_id, event_id, event_type,
-                                          channel, subscription, subscription_name, n)
+                                          channel, subscription, subscription_name, status,
+                                          silence_id, duplicate_of, n)
               ORDER BY n",
             &[
                 &d_ids,
@@ -227,6 +267,9 @@ pub(super) async fn accept(
                 &d_subscriptions,
                 &d_names,
                 &now,
+                &d_statuses,
+                &d_silences,
+                &d_originals,
             ],
         )
         .await?;
@@ -431,6 +474,31 @@ pub(super) async fn release(
     }
 }
 
+/// Finishes a claimed delivery as silenced by `silence_id`, without an attempt; fenced by
+/// its lease like a finish.
+pub(super) async fn finish_silenced(
+    c: &impl GenericClient,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    silence_id: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let changed = execute(
+        c,
+        "UPDATE deliveries
+            SET status = 'silenced', silence_id = $3, next_attempt_at = NULL, due_at = NULL,
+                lease_token = NULL, lease_until = NULL, manual_next = false, updated_at = $4
+          WHERE id = $1 AND status = 'pending' AND lease_token = $2",
+        &[&delivery_id, &lease.as_str(), &silence_id, &nanos(now)],
+    )
+    .await?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(fenced_off(c, delivery_id).await?)
+    }
+}
+
 pub(super) async fn retry_now(
     tx: &impl GenericClient,
     team: Option<&TeamId>,
@@ -464,14 +532,16 @@ pub(super) async fn retry_now(
     if !in_flight {
         // Clearing the lease fences off a worker whose lease ran out but who is still
         // going. A delivery given up on starts a fresh retry budget; a pending one keeps
-        // what is left of its own; either way the next attempt is recorded as manual.
-        let fresh_budget = matches!(status, DeliveryStatus::Dead | DeliveryStatus::Skipped);
+        // what is left of its own; either way the next attempt is recorded as manual. A
+        // suppressed or silenced one is sent now (it forgets why it was not).
+        let fresh_budget = status != DeliveryStatus::Pending;
         execute(
             tx,
             "UPDATE deliveries
                 SET status = 'pending', next_attempt_at = $2, due_at = $2,
                     lease_token = NULL, lease_until = NULL, updated_at = $2, manual_next = true,
-                    budget_start = CASE WHEN $3 THEN attempts ELSE budget_start END
+                    budget_start = CASE WHEN $3 THEN attempts ELSE budget_start END,
+                    silence_id = NULL, duplicate_of = NULL
               WHERE seq = $1",
             &[&seq, &now, &fresh_budget],
         )
@@ -526,7 +596,8 @@ pub(super) async fn replay(
             "UPDATE deliveries
                 SET budget_start = CASE WHEN status = 'pending' THEN budget_start ELSE attempts END,
                     status = 'pending', next_attempt_at = $5, due_at = $5,
-                    lease_token = NULL, lease_until = NULL, manual_next = true, updated_at = $5
+                    lease_token = NULL, lease_until = NULL, manual_next = true, updated_at = $5,
+                    silence_id = NULL, duplicate_of = NULL
               WHERE {selected}"
         ),
         params,
