@@ -159,7 +159,8 @@ impl Engine {
     /// Returns how many events were shown.
     pub fn publish_live(&self, caller: &Caller, body: &[u8]) -> Result<usize, IngestError> {
         let snapshot = self.inner.snapshot();
-        let plan = plan(&snapshot.config, caller, body, now())?;
+        // Nothing is delivered, so no silence applies: only the events are shown.
+        let plan = plan(&snapshot.config, caller, body, now(), &[])?;
         let n = plan.events.len();
         for (event, _) in plan.events {
             self.inner.bus.publish_local(LiveMessage::Event {
