@@ -5,6 +5,7 @@
 mod api;
 mod backup;
 mod browser;
+mod channel_failures;
 mod channels;
 mod cli;
 mod client;

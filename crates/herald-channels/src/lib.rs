@@ -73,6 +73,26 @@ pub enum SendOutcome {
         error: String,
         response: Option<String>,
     },
+    /// The channel as a whole cannot send now, whatever the message: refused credentials
+    /// (SMTP 535, a bad bot token), a throttle without a hint (429 without `Retry-After`),
+    /// an address the SSRF guard refuses in a DNS answer. The engine marks the channel
+    /// failing and the delivery waits for its next turn on the schedule without using its
+    /// retry budget. `after` is a hint when the remote gave one.
+    ChannelFailure {
+        after: Option<Duration>,
+        status: Option<u16>,
+        error: String,
+        response: Option<String>,
+    },
+    /// The receiver refused the formatter's output as malformed (Telegram's "can't parse
+    /// entities" on a plugin's markup): the engine sends the same message again, in the same
+    /// attempt, with the built-in rendering. Only returned when `Outgoing::rendered` was
+    /// given.
+    RenderingRefused {
+        status: Option<u16>,
+        error: String,
+        response: Option<String>,
+    },
 }
 
 impl SendOutcome {
@@ -83,6 +103,8 @@ impl SendOutcome {
             SendOutcome::Retry { .. } => "retry",
             SendOutcome::Permanent { .. } => "permanent",
             SendOutcome::Disable { .. } => "disable",
+            SendOutcome::ChannelFailure { .. } => "channel_failure",
+            SendOutcome::RenderingRefused { .. } => "rendering_refused",
         }
     }
 
@@ -91,7 +113,9 @@ impl SendOutcome {
             SendOutcome::Delivered { status, .. }
             | SendOutcome::Retry { status, .. }
             | SendOutcome::Permanent { status, .. }
-            | SendOutcome::Disable { status, .. } => *status,
+            | SendOutcome::Disable { status, .. }
+            | SendOutcome::ChannelFailure { status, .. }
+            | SendOutcome::RenderingRefused { status, .. } => *status,
         }
     }
 
@@ -101,7 +125,9 @@ impl SendOutcome {
             SendOutcome::Delivered { .. } => None,
             SendOutcome::Retry { error, .. }
             | SendOutcome::Permanent { error, .. }
-            | SendOutcome::Disable { error, .. } => Some(error),
+            | SendOutcome::Disable { error, .. }
+            | SendOutcome::ChannelFailure { error, .. }
+            | SendOutcome::RenderingRefused { error, .. } => Some(error),
         }
     }
 
@@ -110,7 +136,9 @@ impl SendOutcome {
             SendOutcome::Delivered { response, .. }
             | SendOutcome::Retry { response, .. }
             | SendOutcome::Permanent { response, .. }
-            | SendOutcome::Disable { response, .. } => response.as_deref(),
+            | SendOutcome::Disable { response, .. }
+            | SendOutcome::ChannelFailure { response, .. }
+            | SendOutcome::RenderingRefused { response, .. } => response.as_deref(),
         }
     }
 }
@@ -130,6 +158,10 @@ impl fmt::Display for SendOutcome {
             SendOutcome::Retry { error, .. } => write!(f, "retry: {error}"),
             SendOutcome::Permanent { error, .. } => write!(f, "permanent failure: {error}"),
             SendOutcome::Disable { error, .. } => write!(f, "disable the channel: {error}"),
+            SendOutcome::ChannelFailure { error, .. } => write!(f, "channel failing: {error}"),
+            SendOutcome::RenderingRefused { error, .. } => {
+                write!(f, "formatter output refused: {error}")
+            }
         }
     }
 }

@@ -1,13 +1,21 @@
 //! One delivery attempt: render (a formatter plugin first, the built-in formatter as the
 //! fallback), send through the channel, decide what follows, and hand the record to the
-//! finisher; plus the channel health an attempt reveals.
+//! finisher; plus the channel health an attempt reveals. A delivery whose channel no
+//! longer exists is held as orphaned instead of attempted.
+//!
+//! The whole attempt (plugin, send, a resend with the built-in rendering) runs against one
+//! deadline on the monotonic clock, `Snapshot::attempt_limit` from its start, and its
+//! record goes to the finisher before the channel's health is written, so the lease
+//! (`Snapshot::lease`, longer than the limit) covers the attempt up to its record.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use herald_channels::{Outgoing, SendOutcome};
-use herald_store::{ChannelState, Finish, NewAttempt, Next};
+use herald_channels::{Channel, Outgoing, SendOutcome};
+use herald_core::{Event, Rendered};
+use herald_store::{ChannelState, DeliveryRecord, Finish, LeaseToken, NewAttempt, Next};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::concurrency::Signal;
 use crate::live::LiveMessage;
@@ -35,36 +43,44 @@ pub(crate) async fn attempt(
     if let Some(silence) = inner.silence_for(&event, &delivery.channel, now()) {
         return silenced(&inner, &delivery, &lease, &silence, key).await;
     }
+    let Some(channel) = snapshot.channels.get(&key) else {
+        return orphan(&inner, &delivery, &lease, key).await;
+    };
     let number = delivery.attempts + 1;
     let started_at = now();
     let clock = Instant::now();
-    let channel = snapshot.channels.get(&key);
+    let deadline = clock + snapshot.attempt_limit();
     // A formatter plugin renders first; any failure falls back to the built-in formatter.
     let mut plugin_error = None;
     let mut skipped = None;
     let mut rendered = None;
-    if let (Some(channel), Some((name, settings))) = (channel, snapshot.formatter(&delivery)) {
+    let formatter = snapshot.formatter(&delivery).map(|(name, _)| name.clone());
+    if let Some((name, settings)) = snapshot.formatter(&delivery) {
         let plugins = inner.plugins.clone();
         let (name, settings, kind) = (name.clone(), settings.clone(), channel.kind());
         let for_plugin = Arc::clone(&event);
-        let result = tokio::task::spawn_blocking(move || {
+        let render = tokio::task::spawn_blocking(move || {
             plugins.format(&name, &for_plugin, kind, &settings)
-        })
-        .await;
-        let name = snapshot.formatter(&delivery).map_or("", |(name, _)| name);
-        match result {
-            Ok(Ok(herald_plugins::PluginOutput::Rendered(r))) => rendered = Some(r),
-            Ok(Ok(herald_plugins::PluginOutput::Skip(reason))) => {
+        });
+        let name = formatter.as_deref().unwrap_or("");
+        match tokio::time::timeout_at(deadline, render).await {
+            Ok(Ok(Ok(herald_plugins::PluginOutput::Rendered(r)))) => rendered = Some(r),
+            Ok(Ok(Ok(herald_plugins::PluginOutput::Skip(reason)))) => {
                 skipped = Some(format!("skipped by formatter `{name}`: {reason}"))
+            }
+            Ok(Ok(Err(e))) => {
+                plugin_error = Some(format!(
+                    "formatter `{name}` failed ({e}); sent with the built-in formatter"
+                ))
             }
             Ok(Err(e)) => {
                 plugin_error = Some(format!(
                     "formatter `{name}` failed ({e}); sent with the built-in formatter"
                 ))
             }
-            Err(e) => {
+            Err(_) => {
                 plugin_error = Some(format!(
-                    "formatter `{name}` failed ({e}); sent with the built-in formatter"
+                    "formatter `{name}` did not finish within the attempt's limit; sent with the built-in formatter"
                 ))
             }
         }
@@ -73,35 +89,24 @@ pub(crate) async fn attempt(
         }
     }
     let mut rtt = Duration::ZERO;
-    let outcome = match (channel, &skipped) {
-        (_, Some(_)) => None,
-        (None, None) => Some(SendOutcome::Permanent {
-            status: None,
-            error: format!(
-                "channel `{}` is no longer configured for team `{}`",
-                delivery.channel, delivery.team
-            ),
-            response: None,
-        }),
-        (Some(channel), None) => {
-            let msg = Outgoing {
-                delivery_id: &delivery.id,
-                event: &event,
-                attempt: number,
-                rendered: rendered.as_ref(),
-            };
-            // The channel enforces the configured timeout; this is a backstop.
-            let limit = snapshot.attempt_limit();
+    let outcome = match &skipped {
+        Some(_) => None,
+        None => {
             let sent = Instant::now();
-            let outcome = match tokio::time::timeout(limit, channel.send(&msg)).await {
-                Ok(outcome) => outcome,
-                Err(_) => SendOutcome::Retry {
-                    after: None,
-                    status: None,
-                    error: format!("timed out after {}s", limit.as_secs()),
-                    response: None,
-                },
-            };
+            let send =
+                |rendered| send_once(channel.as_ref(), &delivery, &event, rendered, deadline);
+            let mut outcome = send(rendered.as_ref()).await;
+            if let SendOutcome::RenderingRefused { error, .. } = &outcome {
+                // The channel refused the formatter's markup: the same attempt goes out
+                // again with the built-in rendering, and records the formatter's fault.
+                let name = formatter.as_deref().unwrap_or("");
+                let fault = format!(
+                    "formatter `{name}`'s output was refused by the channel ({error}); sent with the built-in formatter"
+                );
+                tracing::warn!(delivery = %delivery.id, "{fault}");
+                plugin_error = Some(fault);
+                outcome = send(None).await;
+            }
             rtt = sent.elapsed();
             Some(outcome)
         }
@@ -110,6 +115,12 @@ pub(crate) async fn attempt(
     let elapsed = clock.elapsed();
     let finished = now();
     let next = match &outcome {
+        // Every attempt counts towards a channel-wide wait's step, none towards the budget.
+        Some(SendOutcome::ChannelFailure { after, .. }) => {
+            snapshot
+                .policy
+                .wait(number, *after, finished, fastrand::f64())
+        }
         // The schedule counts from the start of the current budget: a manual retry of a
         // dead delivery gets the whole schedule again.
         Some(outcome) => snapshot.policy.next(
@@ -120,15 +131,12 @@ pub(crate) async fn attempt(
         ),
         None => Next::Skipped,
     };
-    if let Some(outcome) = &outcome {
-        record_channel_health(&inner, &key, outcome, finished).await;
-    }
     let label = match (&outcome, &next) {
         (_, Next::Succeeded) => "succeeded",
         (Some(SendOutcome::Disable { .. }), _) => "disabled",
         (_, Next::Dead) => "dead",
         (_, Next::Skipped) => "skipped",
-        (_, Next::RetryAt(_)) => "retrying",
+        (_, Next::RetryAt(_) | Next::Wait(_)) => "retrying",
     };
     match &outcome {
         Some(SendOutcome::Delivered { .. }) => {
@@ -142,9 +150,8 @@ pub(crate) async fn attempt(
             attempt = number, outcome = label, error = other.error().unwrap_or(""), "attempt failed"
         ),
     }
-    let kind = channel.map_or("unknown", |c| c.kind());
     metrics::counter!("herald_deliveries_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "outcome" => label).increment(1);
-    metrics::histogram!("herald_attempt_duration_seconds", "kind" => kind)
+    metrics::histogram!("herald_attempt_duration_seconds", "kind" => channel.kind())
         .record(elapsed.as_secs_f64());
     // The attempt's error: the send's, the formatter's fallback, or the skip reason.
     let error = [
@@ -187,6 +194,11 @@ pub(crate) async fn attempt(
         attempt: number,
         error: record_error,
     });
+    // After the record is on its way: a slow health write (an owner alert's commit) never
+    // delays the finish past the lease.
+    if let Some(outcome) = &outcome {
+        record_channel_health(&inner, &key, outcome, finished).await;
+    }
     Ended { key, rtt, signal }
 }
 
@@ -230,6 +242,91 @@ async fn silenced(
     }
 }
 
+/// One send of `delivery` through `channel`, within what is left of the attempt's
+/// `deadline`. The channel enforces the configured timeout; this is a backstop.
+async fn send_once(
+    channel: &dyn Channel,
+    delivery: &DeliveryRecord,
+    event: &Event,
+    rendered: Option<&Rendered>,
+    deadline: Instant,
+) -> SendOutcome {
+    let msg = Outgoing {
+        delivery_id: &delivery.id,
+        event,
+        attempt: delivery.attempts + 1,
+        rendered,
+    };
+    match tokio::time::timeout_at(deadline, channel.send(&msg)).await {
+        Ok(outcome) => outcome,
+        Err(_) => SendOutcome::Retry {
+            after: None,
+            status: None,
+            error: "timed out: the attempt reached its time limit".to_string(),
+            response: None,
+        },
+    }
+}
+
+/// Holds a delivery whose channel no longer exists (a reload renamed or removed it) as
+/// orphaned: not attempted, no budget used, until the name is back or it is moved.
+async fn orphan(
+    inner: &Inner,
+    delivery: &DeliveryRecord,
+    lease: &LeaseToken,
+    key: ChannelKey,
+) -> Ended {
+    let reason = format!(
+        "channel `{}` no longer exists for team `{}` (renamed or removed by a reload); the \
+         delivery waits until a channel of that name is back, or is moved with POST \
+         /v1/deliveries/move",
+        delivery.channel, delivery.team
+    );
+    match inner
+        .store
+        .orphan(&delivery.id, lease, reason.clone(), now())
+        .await
+    {
+        Ok(()) => {
+            tracing::warn!(delivery = %delivery.id, team = %delivery.team, channel = %delivery.channel, "delivery orphaned: its channel no longer exists");
+            // A reload that brought the channel back while this attempt ran on the older
+            // configuration re-attached orphans before this one was written: do it again.
+            if inner.snapshot().channels.contains_key(&key) {
+                match inner
+                    .store
+                    .reattach_orphans(std::slice::from_ref(&key), now())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(_) => inner.read_store_now(),
+                    Err(e) => {
+                        tracing::error!(delivery = %delivery.id, error = %e, "re-attaching an orphan failed; the next reload does it")
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(delivery = %delivery.id, error = %e, "holding a delivery as orphaned failed; it is looked at again after a restart")
+        }
+    }
+    metrics::counter!("herald_deliveries_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "outcome" => "orphaned").increment(1);
+    inner.bus.publish(LiveMessage::Delivery {
+        team: delivery.team.clone(),
+        delivery_id: delivery.id.clone(),
+        event_id: delivery.event_id.clone(),
+        event_type: delivery.event_type.clone(),
+        channel: delivery.channel.clone(),
+        status: "orphaned",
+        attempt: delivery.attempts,
+        error: Some(reason),
+    });
+    Ended {
+        key,
+        rtt: Duration::ZERO,
+        signal: Signal::Neutral,
+    }
+}
+
 /// What an ended attempt tells the dispatcher about its channel.
 #[derive(Debug)]
 pub(crate) struct Ended {
@@ -249,12 +346,19 @@ fn signal_of(outcome: &SendOutcome) -> Signal {
             Some(s) if *s == 429 || *s >= 500 => Signal::BackPressure,
             Some(_) => Signal::Neutral,
         },
-        SendOutcome::Permanent { .. } | SendOutcome::Disable { .. } => Signal::Neutral,
+        SendOutcome::ChannelFailure {
+            status: Some(429), ..
+        } => Signal::BackPressure,
+        SendOutcome::Permanent { .. }
+        | SendOutcome::Disable { .. }
+        | SendOutcome::ChannelFailure { .. }
+        | SendOutcome::RenderingRefused { .. } => Signal::Neutral,
     }
 }
 
 /// Keeps the channel's recorded health in step with what the attempt showed: a 410
-/// disables it, a permanent failure marks it failing, a success clears "failing".
+/// disables it, a permanent or channel-wide failure marks it failing, a success clears
+/// "failing".
 async fn record_channel_health(
     inner: &Inner,
     key: &(herald_core::TeamId, String),
@@ -273,7 +377,7 @@ async fn record_channel_health(
             drop(scheduler);
             Some(("disabled", Some(error.clone())))
         }
-        SendOutcome::Permanent { error, .. } => {
+        SendOutcome::Permanent { error, .. } | SendOutcome::ChannelFailure { error, .. } => {
             changed = inner
                 .failing
                 .lock()
@@ -289,7 +393,7 @@ async fn record_channel_health(
                 .remove(key);
             was.then_some(("ok", None))
         }
-        SendOutcome::Retry { .. } => None,
+        SendOutcome::Retry { .. } | SendOutcome::RenderingRefused { .. } => None,
     };
     let Some((state, reason)) = change else {
         return;

@@ -28,6 +28,8 @@ struct Running {
     key: ChannelKey,
     delivery_id: String,
     lease: LeaseToken,
+    /// The delivery as it was when the attempt began, to record a panicked attempt.
+    delivery: herald_store::DeliveryRecord,
 }
 
 pub(crate) async fn run(inner: Arc<Inner>) {
@@ -48,15 +50,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             () = inner.wake.notified() => {}
             () = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {}
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                ended(&inner, &mut running, done);
+                ended(&inner, &mut running, done, &finishes);
                 // Reap what else ended meanwhile before starting more.
                 while let Some(done) = tasks.try_join_next_with_id() {
-                    ended(&inner, &mut running, done);
+                    ended(&inner, &mut running, done, &finishes);
                 }
             }
         }
     }
-    drain(&inner, tasks, running).await;
+    drain(&inner, tasks, running, &finishes).await;
     // The finisher ends once every sender is gone: ours now, the attempts' with them.
     drop(finishes);
     if let Err(e) = finisher.await {
@@ -93,6 +95,7 @@ fn start_ready(
             key: job.key(),
             delivery_id: job.delivery.id.clone(),
             lease: job.lease.clone(),
+            delivery: job.delivery.clone(),
         };
         let handle = tasks.spawn(attempt(
             inner.clone(),
@@ -121,12 +124,16 @@ fn give_back(inner: &Arc<Inner>, job: Job) {
     });
 }
 
-/// Feeds an ended attempt back into its lane. A task that panicked frees its slot too,
-/// and its delivery is attempted again after a restart (it was never finished).
+/// Feeds an ended attempt back into its lane. The JoinSet reports every task's end,
+/// panicked or aborted ones too, so the slot an attempt took is always given back here: a
+/// panicking attempt cannot eat it. A panicked attempt is recorded as a failed attempt
+/// with the panic's message, so its delivery follows the schedule like any failure (never
+/// stuck until a restart, never re-sent in a loop).
 fn ended(
     inner: &Inner,
     running: &mut HashMap<Id, Running>,
     done: Result<(Id, Ended), tokio::task::JoinError>,
+    finishes: &mpsc::UnboundedSender<Finish>,
 ) {
     let (id, key, rtt, signal) = match done {
         Ok((id, ended)) => (id, ended.key, ended.rtt, ended.signal),
@@ -135,8 +142,13 @@ fn ended(
             let Some(info) = running.get(&id) else {
                 return;
             };
-            tracing::error!(delivery = %info.delivery_id, error = %e, "a delivery attempt task failed; the delivery is attempted again after a restart");
-            (id, info.key.clone(), Duration::ZERO, Signal::Neutral)
+            let key = info.key.clone();
+            if e.is_panic() {
+                let why = panic_message(e.into_panic());
+                tracing::error!(delivery = %info.delivery_id, panic = %why, "a delivery attempt panicked (a bug); recorded as a failed attempt");
+                let _ = finishes.send(panicked(inner, info, &why));
+            }
+            (id, key, Duration::ZERO, Signal::Neutral)
         }
     };
     running.remove(&id);
@@ -146,6 +158,47 @@ fn ended(
     // A worker is free and the store may hold more due work than the last claim took.
     if inner.shared_backlog.swap(false, Ordering::SeqCst) {
         inner.read_store_now();
+    }
+}
+
+/// The record of an attempt that panicked: a failure like a timeout, retried on the
+/// schedule (or dead when it is spent).
+fn panicked(inner: &Inner, info: &Running, why: &str) -> Finish {
+    let at = now();
+    let outcome = herald_channels::SendOutcome::Retry {
+        after: None,
+        status: None,
+        error: format!("the attempt panicked: {why}"),
+        response: None,
+    };
+    let number = info.delivery.attempts + 1;
+    let next = inner.snapshot().policy.next(
+        number.saturating_sub(info.delivery.budget_start),
+        &outcome,
+        at,
+        fastrand::f64(),
+    );
+    Finish {
+        delivery_id: info.delivery_id.clone(),
+        lease: info.lease.clone(),
+        attempt: herald_store::NewAttempt {
+            started_at: at,
+            duration_ms: 0,
+            status_code: None,
+            error: outcome.error().map(str::to_string),
+            response: None,
+        },
+        next,
+        now: at,
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "no message".to_string(), |s| (*s).to_string()),
     }
 }
 
@@ -229,14 +282,19 @@ async fn read_store(inner: &Inner) {
 /// Waits for attempts in flight up to the grace period, then aborts the rest. Their
 /// deliveries are attempted again: at once after a restart (an exclusive store voids its
 /// holds when opened), or when their lease is released (a shared store).
-async fn drain(inner: &Inner, mut tasks: JoinSet<Ended>, mut running: HashMap<Id, Running>) {
+async fn drain(
+    inner: &Inner,
+    mut tasks: JoinSet<Ended>,
+    mut running: HashMap<Id, Running>,
+    finishes: &mpsc::UnboundedSender<Finish>,
+) {
     let grace = tokio::time::sleep(inner.options.shutdown_grace);
     tokio::pin!(grace);
     loop {
         tokio::select! {
             next = tasks.join_next_with_id() => match next {
                 None => break,
-                Some(done) => ended(inner, &mut running, done),
+                Some(done) => ended(inner, &mut running, done, finishes),
             },
             () = &mut grace => break,
         }

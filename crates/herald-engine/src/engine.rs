@@ -128,6 +128,9 @@ impl Engine {
             _plugin_watcher: watcher,
             silences: RwLock::new(Arc::new(silences)),
         });
+        // Orphans whose channel is configured again (edited while herald was down) are
+        // due at once; the dispatcher's first read takes them.
+        reattach_orphans(&inner).await;
         let handle = tokio::spawn(dispatch::run(inner.clone()));
         Ok(Engine {
             inner,
@@ -159,7 +162,7 @@ impl Engine {
     /// Returns how many events were shown.
     pub fn publish_live(&self, caller: &Caller, body: &[u8]) -> Result<usize, IngestError> {
         let snapshot = self.inner.snapshot();
-        // Nothing is delivered, so no silence applies: only the events are shown.
+        // Silences stop deliveries, not what the live stream shows: none apply here.
         let plan = plan(&snapshot.config, caller, body, now(), &[])?;
         let n = plan.events.len();
         for (event, _) in plan.events {
@@ -392,6 +395,8 @@ impl Engine {
                 tracing::error!(%team, %channel, error = %e, "could not re-enable channel after reload");
             }
         }
+        // A channel name that is back takes its orphans again.
+        reattach_orphans(&self.inner).await;
         // Deliveries of re-enabled channels wait in the store.
         self.inner.read_store_now();
         Ok(())
@@ -410,6 +415,26 @@ impl Engine {
             .await?;
         self.inner.read_store_now();
         Ok(record)
+    }
+
+    /// Re-points a team's orphaned (or dead) deliveries to another of its channels and
+    /// queues them; returns how many. A team may move only its own deliveries; for
+    /// another's it gets [`StoreError::NotFound`] (the API answers 403 before that). The
+    /// caller checks that `filter.to_channel` exists.
+    pub async fn move_deliveries(
+        &self,
+        caller: &Caller,
+        filter: &herald_store::MoveFilter,
+    ) -> Result<u64, StoreError> {
+        if caller.scope().is_some_and(|team| *team != filter.team) {
+            return Err(StoreError::NotFound);
+        }
+        let moved = self.inner.store.move_deliveries(filter, now()).await?;
+        if moved > 0 {
+            tracing::info!(team = %filter.team, from = %filter.from_channel, to = %filter.to_channel, moved, "deliveries moved to another channel");
+            self.inner.read_store_now();
+        }
+        Ok(moved)
     }
 
     /// Bulk replay: re-queues the deliveries `filter` selects (or, with `dry_run`, only
@@ -540,6 +565,29 @@ impl Engine {
     }
 }
 
+/// Makes the orphaned deliveries of every channel the running configuration has due now.
+async fn reattach_orphans(inner: &Inner) {
+    let config = inner.snapshot().config.clone();
+    let channels: Vec<(TeamId, String)> = config
+        .teams
+        .iter()
+        .flat_map(|(team, t)| t.channels.keys().map(|name| (team.clone(), name.clone())))
+        .collect();
+    match inner.store.reattach_orphans(&channels, now()).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(
+                deliveries = n,
+                "orphaned deliveries re-attached to their channel"
+            );
+            inner.read_store_now();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "re-attaching orphaned deliveries failed; they stay orphaned until the next reload")
+        }
+    }
+}
+
 /// The job for a delivery the lanes hold from its commit on.
 fn held_job(
     event: &Arc<herald_core::Event>,
@@ -602,3 +650,6 @@ fn announce_noise(
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,7 +24,7 @@ pub(crate) async fn run_finisher(inner: Arc<Inner>, mut finished: mpsc::Unbounde
         let retries: Vec<_> = batch
             .iter()
             .filter_map(|f| match f.next {
-                Next::RetryAt(at) => Some(at),
+                Next::RetryAt(at) | Next::Wait(at) => Some(at),
                 _ => None,
             })
             .collect();

@@ -29,7 +29,12 @@ impl RetryPolicy {
     pub fn next(&self, attempt: u32, outcome: &SendOutcome, now: Timestamp, random: f64) -> Next {
         match outcome {
             SendOutcome::Delivered { .. } => Next::Succeeded,
-            SendOutcome::Permanent { .. } => Next::Dead,
+            // The engine resends with the built-in rendering first; refused again, the
+            // message itself is at fault.
+            SendOutcome::Permanent { .. } | SendOutcome::RenderingRefused { .. } => Next::Dead,
+            SendOutcome::ChannelFailure { after: hint, .. } => {
+                self.wait(attempt, *hint, now, random)
+            }
             // The channel is disabled; the delivery waits (claims skip disabled channels)
             // and goes out once the channel is re-enabled.
             SendOutcome::Disable { .. } => Next::RetryAt(now),
@@ -47,6 +52,26 @@ impl RetryPolicy {
             }
         }
     }
+
+    /// What follows a channel-wide failure at attempt number `attempt` (1-based, every
+    /// attempt counted): the delivery waits the schedule's `attempt`-th delay (the last one
+    /// repeating), `hint` clamped as for a retry, and is never given up on — the channel
+    /// failed, not the message ([`Next::Wait`] leaves its retry budget alone).
+    pub fn wait(&self, attempt: u32, hint: Option<Duration>, now: Timestamp, random: f64) -> Next {
+        let step = (attempt.saturating_sub(1) as usize).min(self.schedule.len().saturating_sub(1));
+        let base = self
+            .schedule
+            .get(step)
+            .copied()
+            .unwrap_or(Duration::from_secs(60));
+        let factor = 1.0 + self.jitter * (2.0 * random - 1.0);
+        let scheduled = base.mul_f64(factor.max(0.0));
+        let delay = match hint {
+            Some(hint) => hint.clamp(scheduled, scheduled * 2),
+            None => scheduled,
+        };
+        Next::Wait(after(now, delay))
+    }
 }
 
 #[cfg(test)]
@@ -62,12 +87,25 @@ mod tests {
         }
     }
 
+    fn channel() -> SendOutcome {
+        SendOutcome::ChannelFailure {
+            after: None,
+            status: Some(535),
+            error: "login refused".into(),
+            response: None,
+        }
+    }
+
     /// The delay in seconds of the next attempt, or a word for the other outcomes.
     fn check(attempt: u32, outcome: SendOutcome, random: f64) -> String {
         let policy = RetryPolicy::new([5, 300, 1800].map(Duration::from_secs).to_vec());
         let now = Timestamp::from_unix_nanos(1_000_000_000_000);
         match policy.next(attempt, &outcome, now, random) {
             Next::RetryAt(t) => format!("{:.1}s", (t.unix_nanos() - now.unix_nanos()) as f64 / 1e9),
+            Next::Wait(t) => format!(
+                "wait {:.1}s",
+                (t.unix_nanos() - now.unix_nanos()) as f64 / 1e9
+            ),
             other => format!("{other:?}"),
         }
     }
@@ -102,6 +140,9 @@ mod tests {
             (1, retry(Some(7)), 0.5, "7.0s"),   // Retry-After within [5, 10]
             (1, retry(Some(60)), 0.5, "10.0s"), // clamped to 2 × scheduled
             (1, retry(Some(1)), 0.5, "5.0s"),   // never earlier than scheduled
+            (1, channel(), 0.5, "wait 5.0s"),
+            (3, channel(), 0.5, "wait 1800.0s"),
+            (9, channel(), 0.5, "wait 1800.0s"), // the last delay repeats, never dead
         ];
         for (attempt, outcome, random, want) in cases {
             let label = format!("attempt {attempt} {outcome:?} r={random}");

@@ -122,7 +122,7 @@ impl Snapshot {
         Snapshot::build(config, telegram)
     }
 
-    fn build(
+    pub(crate) fn build(
         config: Config,
         telegram: Option<herald_channels::TelegramBot>,
     ) -> Result<Snapshot, String> {

@@ -100,6 +100,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotRetryable { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_retryable", e.to_string())
             }
+            StoreError::Orphaned { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "orphaned", e.to_string())
+            }
             StoreError::InvalidCursor => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
             }

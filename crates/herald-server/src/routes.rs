@@ -8,7 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::{TeamId, Timestamp};
 use herald_engine::{Caller, IngestReply};
-use herald_store::{DeliveryFilter, DeliveryStatus, ReplayFilter, ReplayStatus};
+use herald_store::{
+    DeliveryFilter, DeliveryStatus, MoveFilter, MoveStatus, ReplayFilter, ReplayStatus,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -28,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/events", post(ingest))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/move", post(move_deliveries))
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/deliveries/{id}/retry", post(retry))
         .route("/v1/replay", post(replay))
@@ -364,6 +367,121 @@ async fn replay(
     };
     let count = state.engine.replay(&caller, &filter, dry_run).await?;
     Ok(Json(json!({ "count": count, "dry_run": dry_run })).into_response())
+}
+
+/// A 422 `invalid_move` naming the field at fault.
+fn invalid_move(field: &str, message: impl Into<String>) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_move",
+        message.into(),
+    );
+    error.field = Some(field.to_string());
+    error
+}
+
+/// `POST /v1/deliveries/move`: re-points a team's orphaned (or dead) deliveries of one
+/// channel name to another of its channels and queues them; see docs/api.md.
+async fn move_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = who(&state, &headers)?;
+    let bytes = to_bytes(body, 64 * 1024).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "a move request is at most 64 KiB",
+        )
+    })?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    let Some(object) = body.as_object() else {
+        return Err(invalid_move("", "the body must be a JSON object"));
+    };
+    let known = ["team", "from_channel", "to_channel", "status"];
+    if let Some(unknown) = object.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid_move(
+            unknown,
+            format!(
+                "unknown field `{unknown}`; expected one of {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    let text = |field: &str| match &body[field] {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(invalid_move(field, format!("`{field}` must be a string"))),
+    };
+    let team = match (&caller, text("team")?) {
+        (Caller::Team(own), None) => own.clone(),
+        (_, Some(team)) => {
+            TeamId::parse(&team).map_err(|e| invalid_move("team", format!("team: {e}")))?
+        }
+        (Caller::Admin, None) => {
+            return Err(invalid_move(
+                "team",
+                "`team` is required with the admin token",
+            ));
+        }
+    };
+    if let Caller::Team(own) = &caller
+        && *own != team
+    {
+        let mut error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this API key belongs to team `{own}`; it cannot move team `{team}`'s deliveries"
+            ),
+        );
+        error.field = Some("team".into());
+        return Err(error);
+    }
+    let config = state.engine.config();
+    if !config.teams.contains_key(&team) {
+        return Err(invalid_move(
+            "team",
+            format!("no team `{team}` is configured"),
+        ));
+    }
+    let from_channel = text("from_channel")?
+        .ok_or_else(|| invalid_move("from_channel", "`from_channel` is required"))?;
+    let to_channel = text("to_channel")?
+        .ok_or_else(|| invalid_move("to_channel", "`to_channel` is required"))?;
+    if config.channel(&team, &to_channel).is_none() {
+        return Err(invalid_move(
+            "to_channel",
+            format!("team `{team}` has no channel `{to_channel}`"),
+        ));
+    }
+    if from_channel == to_channel {
+        return Err(invalid_move(
+            "to_channel",
+            "`to_channel` must differ from `from_channel`",
+        ));
+    }
+    let status = match text("status")? {
+        None => MoveStatus::Orphaned,
+        Some(s) => s
+            .parse::<MoveStatus>()
+            .map_err(|e| invalid_move("status", e))?,
+    };
+    let filter = MoveFilter {
+        team,
+        from_channel,
+        to_channel,
+        status,
+    };
+    let moved = state.engine.move_deliveries(&caller, &filter).await?;
+    Ok(Json(json!({ "moved": moved })).into_response())
 }
 
 async fn channels(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

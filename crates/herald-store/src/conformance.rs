@@ -15,7 +15,9 @@
 //! progress of split deliveries survive a reopen, and pruning a delivery removes its
 //! progress; repeat suppression is decided in the accepting transaction (durable, once
 //! under concurrency); silenced deliveries are finished and never due; silences are
-//! durable, scoped to their team, and expire.
+//! durable, scoped to their team, and expire; an orphaned delivery is never due nor
+//! retried until re-attached or moved (another team's move touches none of it); an attempt
+//! finished with `Next::Wait` uses no retry budget.
 //!
 //! Long on purpose: one function per promise, each a small story a reviewer reads on its
 //! own; a promise added to the `Store` trait gets its case here, so the file grows with it.
@@ -64,6 +66,8 @@ macro_rules! store_conformance_tests {
             finish_silenced_is_fenced_and_records_no_attempt,
             silences_are_durable_scoped_and_expire,
             prune_forgets_old_dedup_windows_and_ended_silences,
+            orphans_wait_until_reattached_or_moved_by_their_own_team,
+            a_channel_wide_failure_uses_no_retry_budget,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1420,4 +1424,139 @@ pub async fn prune_forgets_old_dedup_windows_and_ended_silences(backend: &mut im
     );
     assert!(store.get_silence(None, "sil_old").await.unwrap().is_none());
     assert!(store.get_silence(None, "sil_live").await.unwrap().is_some());
+}
+
+pub async fn orphans_wait_until_reattached_or_moved_by_their_own_team(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![
+            delivery("dlv_1", "old", false),
+            delivery("dlv_2", "old", false),
+        ],
+    )
+    .await;
+    let claims = take_due(&*store, at(0)).await;
+    assert_eq!(claims.len(), 2);
+    let stranger = crate::LeaseToken::from_string("not-the-lease".into());
+    let why = || "channel `old` is gone".to_string();
+    let err = store
+        .orphan("dlv_1", &stranger, why(), at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    for claim in &claims {
+        let id = &claim.delivery.id;
+        store.orphan(id, &claim.lease, why(), at(1)).await.unwrap();
+    }
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(record.status, crate::DeliveryStatus::Orphaned);
+    assert_eq!(
+        (record.attempts, attempts.len()),
+        (0, 0),
+        "no attempt recorded"
+    );
+    assert_eq!(record.last_error.as_deref(), Some("channel `old` is gone"));
+    assert_eq!(record.next_attempt_at, None);
+    assert!(take_due(&*store, at(100)).await.is_empty(), "never due");
+    assert_eq!(store.next_due(&[]).await.unwrap(), None);
+    let listed = store
+        .list_deliveries(&crate::DeliveryFilter {
+            status: Some(crate::DeliveryStatus::Orphaned),
+            ..crate::DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.deliveries.len(), 2);
+    let err = store.retry_now(None, "dlv_1", at(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Orphaned { channel, .. } if channel == "old"),
+        "{err}"
+    );
+
+    // Another team cannot move them, even naming the same channels.
+    let moves = |team_name: &str| crate::MoveFilter {
+        team: team(team_name),
+        from_channel: "old".into(),
+        to_channel: "new".into(),
+        status: crate::MoveStatus::Orphaned,
+    };
+    assert_eq!(
+        store
+            .move_deliveries(&moves("globex"), at(3))
+            .await
+            .unwrap(),
+        0
+    );
+    // A reload that brings another team's `old` back re-attaches nothing of acme's.
+    let globex_old = [(team("globex"), "old".to_string())];
+    assert_eq!(store.reattach_orphans(&globex_old, at(3)).await.unwrap(), 0);
+    // acme's `old` back: re-attached, due at once.
+    let acme_old = [(team("acme"), "old".to_string())];
+    assert_eq!(store.reattach_orphans(&acme_old, at(4)).await.unwrap(), 2);
+    let claims = take_due(&*store, at(4)).await;
+    assert_eq!(claims.len(), 2);
+    for claim in &claims {
+        let id = &claim.delivery.id;
+        store.orphan(id, &claim.lease, why(), at(5)).await.unwrap();
+    }
+    // Moved by their own team: re-pointed, due at once, same ids.
+    assert_eq!(
+        store.move_deliveries(&moves("acme"), at(6)).await.unwrap(),
+        2
+    );
+    let store = backend.reopen(store);
+    let claims = take_due(&*store, at(6)).await;
+    let mut moved: Vec<(String, String)> = claims
+        .iter()
+        .map(|c| (c.delivery.id.clone(), c.delivery.channel.clone()))
+        .collect();
+    moved.sort();
+    assert_eq!(
+        moved,
+        [
+            ("dlv_1".to_string(), "new".to_string()),
+            ("dlv_2".to_string(), "new".to_string())
+        ]
+    );
+}
+
+pub async fn a_channel_wide_failure_uses_no_retry_budget(backend: &mut impl Backend) {
+    let store = backend.open();
+    accept(
+        &*store,
+        event("acme", "evt_1"),
+        vec![delivery("dlv_1", "a", false)],
+    )
+    .await;
+    let claim = take_due(&*store, at(0)).await.remove(0);
+    let finished = store.finish(
+        "dlv_1",
+        &claim.lease,
+        attempt(429),
+        Next::Wait(at(10)),
+        at(1),
+    );
+    finished.await.unwrap();
+    let claim = take_due(&*store, at(10)).await.remove(0);
+    assert_eq!(
+        (claim.delivery.attempts, claim.delivery.budget_start),
+        (1, 1),
+        "the attempt is recorded but not counted"
+    );
+    let finished = store.finish(
+        "dlv_1",
+        &claim.lease,
+        attempt(500),
+        Next::RetryAt(at(20)),
+        at(11),
+    );
+    finished.await.unwrap();
+    let (record, attempts) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.attempts, record.budget_start, attempts.len()),
+        (2, 1, 2)
+    );
+    assert_eq!(record.status, crate::DeliveryStatus::Pending);
 }

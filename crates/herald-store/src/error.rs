@@ -25,6 +25,14 @@ pub enum StoreError {
         delivery: String,
         status: DeliveryStatus,
     },
+    /// The delivery is orphaned: its channel no longer exists for its team, so a retry
+    /// has nowhere to send it.
+    #[error(
+        "delivery {delivery} is orphaned: channel `{channel}` no longer exists for its team; \
+         restore the channel and reload, or move the delivery to another channel with \
+         POST /v1/deliveries/move"
+    )]
+    Orphaned { delivery: String, channel: String },
     /// A pagination cursor that this store did not hand out.
     #[error("invalid cursor")]
     InvalidCursor,

@@ -95,11 +95,16 @@ pub enum DeliveryStatus {
     /// Not sent: a silence matched it (`silence_id` names it), at ingest or before an
     /// attempt.
     Silenced,
+    /// Its channel no longer exists for its team (a reload renamed or removed it): held,
+    /// not attempted and using no retry budget, until a channel of that name is back
+    /// ([`crate::Store::reattach_orphans`]) or it is moved ([`crate::Store::move_deliveries`]).
+    Orphaned,
 }
 
 impl DeliveryStatus {
     /// Every status, for error messages.
-    pub const NAMES: &'static str = "pending, succeeded, dead, skipped, suppressed or silenced";
+    pub const NAMES: &'static str =
+        "pending, succeeded, dead, skipped, suppressed, silenced or orphaned";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,6 +114,7 @@ impl DeliveryStatus {
             DeliveryStatus::Skipped => "skipped",
             DeliveryStatus::Suppressed => "suppressed",
             DeliveryStatus::Silenced => "silenced",
+            DeliveryStatus::Orphaned => "orphaned",
         }
     }
 }
@@ -130,6 +136,7 @@ impl FromStr for DeliveryStatus {
             "skipped" => Ok(DeliveryStatus::Skipped),
             "suppressed" => Ok(DeliveryStatus::Suppressed),
             "silenced" => Ok(DeliveryStatus::Silenced),
+            "orphaned" => Ok(DeliveryStatus::Orphaned),
             other => Err(format!(
                 "unknown delivery status `{other}`; expected {}",
                 DeliveryStatus::NAMES
@@ -152,9 +159,10 @@ pub struct DeliveryRecord {
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
-    /// Attempts made before the current retry budget began: 0, or the count when an
-    /// operator last retried the delivery after it was dead or skipped. The retry schedule
-    /// applies to the attempts after it, so a manual retry gets the whole schedule again.
+    /// Attempts that do not count against the current retry budget: those made before an
+    /// operator last retried the delivery after it was dead or skipped, plus those that
+    /// failed for a channel-wide reason ([`Next::Wait`]). The retry schedule applies to the
+    /// other attempts, so a manual retry gets the whole schedule again.
     pub budget_start: u32,
     /// When the next attempt is due; set only while `pending`.
     pub next_attempt_at: Option<Timestamp>,
@@ -261,6 +269,54 @@ pub enum Next {
     RetryAt(Timestamp),
     Dead,
     Skipped,
+    /// Stays pending, due again at this time, and the attempt does not count against the
+    /// retry budget (`budget_start` moves up with it): the channel as a whole failed
+    /// (refused credentials, throttled without a hint), not this message.
+    Wait(Timestamp),
+}
+
+/// Which deliveries [`crate::Store::move_deliveries`] re-points, by their status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveStatus {
+    /// Waiting for a channel that no longer exists.
+    Orphaned,
+    /// Given up on (they get a fresh retry budget, as with a manual retry).
+    Dead,
+}
+
+impl MoveStatus {
+    pub fn as_status(self) -> DeliveryStatus {
+        match self {
+            MoveStatus::Orphaned => DeliveryStatus::Orphaned,
+            MoveStatus::Dead => DeliveryStatus::Dead,
+        }
+    }
+}
+
+impl FromStr for MoveStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "orphaned" => Ok(MoveStatus::Orphaned),
+            "dead" => Ok(MoveStatus::Dead),
+            other => Err(format!(
+                "deliveries that are `{other}` cannot be moved; expected orphaned or dead"
+            )),
+        }
+    }
+}
+
+/// The deliveries of one team that [`crate::Store::move_deliveries`] re-points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveFilter {
+    pub team: TeamId,
+    /// The channel name they have now (usually one that no longer exists).
+    pub from_channel: String,
+    /// The team's channel they are to go to.
+    pub to_channel: String,
+    pub status: MoveStatus,
 }
 
 /// Which deliveries [`crate::Store::list_deliveries`] returns, newest first.
@@ -371,6 +427,7 @@ mod tests {
             DeliveryStatus::Skipped,
             DeliveryStatus::Suppressed,
             DeliveryStatus::Silenced,
+            DeliveryStatus::Orphaned,
         ] {
             let json = serde_json::to_value(status).unwrap();
             assert_eq!(json, status.as_str());

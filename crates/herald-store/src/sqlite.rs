@@ -28,8 +28,8 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
-    DeliveryRecord, Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
-    ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
+    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;
@@ -400,6 +400,45 @@ impl Store for SqliteStore {
         Box::pin(
             self.writer
                 .run(move |conn| queries::retry_now(conn, team.as_ref(), &id, now)),
+        )
+    }
+
+    fn orphan<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        reason: String,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        let id = delivery_id.to_owned();
+        let lease = lease.clone();
+        Box::pin(
+            self.writer
+                .run_unsynced(move |conn| queries::orphan(conn, &id, &lease, &reason, now)),
+        )
+    }
+
+    fn reattach_orphans<'a>(
+        &'a self,
+        channels: &'a [(TeamId, String)],
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        let channels = channels.to_vec();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::reattach_orphans(conn, &channels, now)),
+        )
+    }
+
+    fn move_deliveries<'a>(
+        &'a self,
+        filter: &'a MoveFilter,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        let filter = filter.clone();
+        Box::pin(
+            self.writer
+                .run(move |conn| queries::move_deliveries(conn, &filter, now)),
         )
     }
 

@@ -9,8 +9,8 @@ use herald_core::{Event, Silence, TeamId, Timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
-    DeliveryRecord, Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
-    ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
+    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -166,13 +166,46 @@ pub trait Store: Send + Sync + 'static {
     /// operator's "retry now"; a suppressed or silenced one is then sent, unless a silence
     /// in force stops it again before its attempt).
     /// A delivery being attempted right now (live lease) is left as it is. Attempts
-    /// already made still count. [`StoreError::NotRetryable`] for a succeeded delivery.
+    /// already made still count. [`StoreError::NotRetryable`] for a succeeded delivery,
+    /// [`StoreError::Orphaned`] (naming its channel) for an orphaned one.
+    ///
+    /// Orphaned deliveries come back through [`Store::reattach_orphans`] and
+    /// [`Store::move_deliveries`] only.
     fn retry_now<'a>(
         &'a self,
         team: Option<&'a TeamId>,
         delivery_id: &'a str,
         now: Timestamp,
     ) -> StoreFuture<'a, DeliveryRecord>;
+
+    /// Holds a claimed delivery whose channel no longer exists as `orphaned`, with `reason`
+    /// as its last error: not due, no attempt recorded, its retry budget untouched. Fenced
+    /// like [`Store::finish`].
+    fn orphan<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        reason: String,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Makes the orphaned deliveries of the `(team, channel)` pairs in `channels` (the
+    /// channels a configuration has) pending and due at `now`; returns how many.
+    fn reattach_orphans<'a>(
+        &'a self,
+        channels: &'a [(TeamId, String)],
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64>;
+
+    /// Re-points `filter.team`'s deliveries of `filter.from_channel` in `filter.status` to
+    /// `filter.to_channel` and makes them pending and due at `now`, with their ids (a dead
+    /// one gets a fresh budget; the next attempt is recorded as manual); returns how many.
+    /// The caller checks that `to_channel` exists. Only `filter.team`'s rows are touched.
+    fn move_deliveries<'a>(
+        &'a self,
+        filter: &'a MoveFilter,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64>;
 
     /// Bulk replay: makes every delivery matching `filter` due at `now` again, as
     /// [`Store::retry_now`] does each (same delivery id, a fresh retry budget for a

@@ -92,6 +92,9 @@ pub enum ChatBehaviour {
     /// Treats the next `ok` messages as [`ChatBehaviour::Normal`] does, then behaves as
     /// `then`: e.g. to fail the second part of a split message.
     After { ok: u32, then: Box<ChatBehaviour> },
+    /// Answers the next `times` messages with 429 `Too Many Requests` *without*
+    /// `parameters.retry_after` (a throttle that gives no hint), then behaves.
+    Throttled { times: u32 },
 }
 
 /// A message the double accepted.
@@ -588,6 +591,16 @@ fn send_message(shared: &Shared, params: &Params) -> Reply {
                 &format!("Too Many Requests: retry after {retry_after}"),
                 Some(json!({"retry_after": retry_after})),
             );
+        }
+        ChatBehaviour::Throttled { times } => {
+            let next = if times <= 1 {
+                ChatBehaviour::Normal
+            } else {
+                ChatBehaviour::Throttled { times: times - 1 }
+            };
+            state.behaviours.insert(chat, next);
+            state.too_many_requests += 1;
+            return error(429, "Too Many Requests", None);
         }
     }
 

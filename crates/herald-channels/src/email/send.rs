@@ -3,7 +3,9 @@
 //!
 //! Outcomes: the relay's final `250` → `Delivered` (its reply in `response`); a `4xx`
 //! reply, a refused, reset or timed-out connection, a failed TLS handshake or a malformed
-//! reply → `Retry`; a `5xx` reply → `Permanent`. Every reply the relay sent is recorded as
+//! reply → `Retry`; a `5xx` refusing the session or the login (greeting, EHLO, STARTTLS,
+//! AUTH, or 530/534/535/538 at MAIL) → `ChannelFailure`, as every message meets it; any
+//! other `5xx` reply → `Permanent`. Every reply the relay sent is recorded as
 //! `"<code> <text>"` in `response` and its code in `status`. Texts name the relay's host
 //! and port, never the credentials.
 
@@ -203,7 +205,17 @@ fn classify(failure: &Failure, channel: &EmailChannel) -> SendOutcome {
             Stage::Session => "refused the session",
             Stage::Transaction => "refused the message",
         };
-        return if err.is_permanent() {
+        // A relay refusing the session (greeting, EHLO, STARTTLS, AUTH) or the login at
+        // MAIL (530/534/535/538) refuses every message alike: the channel's failure.
+        let login = matches!(status, Some(530 | 534 | 535 | 538));
+        return if err.is_permanent() && (stage == Stage::Session || login) {
+            SendOutcome::ChannelFailure {
+                after: None,
+                status,
+                error: format!("{relay} {what}: {reply}"),
+                response: Some(reply),
+            }
+        } else if err.is_permanent() {
             SendOutcome::Permanent {
                 status,
                 error: format!("{relay} {what}: {reply}"),
@@ -246,7 +258,10 @@ fn classify(failure: &Failure, channel: &EmailChannel) -> SendOutcome {
                 "{relay} does not offer STARTTLS, which smtp_url requires (tls=required)"
             ));
         }
-        return SendOutcome::Permanent {
+        // A client-side refusal (no authentication mechanism in common, …) is the same
+        // for every message: the channel's configuration, not the message.
+        return SendOutcome::ChannelFailure {
+            after: None,
             status: None,
             error: format!("cannot send through {relay}: {text}"),
             response: None,
@@ -300,6 +315,26 @@ fn scrub(outcome: SendOutcome, mailer: &MailerInner) -> SendOutcome {
             error,
             response,
         } => SendOutcome::Disable {
+            status,
+            error: clean(error),
+            response: clean_opt(response),
+        },
+        SendOutcome::ChannelFailure {
+            after,
+            status,
+            error,
+            response,
+        } => SendOutcome::ChannelFailure {
+            after,
+            status,
+            error: clean(error),
+            response: clean_opt(response),
+        },
+        SendOutcome::RenderingRefused {
+            status,
+            error,
+            response,
+        } => SendOutcome::RenderingRefused {
             status,
             error: clean(error),
             response: clean_opt(response),

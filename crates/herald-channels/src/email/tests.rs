@@ -601,11 +601,11 @@ async fn the_password_never_appears_in_outcomes_or_debug_output() {
     assert_clean("delivered outcome", &format!("{outcome:?} {outcome}"));
     only_message(&server);
 
-    // A wrong one is refused, permanently (retrying cannot fix a configuration).
+    // A wrong one is refused: the channel's failure, not the message's (issue 15, item 2).
     let bad = channel(build("wrong-pa55word"), &["ops@acme.example"], &[], None);
     assert_clean("mailer debug", &format!("{:?}", bad.mailer()));
     let outcome = send(&bad, "dlv_2", &event(), None).await;
-    assert_eq!(outcome.kind(), "permanent", "{outcome:?}");
+    assert_eq!(outcome.kind(), "channel_failure", "{outcome:?}");
     assert_eq!(outcome.status(), Some(535));
     assert!(
         outcome

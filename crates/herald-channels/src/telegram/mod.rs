@@ -40,9 +40,13 @@
 //! **Errors.** `migrate_to_chat_id`: the message goes to the new chat at once, later sends
 //! go there directly (after a restart too: the migration is recorded in the
 //! [`BotState`]), and [`Channel::notice`] tells the operator to update `chat_id`.
-//! 4xx answers (blocked, kicked, chat not found, can't parse entities, message too long,
-//! a bad token) are [`SendOutcome::Permanent`] with Telegram's description; 5xx, network
-//! errors and unreadable replies are [`SendOutcome::Retry`]. No error text contains the
+//! 4xx answers (blocked, kicked, chat not found, can't parse entities, message too long)
+//! are [`SendOutcome::Permanent`] with Telegram's description; a refused bot token (401,
+//! or 404 for a token the API does not route) and a 429 without `retry_after` are
+//! [`SendOutcome::ChannelFailure`] (every message of the bot meets them); "can't parse
+//! entities" on a formatter's output is [`SendOutcome::RenderingRefused`], so the engine
+//! resends with the built-in rendering; 5xx, network errors and unreadable replies are
+//! [`SendOutcome::Retry`]. No error text contains the
 //! bot token: teloxide puts it in every URL, so every text is scrubbed.
 //!
 //! **Commands.** [`run_commands`] long-polls for `/start` and `/status` in chats the bot is

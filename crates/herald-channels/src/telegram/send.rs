@@ -63,6 +63,19 @@ pub(super) async fn send(channel: &TelegramChannel, msg: &Outgoing<'_>) -> SendO
                     }
                 }
             }
+            // Telegram refused the formatter's markup: the engine resends with the built-in
+            // rendering, which herald escapes itself.
+            Err(SendOutcome::Permanent {
+                status,
+                error,
+                response,
+            }) if msg.rendered.is_some() && error.contains("can't parse entities") => {
+                return SendOutcome::RenderingRefused {
+                    status,
+                    error,
+                    response,
+                };
+            }
             Err(outcome) => return outcome,
         }
     }
@@ -257,7 +270,8 @@ pub(super) async fn send_part(bot: &TelegramBot, part: Part<'_>) -> Result<i32, 
 /// The outcome of a request that failed for a reason other than a 429 or a migration.
 pub(super) fn classify(bot: &TelegramBot, error: RequestError) -> SendOutcome {
     match error {
-        RequestError::Api(ApiError::InvalidToken) => SendOutcome::Permanent {
+        RequestError::Api(ApiError::InvalidToken) => SendOutcome::ChannelFailure {
+            after: None,
             status: Some(401),
             error: "Unauthorized: Telegram refused the bot token (bad bot token); check [telegram] bot_token"
                 .to_string(),
@@ -271,6 +285,14 @@ pub(super) fn classify(bot: &TelegramBot, error: RequestError) -> SendOutcome {
             let description = bot.scrub(&description);
             let status = status_of(&description);
             match status {
+                // A refused token (401, or 404 for a token the API does not route) and a
+                // 429 without `retry_after` refuse every message of the bot alike.
+                Some(401 | 404 | 429) => SendOutcome::ChannelFailure {
+                    after: None,
+                    status,
+                    error: description,
+                    response: None,
+                },
                 Some(400..=499) => SendOutcome::Permanent {
                     status,
                     error: description,

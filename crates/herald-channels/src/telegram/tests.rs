@@ -448,7 +448,7 @@ async fn blocked_kicked_and_missing_chats_fail_permanently() {
 }
 
 #[tokio::test]
-async fn markup_telegram_refuses_is_a_permanent_failure() {
+async fn markup_telegram_refuses_in_a_formatters_output_is_a_refused_rendering() {
     let double = double_unlimited().await;
     let channel = channel(&bot(&double), 5, ParseMode::MarkdownV2);
     let outcome = send_rendered(
@@ -458,7 +458,8 @@ async fn markup_telegram_refuses_is_a_permanent_failure() {
         Some(&rendered(Format::Markdown, "Deploy done.")),
     )
     .await;
-    assert_eq!(outcome.kind(), "permanent", "{outcome}");
+    // A formatter's markup: the engine resends with the built-in rendering.
+    assert_eq!(outcome.kind(), "rendering_refused", "{outcome}");
     assert_eq!(outcome.status(), Some(400));
     assert_eq!(
         outcome.error(),
@@ -469,16 +470,28 @@ async fn markup_telegram_refuses_is_a_permanent_failure() {
 }
 
 #[tokio::test]
-async fn a_bad_token_is_permanent_and_never_printed() {
+async fn a_bad_token_is_a_channel_failure_and_never_printed() {
     let double = double_unlimited().await;
     let wrong = "4242424242:AAWrong-token-that-is-long-enough-123456";
     let bot = TelegramBot::with_options(&Secret::new(wrong), &double.api_url(), options()).unwrap();
     let outcome = send(&channel(&bot, 5, ParseMode::Html), "dlv_1", &event()).await;
-    assert_eq!(outcome.kind(), "permanent");
+    assert_eq!(outcome.kind(), "channel_failure");
     assert_eq!(outcome.status(), Some(401));
     let text = format!("{outcome:?} {outcome} {bot:?}");
     assert!(text.contains("bad bot token"), "{text}");
     assert!(!text.contains(wrong) && !text.contains("AAWrong"), "{text}");
+}
+
+#[tokio::test]
+async fn a_429_without_retry_after_is_a_channel_failure() {
+    let double = double_unlimited().await;
+    double.set_chat_behaviour(5, ChatBehaviour::Throttled { times: 1 });
+    let channel = channel(&bot(&double), 5, ParseMode::Html);
+    let outcome = send(&channel, "dlv_1", &event()).await;
+    assert_eq!(outcome.kind(), "channel_failure", "{outcome}");
+    assert_eq!(outcome.status(), Some(429));
+    // The throttle passed: the next attempt goes out.
+    assert_eq!(send(&channel, "dlv_1", &event()).await.kind(), "delivered");
 }
 
 #[tokio::test]

@@ -150,6 +150,14 @@ async fn classify_response(mut response: reqwest::Response) -> SendOutcome {
             error: format!("{error}: the receiver asked for no more deliveries"),
             response: snippet,
         }
+    } else if status == StatusCode::TOO_MANY_REQUESTS && retry_after.is_none() {
+        // A throttle that gives no hint throttles the channel, not this message.
+        SendOutcome::ChannelFailure {
+            after: None,
+            status: code,
+            error: format!("{error} without Retry-After"),
+            response: snippet,
+        }
     } else if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
         SendOutcome::Retry {
             after: retry_after,
@@ -241,7 +249,18 @@ fn classify_error(err: &reqwest::Error, target: &Target, channel: &WebhookChanne
             IpAddr::V4(_) => format!("{target} ({})", refusal.addr),
             IpAddr::V6(_) => format!("{target} ([{}])", refusal.addr),
         };
-        return refused(what, refusal.reason);
+        // A DNS answer (not the configured URL) pointed somewhere private: every delivery
+        // of the channel meets it until the name resolves elsewhere or the operator allows
+        // private networks, so it is the channel's failure, not the message's.
+        let SendOutcome::Permanent { error, .. } = refused(what, refusal.reason) else {
+            unreachable!("refused() is permanent")
+        };
+        return SendOutcome::ChannelFailure {
+            after: None,
+            status: None,
+            error,
+            response: None,
+        };
     }
     if let Some(dns) = find::<DnsFailed>(err) {
         return retry(format!("DNS lookup of {} failed: {}", dns.host, dns.source));

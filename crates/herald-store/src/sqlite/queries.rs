@@ -18,8 +18,8 @@ pub(super) use crate::codec::{duration_nanos, nanos, timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next, ReplayFilter,
-    ReplayStatus,
+    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, MoveFilter, NewAttempt, NewDelivery, Next,
+    ReplayFilter, ReplayStatus,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order, as a literal (so `concat!` can
@@ -496,15 +496,18 @@ pub(crate) fn finish(
     ])?;
     let (status, next_attempt_at) = match next {
         Next::Succeeded => (DeliveryStatus::Succeeded, None),
-        Next::RetryAt(at) => (DeliveryStatus::Pending, Some(nanos(at))),
+        Next::RetryAt(at) | Next::Wait(at) => (DeliveryStatus::Pending, Some(nanos(at))),
         Next::Dead => (DeliveryStatus::Dead, None),
         Next::Skipped => (DeliveryStatus::Skipped, None),
     };
+    // A channel-wide failure is not the message's: its attempt leaves the budget alone.
+    let uncounted = i64::from(matches!(next, Next::Wait(_)));
     conn.prepare_cached(
         "UPDATE deliveries
          SET status = ?2, attempts = ?3, next_attempt_at = ?4, due_at = ?4,
              lease_token = NULL, lease_until = NULL, manual_next = 0,
-             last_error = ?5, last_status_code = ?6, updated_at = ?7
+             last_error = ?5, last_status_code = ?6, updated_at = ?7,
+             budget_start = budget_start + ?8
          WHERE seq = ?1",
     )?
     .execute(params![
@@ -515,6 +518,7 @@ pub(crate) fn finish(
         attempt.error,
         attempt.status_code,
         nanos(now),
+        uncounted,
     ])?;
     Ok(())
 }
@@ -605,6 +609,69 @@ pub(crate) fn release(
     Ok(())
 }
 
+/// Holds a leased delivery as orphaned (see `Store::orphan`).
+pub(crate) fn orphan(
+    conn: &Connection,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (seq, _, _) = leased_row(conn, delivery_id, lease)?;
+    conn.prepare_cached(
+        "UPDATE deliveries
+         SET status = 'orphaned', next_attempt_at = NULL, due_at = NULL,
+             lease_token = NULL, lease_until = NULL, last_error = ?2, updated_at = ?3
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, reason, nanos(now)])?;
+    Ok(())
+}
+
+/// Orphans of the given channels become pending and due at `now` (`deliveries_orphaned`).
+pub(crate) fn reattach_orphans(
+    conn: &Connection,
+    channels: &[(TeamId, String)],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut update = conn.prepare_cached(
+        "UPDATE deliveries
+         SET status = 'pending', next_attempt_at = ?3, due_at = ?3, updated_at = ?3
+         WHERE status = 'orphaned' AND team_id = ?1 AND channel = ?2",
+    )?;
+    let mut count = 0;
+    for (team, channel) in channels {
+        count += update.execute(params![team.as_str(), channel, nanos(now)])? as u64;
+    }
+    Ok(count)
+}
+
+/// Re-points a team's deliveries of one channel and status to another channel, due now.
+pub(crate) fn move_deliveries(
+    conn: &Connection,
+    filter: &MoveFilter,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    // `deliveries_orphaned` for orphans, `deliveries_team_status` for dead letters. A dead
+    // one starts a fresh budget, as a manual retry does; an orphan's budget is untouched.
+    let moved = conn
+        .prepare_cached(
+            "UPDATE deliveries
+             SET channel = ?3, status = 'pending', next_attempt_at = ?5, due_at = ?5,
+                 lease_token = NULL, lease_until = NULL, manual_next = 1, updated_at = ?5,
+                 budget_start = CASE WHEN status = 'dead' THEN attempts ELSE budget_start END
+             WHERE team_id = ?1 AND channel = ?2 AND status = ?4",
+        )?
+        .execute(params![
+            filter.team.as_str(),
+            filter.from_channel,
+            filter.to_channel,
+            filter.status.as_status().as_str(),
+            nanos(now),
+        ])?;
+    Ok(moved as u64)
+}
+
 pub(crate) fn retry_now(
     conn: &Connection,
     team: Option<&TeamId>,
@@ -612,22 +679,28 @@ pub(crate) fn retry_now(
     now: Timestamp,
 ) -> Result<DeliveryRecord, StoreError> {
     let now = nanos(now);
-    let row: Option<(i64, String, Option<i64>)> = conn
+    let row: Option<(i64, String, Option<i64>, String)> = conn
         .prepare_cached(
-            "SELECT seq, status, lease_until FROM deliveries
+            "SELECT seq, status, lease_until, channel FROM deliveries
              WHERE id = ?1 AND (?2 IS NULL OR team_id = ?2)",
         )?
         .query_row(params![delivery_id, team.map(TeamId::as_str)], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
         .optional()?;
-    let Some((seq, status, lease_until)) = row else {
+    let Some((seq, status, lease_until, channel)) = row else {
         return Err(StoreError::NotFound);
     };
     let status: DeliveryStatus = status.parse().map_err(|message| StoreError::Corrupt {
         what: "delivery status".into(),
         message,
     })?;
+    if status == DeliveryStatus::Orphaned {
+        return Err(StoreError::Orphaned {
+            delivery: delivery_id.to_owned(),
+            channel,
+        });
+    }
     if status == DeliveryStatus::Succeeded {
         return Err(StoreError::NotRetryable {
             delivery: delivery_id.to_owned(),
@@ -672,7 +745,7 @@ pub(crate) fn replay(
     let status = match filter.status {
         ReplayStatus::Dead => "status = 'dead'",
         ReplayStatus::Failed => "(status = 'dead' OR (status = 'pending' AND attempts > 0))",
-        ReplayStatus::All => "1 = 1",
+        ReplayStatus::All => "status != 'orphaned'",
     };
     // ?5 = now: a delivery being attempted (live lease, or held by this process) is left
     // to its attempt.

@@ -54,7 +54,7 @@ fn prune_events(
             "SELECT e.seq FROM events e INDEXED BY events_accepted
               WHERE e.accepted_at < ?1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                 WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead'))
+                                 WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead', 'orphaned'))
               ORDER BY e.accepted_at LIMIT ?2",
         )?
         .query_map(params![cutoff, batch], |row| row.get(0))?

@@ -184,6 +184,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX silences_ends ON silences (ends_at);
     CREATE INDEX silences_team ON silences (team_id, seq);
     ",
+    // 9: `orphaned` deliveries (their channel left the configuration). The status CHECK of
+    // migrations 1 and 8 widens in place: SQLite's documented way to relax a CHECK constraint
+    // (sqlite.org/lang_altertable.html, "writable_schema"), which every existing row
+    // satisfies, so no table rebuild; the index that follows is DDL, which bumps the schema
+    // cookie so every connection re-reads the schema. The index finds a team's orphans of
+    // one channel (re-attach on reload, move) without walking its other rows.
+    "
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+       SET sql = replace(sql, '''suppressed'', ''silenced'')', '''suppressed'', ''silenced'', ''orphaned'')')
+     WHERE type = 'table' AND name = 'deliveries';
+    PRAGMA writable_schema = RESET;
+    CREATE INDEX deliveries_orphaned ON deliveries (team_id, channel) WHERE status = 'orphaned';
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).

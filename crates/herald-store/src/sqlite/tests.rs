@@ -1076,6 +1076,55 @@ async fn a_database_from_a_newer_herald_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn migration_8_lets_an_older_databases_deliveries_be_orphaned() {
+    // A database at schema 6 (before orphans) with a delivery in it.
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    {
+        let conn = rusqlite::Connection::open(data.join(super::DB_FILE)).unwrap();
+        for sql in &super::schema::MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 6").unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (id, team_id, event_type, body, accepted_at)
+                 VALUES ('evt_1', 'acme', 'capsule.create', '{}', 0);
+             INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+                 subscription, status, created_at, updated_at)
+                 VALUES ('dlv_1', 1, 'acme', 'evt_1', 'capsule.create', 'old', 0, 'pending', 0, 0);",
+        )
+        .unwrap();
+        let refused = conn.execute("UPDATE deliveries SET status = 'orphaned'", []);
+        assert!(refused.is_err(), "schema 6 refuses the new status");
+    }
+    let store = SqliteStore::open(&data).unwrap();
+    let orphaned = store
+        .writer
+        .run(|conn| {
+            conn.execute("UPDATE deliveries SET status = 'orphaned'", [])?;
+            let bad: i64 = conn.query_row(
+                "SELECT count(*) FROM deliveries WHERE status NOT IN
+                     ('pending', 'succeeded', 'dead', 'skipped', 'orphaned')",
+                [],
+                |row| row.get(0),
+            )?;
+            let check: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+            let typo = conn.execute("UPDATE deliveries SET status = 'orphan'", []);
+            Ok((bad, check, typo.is_err()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        orphaned,
+        (0, "ok".to_string(), true),
+        "the CHECK still guards other values"
+    );
+    let (record, _) = store.get_delivery(None, "dlv_1").await.unwrap().unwrap();
+    assert_eq!(record.status, crate::DeliveryStatus::Orphaned);
+}
+
 /// The embedded store under the shared conformance suite.
 struct SqliteBackend {
     dir: TempDir,
