@@ -30,8 +30,8 @@ use crate::codec::nanos;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
-    DeliveryRecord, Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
-    ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
+    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use schema::{MigrateReport, SCHEMA_VERSION};
@@ -494,6 +494,38 @@ impl Store for PostgresStore {
     ) -> StoreFuture<'a, DeliveryRecord> {
         Box::pin(self.in_tx(true, async move |tx| {
             queries::retry_now(tx, team, delivery_id, now).await
+        }))
+    }
+
+    fn orphan<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        reason: String,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.in_tx(false, async move |tx| {
+            queries::orphan(tx, delivery_id, lease, &reason, now).await
+        }))
+    }
+
+    fn reattach_orphans<'a>(
+        &'a self,
+        channels: &'a [(TeamId, String)],
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(self.in_tx(true, async move |tx| {
+            queries::reattach_orphans(tx, channels, now).await
+        }))
+    }
+
+    fn move_deliveries<'a>(
+        &'a self,
+        filter: &'a MoveFilter,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(self.in_tx(true, async move |tx| {
+            queries::move_deliveries(tx, filter, now).await
         }))
     }
 

@@ -17,8 +17,8 @@ use crate::codec::{
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next, ReplayFilter,
-    ReplayStatus,
+    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, MoveFilter, NewAttempt, NewDelivery, Next,
+    ReplayFilter, ReplayStatus,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
@@ -384,24 +384,27 @@ pub(super) async fn next_due(
 async fn finish_fenced(c: &impl GenericClient, finish: &Finish) -> Result<bool, StoreError> {
     let (status, next_attempt_at) = match finish.next {
         Next::Succeeded => (DeliveryStatus::Succeeded, None),
-        Next::RetryAt(at) => (DeliveryStatus::Pending, Some(nanos(at))),
+        Next::RetryAt(at) | Next::Wait(at) => (DeliveryStatus::Pending, Some(nanos(at))),
         Next::Dead => (DeliveryStatus::Dead, None),
         Next::Skipped => (DeliveryStatus::Skipped, None),
     };
+    // A channel-wide failure is not the message's: its attempt leaves the budget alone.
+    let uncounted = i64::from(matches!(finish.next, Next::Wait(_)));
     let attempt: &NewAttempt = &finish.attempt;
     let duration = i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX);
     let status_code = attempt.status_code.map(i64::from);
     let inserted = execute(
         c,
         "WITH old AS (
-             SELECT seq, attempts, manual_next FROM deliveries
+             SELECT seq, attempts, budget_start, manual_next FROM deliveries
               WHERE id = $1 AND status = 'pending' AND lease_token = $2
               FOR UPDATE),
          upd AS (
              UPDATE deliveries d
                 SET status = $3, attempts = old.attempts + 1, next_attempt_at = $4,
                     due_at = $4, lease_token = NULL, lease_until = NULL, manual_next = false,
-                    last_error = $5, last_status_code = $6, updated_at = $7
+                    last_error = $5, last_status_code = $6, updated_at = $7,
+                    budget_start = old.budget_start + $11
                FROM old WHERE d.seq = old.seq
              RETURNING d.seq, d.attempts, old.manual_next)
          INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,
@@ -418,6 +421,7 @@ async fn finish_fenced(c: &impl GenericClient, finish: &Finish) -> Result<bool, 
             &nanos(attempt.started_at),
             &duration,
             &attempt.response,
+            &uncounted,
         ],
     )
     .await?;
@@ -499,6 +503,79 @@ pub(super) async fn finish_silenced(
     }
 }
 
+/// Holds a leased delivery as orphaned (see `Store::orphan`): not due, no attempt, its
+/// budget untouched; fenced by its lease like a finish.
+pub(super) async fn orphan(
+    c: &impl GenericClient,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let changed = execute(
+        c,
+        "UPDATE deliveries
+            SET status = 'orphaned', next_attempt_at = NULL, due_at = NULL,
+                lease_token = NULL, lease_until = NULL, last_error = $3, updated_at = $4
+          WHERE id = $1 AND status = 'pending' AND lease_token = $2",
+        &[&delivery_id, &lease.as_str(), &reason, &nanos(now)],
+    )
+    .await?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(fenced_off(c, delivery_id).await?)
+    }
+}
+
+/// Orphans of the given channels become pending and due at `now` (`deliveries_orphaned`),
+/// in one statement over the pairs.
+pub(super) async fn reattach_orphans(
+    c: &impl GenericClient,
+    channels: &[(TeamId, String)],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    if channels.is_empty() {
+        return Ok(0);
+    }
+    let (teams, names) = excluded(channels);
+    execute(
+        c,
+        "UPDATE deliveries
+            SET status = 'pending', next_attempt_at = $3, due_at = $3, updated_at = $3
+          WHERE status = 'orphaned'
+            AND (team_id, channel) IN
+                (SELECT t, c FROM unnest($1::text[], $2::text[]) AS x (t, c))",
+        &[&teams, &names, &nanos(now)],
+    )
+    .await
+}
+
+/// Re-points a team's deliveries of one channel and status to another channel, due now.
+/// A dead one starts a fresh budget, as a manual retry does; an orphan's is untouched.
+pub(super) async fn move_deliveries(
+    c: &impl GenericClient,
+    filter: &MoveFilter,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    execute(
+        c,
+        "UPDATE deliveries
+            SET channel = $3, status = 'pending', next_attempt_at = $5, due_at = $5,
+                lease_token = NULL, lease_until = NULL, manual_next = true, updated_at = $5,
+                budget_start = CASE WHEN status = 'dead' THEN attempts ELSE budget_start END
+          WHERE team_id = $1 AND channel = $2 AND status = $4",
+        &[
+            &filter.team.as_str(),
+            &filter.from_channel,
+            &filter.to_channel,
+            &filter.status.as_status().as_str(),
+            &nanos(now),
+        ],
+    )
+    .await
+}
+
 pub(super) async fn retry_now(
     tx: &impl GenericClient,
     team: Option<&TeamId>,
@@ -509,7 +586,7 @@ pub(super) async fn retry_now(
     let team = team.map(TeamId::as_str);
     let row = row_opt(
         tx,
-        "SELECT seq, status, lease_until FROM deliveries
+        "SELECT seq, status, lease_until, channel FROM deliveries
           WHERE id = $1 AND ($2::text IS NULL OR team_id = $2)
           FOR UPDATE",
         &[&delivery_id, &team],
@@ -522,6 +599,12 @@ pub(super) async fn retry_now(
     let status: DeliveryStatus = status
         .parse()
         .map_err(|m: String| corrupt("delivery status", m))?;
+    if status == DeliveryStatus::Orphaned {
+        return Err(StoreError::Orphaned {
+            delivery: delivery_id.to_owned(),
+            channel: row.try_get(3)?,
+        });
+    }
     if status == DeliveryStatus::Succeeded {
         return Err(StoreError::NotRetryable {
             delivery: delivery_id.to_owned(),
@@ -566,7 +649,7 @@ pub(super) async fn replay(
     let status = match filter.status {
         ReplayStatus::Dead => "status = 'dead'",
         ReplayStatus::Failed => "(status = 'dead' OR (status = 'pending' AND attempts > 0))",
-        ReplayStatus::All => "true",
+        ReplayStatus::All => "status <> 'orphaned'",
     };
     // $5 = now: a delivery being attempted (live lease) is left to its attempt.
     let selected = format!(

@@ -21,10 +21,11 @@ const SIZE: &str = "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
       WHERE n.nspname = current_schema() AND c.relkind = 'r'";
 
 /// The finished deliveries an event goes with (succeeded, skipped, suppressed, silenced):
-/// every status but `pending` and `dead`.
-const GOES_WITH_EVENT: &str = "status NOT IN ('pending', 'dead')";
+/// every status but `pending`, `dead` and `orphaned`, which keep their event.
+const GOES_WITH_EVENT: &str = "status NOT IN ('pending', 'dead', 'orphaned')";
 
-/// Removes up to `batch` events (accepted before `cutoff`, no delivery pending or dead)
+/// Removes up to `batch` events (accepted before `cutoff`, no delivery pending, dead or
+/// orphaned)
 /// with their deliveries, attempts and split progress, oldest first.
 async fn prune_events(
     tx: &impl GenericClient,
@@ -37,7 +38,8 @@ async fn prune_events(
             "SELECT e.seq FROM events e
               WHERE e.accepted_at < $1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                 WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead'))
+                                 WHERE d.event_seq = e.seq
+                                   AND d.status IN ('pending', 'dead', 'orphaned'))
               ORDER BY e.accepted_at LIMIT $2
               FOR UPDATE SKIP LOCKED",
         )

@@ -148,6 +148,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX silences_ends ON silences (ends_at);
     CREATE INDEX silences_team ON silences (team_id, seq);
     ",
+    // 4: `orphaned` deliveries (their channel left the configuration; the embedded
+    // store's migration 9), held until re-attached or moved. The index finds a team's
+    // orphans of one channel without walking its other rows.
+    "
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+    ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+        CHECK (status IN ('pending', 'succeeded', 'dead', 'skipped', 'suppressed', 'silenced',
+                          'orphaned'));
+    CREATE INDEX deliveries_orphaned ON deliveries (team_id, channel)
+        WHERE status = 'orphaned';
+    ",
 ];
 
 /// The schema version this herald writes.
