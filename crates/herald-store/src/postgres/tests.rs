@@ -582,3 +582,68 @@ async fn one_dedup_key_raced_on_two_nodes_is_sent_once() {
     let due = nodes[1].claim_due(at(1), 1000, LEASE, &[]).await.unwrap();
     assert_eq!(due.len(), ROUNDS, "one sent delivery per key");
 }
+
+/// A schema made by the first PostgreSQL herald (migration 1 only, with a delivery in it)
+/// migrates to the current version: its rows read back, the status CHECK now admits the
+/// later statuses, and it still refuses one that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_schema_migrates_and_its_status_check_widens_but_still_guards() {
+    let schema = TestSchema::new().await;
+    let name = &schema.options.schema;
+    schema
+        .sql(&format!(
+            "CREATE SCHEMA {name}; SET search_path TO {name};
+             CREATE TABLE schema_migrations (
+                 version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             {}
+             INSERT INTO schema_migrations (version) VALUES (1);",
+            super::schema::MIGRATIONS[0]
+        ))
+        .await;
+    // Stored by that herald: an event with one pending delivery.
+    let body = crate::codec::encode_event(&event("acme", "e1")).unwrap();
+    schema
+        .sql(&format!(
+            "SET search_path TO {name};
+             INSERT INTO events (id, team_id, event_type, body, accepted_at)
+             VALUES ('e1', 'acme', 'capsule.create', '{}', 0);
+             INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+                 subscription, status, next_attempt_at, due_at, created_at, updated_at)
+             SELECT 'd1', seq, 'acme', 'e1', 'capsule.create', 'hook', 0, 'pending', 0, 0,
+                    0, 0 FROM events;",
+            body.replace('\'', "''")
+        ))
+        .await;
+    let report = PostgresStore::migrate_only(&schema.options).await.unwrap();
+    assert_eq!((report.from, report.to), (1, SCHEMA_VERSION));
+    let store = schema.open().await;
+    let (record, _) = store.get_delivery(None, "d1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.silence_id, record.duplicate_of),
+        (crate::DeliveryStatus::Pending, None, None)
+    );
+    // Every status herald writes is admitted now …
+    let client = store.client().await.unwrap();
+    for status in ["suppressed", "silenced", "orphaned", "pending"] {
+        client
+            .execute(
+                "UPDATE deliveries SET status = $1 WHERE id = 'd1'",
+                &[&status],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{status}: {e}"));
+    }
+    // … and the CHECK still guards the column.
+    let err = client
+        .execute(
+            "UPDATE deliveries SET status = 'retrying' WHERE id = 'd1'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+        "{err}"
+    );
+}
