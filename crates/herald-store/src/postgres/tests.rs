@@ -552,7 +552,7 @@ async fn one_dedup_key_raced_on_two_nodes_is_sent_once() {
             if suppressed.is_empty() {
                 sent.push(id);
             } else {
-                assert_eq!(suppressed, [id.clone()]);
+                assert_eq!(suppressed, [id]);
             }
         }
         assert_eq!(sent.len(), 1, "round {round}: sent {sent:?}");
