@@ -388,7 +388,11 @@ fn herald_migrate_upgrades_once_and_a_newer_schema_or_a_backup_is_refused_clearl
     assert!(first.status.success(), "{}", outputs(&first));
     assert_eq!(
         text(&first.stdout).trim(),
-        format!("schema `{}` migrated from version 0 to 1", schema.name)
+        format!(
+            "schema `{}` migrated from version 0 to {}",
+            schema.name,
+            herald_store::POSTGRES_SCHEMA_VERSION
+        )
     );
     let again = command(&["migrate"]);
     assert!(again.status.success(), "{}", outputs(&again));
@@ -425,7 +429,10 @@ fn herald_migrate_upgrades_once_and_a_newer_schema_or_a_backup_is_refused_clearl
     assert!(!serve.status.success(), "{}", outputs(&serve));
     let stderr = text(&serve.stderr);
     assert!(
-        stderr.contains("has version 99, newer than the 1 this herald knows"),
+        stderr.contains(&format!(
+            "has version 99, newer than the {} this herald knows",
+            herald_store::POSTGRES_SCHEMA_VERSION
+        )),
         "{}",
         outputs(&serve)
     );
