@@ -676,6 +676,8 @@ impl Client {
     fn new(addr: SocketAddr) -> Client {
         let http = reqwest::Client::builder()
             .no_proxy()
+            // Under herald's `[server] header_timeout` (idle connections are closed then).
+            .pool_idle_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
             .expect("build an HTTP client");
@@ -848,21 +850,31 @@ impl Herald {
 
     /// SIGTERM, then waits (bounded) for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        let within = Duration::from_secs(20);
+        self.terminate_within(within).unwrap_or_else(|()| {
+            panic!(
+                "herald did not exit within {within:?} of SIGTERM; log:\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// SIGTERM, then waits up to `within` for the process to exit; SIGKILL and `Err` if it
+    /// did not.
+    pub fn terminate_within(&mut self, within: Duration) -> Result<ExitStatus, ()> {
         signal(self.pid(), "TERM");
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().expect("poll herald") {
                 self.note(&format!("exited after SIGTERM: {status}"));
-                return status;
+                return Ok(status);
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "herald did not exit within 20s of SIGTERM; log:\n{}",
-                    self.logs()
-                );
+                self.note(&format!("still running {within:?} after SIGTERM: killed"));
+                return Err(());
             }
             std::thread::sleep(Duration::from_millis(25));
         }

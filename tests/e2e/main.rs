@@ -4,6 +4,7 @@
 
 mod api;
 mod backup;
+mod bounded;
 mod browser;
 mod channel_failures;
 mod channels;

@@ -25,7 +25,7 @@ use crate::harness::*;
 mod cluster;
 
 /// The transient type of the test configuration: mirrored to the stream, never stored.
-const TRANSIENT: &str = "capsule.state.changed";
+pub(crate) const TRANSIENT: &str = "capsule.state.changed";
 
 // ---------------------------------------------------------------------------------------
 // Clients
@@ -33,16 +33,16 @@ const TRANSIENT: &str = "capsule.state.changed";
 
 /// One message of the live stream as a client received it.
 #[derive(Debug, Clone, PartialEq)]
-struct Live {
+pub(crate) struct Live {
     /// The SSE `event:` name, or the WebSocket frame's `kind`.
-    kind: String,
+    pub(crate) kind: String,
     /// The SSE `id:` line (WebSocket frames have none).
-    id: Option<String>,
-    data: Value,
+    pub(crate) id: Option<String>,
+    pub(crate) data: Value,
 }
 
 impl Live {
-    fn event_id(&self) -> Option<&str> {
+    pub(crate) fn event_id(&self) -> Option<&str> {
         match self.kind.as_str() {
             "event" => self.data["event"]["id"].as_str(),
             _ => None,
@@ -109,21 +109,21 @@ fn tail(seen: &[Live]) -> String {
     )
 }
 
-fn addr_of(h: &Herald) -> SocketAddr {
+pub(crate) fn addr_of(h: &Herald) -> SocketAddr {
     h.url()
         .strip_prefix("http://")
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("not an http://ADDR url: {}", h.url()))
 }
 
-fn bearer(key: &str) -> (&'static str, String) {
+pub(crate) fn bearer(key: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {key}"))
 }
 
 /// A loopback connection. `small_window` sets a small receive buffer (which also turns off
 /// the kernel's autotuning), so a client that stops reading backs the server up after a
 /// few kilobytes rather than megabytes.
-async fn tcp(addr: SocketAddr, small_window: bool) -> TcpStream {
+pub(crate) async fn tcp(addr: SocketAddr, small_window: bool) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("a TCP socket");
     if small_window {
         socket
@@ -136,7 +136,7 @@ async fn tcp(addr: SocketAddr, small_window: bool) -> TcpStream {
 /// An SSE client over HTTP/1.1: the request by hand, the chunked body decoded, messages
 /// split at blank lines.
 #[derive(Debug)]
-struct Sse {
+pub(crate) struct Sse {
     body: BufReader<TcpStream>,
     /// Decoded body bytes not yet parsed into messages.
     pending: Vec<u8>,
@@ -144,7 +144,7 @@ struct Sse {
 
 impl Sse {
     /// `GET path`; a refusal comes back as the reply.
-    async fn open(
+    pub(crate) async fn open(
         addr: SocketAddr,
         path: &str,
         headers: &[(&'static str, String)],
@@ -213,7 +213,7 @@ impl Sse {
     }
 
     /// The next message; comments (the heartbeat) are skipped.
-    async fn next(&mut self) -> Result<Live, String> {
+    pub(crate) async fn next(&mut self) -> Result<Live, String> {
         loop {
             if let Some(cut) = self.pending.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = self.pending.drain(..cut + 2).collect();
@@ -285,12 +285,12 @@ fn parse_sse(block: &str) -> Option<Live> {
 
 /// A WebSocket client of `/v1/ws`.
 #[derive(Debug)]
-struct Ws {
+pub(crate) struct Ws {
     socket: WebSocketStream<TcpStream>,
 }
 
 impl Ws {
-    async fn open(
+    pub(crate) async fn open(
         addr: SocketAddr,
         path: &str,
         headers: &[(&'static str, String)],
@@ -478,7 +478,7 @@ fn wait_live(h: &Herald, key: &str, tag: &str, clients: &mut [&mut Client]) {
     panic!("a WebSocket client never received a marker");
 }
 
-fn publish(h: &Herald, key: &str, id: &str, event_type: &str) {
+pub(crate) fn publish(h: &Herald, key: &str, id: &str, event_type: &str) {
     h.post(&json!({"id": id, "event": event_type}), key)
         .expect(202);
 }

@@ -45,6 +45,9 @@ pub(crate) fn client(
         .tcp_nodelay(true)
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        // herald closes a connection idle for its `[server] header_timeout` (10 s by
+        // default): drop idle ones first, so a request never races that close.
+        .pool_idle_timeout(Duration::from_secs(5))
         .user_agent(concat!("herald-client/", env!("CARGO_PKG_VERSION")));
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);

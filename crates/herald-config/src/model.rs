@@ -98,6 +98,20 @@ pub struct ServerConfig {
     /// Serve `/metrics` without the admin token (it names every team and channel, so it
     /// is admin-only unless an operator opts in, e.g. for a scraper on a private network).
     pub metrics_public: bool,
+    /// How long a client may take to send a request's head (and how long a kept-alive
+    /// connection may sit idle) before the connection is closed (default 10 s).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's whole body (default 30 s).
+    pub body_timeout: Duration,
+    /// How long a stop waits for open connections (requests in flight, streams) before
+    /// closing them (default 10 s).
+    pub shutdown_grace: Duration,
+    /// Most open HTTP connections; a connection beyond it is answered `503` and closed.
+    pub max_connections: usize,
+    /// Most open live streams (SSE and WebSocket together), in total and per API key or
+    /// admin token; a stream beyond either is refused with `429`.
+    pub max_streams: usize,
+    pub max_streams_per_key: usize,
 }
 
 #[derive(Debug, Clone)]

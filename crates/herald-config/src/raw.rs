@@ -16,6 +16,12 @@ pub(crate) struct RawServer {
     pub max_body_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     pub metrics_public: bool,
+    pub header_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_streams: Option<Spanned<u64>>,
+    pub max_streams_per_key: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,23 +18,7 @@ pub fn caller_from(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Caller, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let token = match headers.get(header::AUTHORIZATION) {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                // The scheme name is case-insensitive (RFC 9110 §11.1).
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(rest)
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <API key>`"))?,
-        None => query_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <API key>` header"))?,
-    };
+    let token = bearer_token(headers, query_token)?;
     if config
         .server
         .admin_token
@@ -46,7 +30,32 @@ pub fn caller_from(
     config
         .team_for_key(token)
         .map(|team| Caller::Team(team.clone()))
-        .ok_or_else(|| unauthorized("unknown API key"))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
+}
+
+/// The token a request carries: `Authorization: Bearer <token>`, else the query's
+/// `access_token`.
+pub fn bearer_token<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+) -> Result<&'a str, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    match headers.get(header::AUTHORIZATION) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                // The scheme name is case-insensitive (RFC 9110 §11.1).
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <API key>`")),
+        None => query_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <API key>` header")),
+    }
 }
 
 pub fn admin_only(caller: &Caller) -> Result<(), ApiError> {

@@ -3,11 +3,15 @@
 //! and back; they hold no delivery logic.
 
 mod auth;
+mod connections;
+mod deadline;
 mod error;
 mod extract;
+mod replay;
 mod routes;
 mod silences;
 mod stream;
+mod stream_slots;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -16,7 +20,9 @@ use axum::Router;
 use herald_engine::Engine;
 use metrics_exporter_prometheus::{Matcher as MetricMatcher, PrometheusBuilder, PrometheusHandle};
 
+pub use connections::serve;
 pub use error::ApiError;
+pub use stream_slots::StreamSlots;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -27,6 +33,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Counts successful reloads: open streams re-check their credentials on each.
     pub reloads: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The live streams open now, against `[server] max_streams` and `max_streams_per_key`.
+    pub streams: Arc<StreamSlots>,
 }
 
 impl AppState {
@@ -36,13 +44,19 @@ impl AppState {
             config_path,
             metrics,
             reloads: Arc::new(tokio::sync::watch::channel(0).0),
+            streams: Arc::default(),
         }
     }
 }
 
-/// The API's routes.
+/// The API's routes, each request's body under `[server] body_timeout`.
 pub fn router(state: AppState) -> Router {
-    routes::router().with_state(state)
+    routes::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline::body_deadline,
+        ))
+        .with_state(state)
 }
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.

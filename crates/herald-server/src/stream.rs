@@ -2,22 +2,25 @@
 //! the same messages for both, limited to the caller's team and optional type patterns.
 //!
 //! SSE resume: each durable event carries `id: <event id>`; a client reconnecting with
-//! `Last-Event-ID` first gets the durable events stored since then (transient events are
-//! never stored, so they cannot be replayed), then the live stream. A client that falls
-//! more than the bus capacity behind gets a `lagged` message saying how many it missed and
-//! keeps streaming.
+//! `Last-Event-ID` first gets every durable event stored since then, read a page at a
+//! time as it takes them (transient events are never stored, so they cannot be
+//! replayed), then the live stream. A client that falls more than the bus capacity behind
+//! gets a `lagged` message saying how many it missed and keeps streaming.
+//!
+//! Each stream holds a slot against `[server] max_streams` and `max_streams_per_key`;
+//! a WebSocket client's frames and messages are limited to 64 KiB (1009 closes it).
 //!
 //! A stream lives no longer than its credentials: after each configuration reload it
 //! checks its token again, and ends (with a `closed` message) when the key or admin
 //! token was removed or now belongs to another team.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,15 +29,22 @@ use herald_core::{Pattern, TeamId};
 use herald_engine::{BusMessage, Caller, LiveMessage};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::AppState;
-use crate::auth::caller_from;
+use crate::auth::{bearer_token, caller_from};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::replay::{PAGE, Page, Recent, Replay};
+use crate::stream_slots::StreamSlot;
 
-/// Most stored events replayed after a `Last-Event-ID`.
-const MAX_REPLAY: usize = 10_000;
+/// Largest WebSocket frame or message a client may send (it sends none that matter:
+/// the stream goes one way).
+const MAX_WS_MESSAGE: usize = 64 * 1024;
+/// How long a socket closed for an oversized frame stays open for the client to read
+/// the close frame.
+const WS_CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Deserialize)]
 pub struct StreamQuery {
@@ -152,130 +162,191 @@ impl Credentials {
     }
 }
 
-/// Subscribes first, then reads the replay, so nothing committed in between is missed;
-/// live messages already replayed are skipped.
-async fn items(
-    state: &AppState,
-    filter: Filter,
-    last_event_id: Option<String>,
-    credentials: Credentials,
-) -> impl Stream<Item = Item> + Send + 'static {
-    let rx = state.engine.bus().subscribe();
-    let mut replay: VecDeque<Item> = VecDeque::new();
-    let mut replayed: HashSet<String> = HashSet::new();
-    if let Some(last) = last_event_id {
-        let mut after = last;
-        loop {
-            match state
-                .engine
-                .store()
-                .events_after(filter.team.as_ref(), &after, 500)
-                .await
-            {
-                Ok(events) => {
-                    let done = events.len() < 500 || replayed.len() >= MAX_REPLAY;
-                    for event in events {
-                        after = event.id.clone();
-                        replayed.insert(event.id.clone());
-                        let m = LiveMessage::Event {
-                            durable: true,
-                            event: Arc::new(event),
-                        };
-                        if filter.admits(&m) {
-                            replay.push_back(Item::Message(Arc::new(BusMessage::new(m))));
-                        }
-                    }
-                    if done {
-                        break;
-                    }
-                }
-                Err(herald_store::StoreError::NotFound) => {
-                    replay.push_back(Item::Reset(format!(
-                        "Last-Event-ID `{after}` is unknown; nothing was replayed"
-                    )));
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "replaying events for a stream failed");
-                    replay.push_back(Item::Reset("replay failed; see the server log".into()));
-                    break;
-                }
-            }
-        }
-    }
-    // The stream ends when the server begins shutting down, so an open stream cannot
-    // hold a graceful shutdown open forever.
-    let draining = state.engine.draining();
-    let mut reloads = state.reloads.subscribe();
-    reloads.mark_unchanged();
-    let live = Live {
-        state: state.clone(),
-        credentials,
-        reloads,
-        closed: false,
-    };
-    stream::unfold(
-        (rx, replay, replayed, filter, draining, live),
-        |(mut rx, mut replay, replayed, filter, mut draining, mut live)| async move {
-            if live.closed {
-                return None;
-            }
-            if let Some(item) = replay.pop_front() {
-                return Some((item, (rx, replay, replayed, filter, draining, live)));
-            }
-            loop {
-                let received = tokio::select! {
-                    received = rx.recv() => Some(received),
-                    _ = draining.wait_for(|d| *d) => return None,
-                    changed = live.reloads.changed() => {
-                        if changed.is_ok() && live.credentials.still_valid(&live.state) {
-                            continue;
-                        }
-                        None
-                    }
-                };
-                let Some(received) = received else {
-                    live.closed = true;
-                    return Some((Item::Closed, (rx, replay, replayed, filter, draining, live)));
-                };
-                match received {
-                    Ok(m) => {
-                        if !filter.admits(&m.message) {
-                            continue;
-                        }
-                        if let LiveMessage::Event {
-                            durable: true,
-                            event,
-                        } = &m.message
-                            && replayed.contains(&event.id)
-                        {
-                            continue;
-                        }
-                        return Some((
-                            Item::Message(m),
-                            (rx, replay, replayed, filter, draining, live),
-                        ));
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        return Some((
-                            Item::Lagged(missed),
-                            (rx, replay, replayed, filter, draining, live),
-                        ));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        },
-    )
-}
-
-/// What the live half of a stream watches besides the bus.
-struct Live {
+/// The messages of one stream. Without a replay it subscribes to the bus at once. With
+/// one, it reads the store a page at a time as the client takes the events; when a page
+/// comes back short it subscribes, reads once more (what was committed meanwhile), and
+/// goes live, skipping live events it already replayed.
+struct Feed {
     state: AppState,
+    filter: Filter,
+    replay: Option<Replay>,
+    rx: Option<broadcast::Receiver<Arc<BusMessage>>>,
+    buffered: VecDeque<Item>,
+    recent: Recent,
+    draining: tokio::sync::watch::Receiver<bool>,
     credentials: Credentials,
     reloads: tokio::sync::watch::Receiver<u64>,
     /// `Item::Closed` was sent: the stream ends.
     closed: bool,
+    /// Held while the stream is open.
+    _slot: StreamSlot,
+}
+
+impl Feed {
+    fn new(
+        state: &AppState,
+        filter: Filter,
+        last_event_id: Option<String>,
+        credentials: Credentials,
+        slot: StreamSlot,
+    ) -> Feed {
+        let replay = last_event_id.map(|last| Replay::new(filter.team.clone(), last));
+        // Without a replay, subscribe now: the client is live once it has the head.
+        let rx = replay.is_none().then(|| state.engine.bus().subscribe());
+        let mut reloads = state.reloads.subscribe();
+        reloads.mark_unchanged();
+        Feed {
+            state: state.clone(),
+            filter,
+            replay,
+            rx,
+            buffered: VecDeque::new(),
+            recent: Recent::default(),
+            // The stream ends when the server begins shutting down, so an open stream
+            // cannot hold a graceful shutdown open forever.
+            draining: state.engine.draining(),
+            credentials,
+            reloads,
+            closed: false,
+            _slot: slot,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            if self.closed {
+                return None;
+            }
+            if let Some(item) = self.buffered.pop_front() {
+                return Some(item);
+            }
+            if self.replay.is_some() {
+                if *self.draining.borrow() {
+                    return None;
+                }
+                if self.reloads.has_changed().unwrap_or(true) {
+                    self.reloads.mark_unchanged();
+                    if !self.credentials.still_valid(&self.state) {
+                        self.closed = true;
+                        return Some(Item::Closed);
+                    }
+                }
+                self.read_page().await;
+                continue;
+            }
+            return self.next_live().await;
+        }
+    }
+
+    /// One page of the replay into `buffered`; at the end of the replay, subscribes.
+    async fn read_page(&mut self) {
+        let Some(replay) = self.replay.as_mut() else {
+            return;
+        };
+        let store = Arc::clone(self.state.engine.store());
+        let caught_up = match replay.next(store.as_ref()).await {
+            Page::Events(events) => {
+                let caught_up = events.len() < PAGE;
+                for event in events {
+                    self.recent.replayed(&event.id);
+                    let m = LiveMessage::Event {
+                        durable: true,
+                        event: Arc::new(event),
+                    };
+                    if self.filter.admits(&m) {
+                        self.buffered
+                            .push_back(Item::Message(Arc::new(BusMessage::new(m))));
+                    }
+                }
+                caught_up
+            }
+            Page::Unknown(after) => {
+                self.buffered.push_back(Item::Reset(format!(
+                    "Last-Event-ID `{after}` is unknown; nothing was replayed"
+                )));
+                self.replay = None;
+                true
+            }
+            Page::Failed => {
+                self.buffered
+                    .push_back(Item::Reset("replay failed; see the server log".into()));
+                self.replay = None;
+                true
+            }
+        };
+        if !caught_up {
+            return;
+        }
+        if self.rx.is_none() {
+            // Subscribe before the client has the last replayed event, then read once more
+            // (the events committed since the short page) before going live.
+            self.rx = Some(self.state.engine.bus().subscribe());
+        } else {
+            self.replay = None;
+        }
+    }
+
+    async fn next_live(&mut self) -> Option<Item> {
+        let rx = self.rx.as_mut()?;
+        loop {
+            let received = tokio::select! {
+                received = rx.recv() => received,
+                _ = self.draining.wait_for(|d| *d) => return None,
+                changed = self.reloads.changed() => {
+                    if changed.is_ok() && self.credentials.still_valid(&self.state) {
+                        continue;
+                    }
+                    self.closed = true;
+                    return Some(Item::Closed);
+                }
+            };
+            match received {
+                Ok(m) => {
+                    if !self.filter.admits(&m.message) {
+                        continue;
+                    }
+                    if let LiveMessage::Event {
+                        durable: true,
+                        event,
+                    } = &m.message
+                        && self.recent.seen(&event.id)
+                    {
+                        continue;
+                    }
+                    return Some(Item::Message(m));
+                }
+                Err(RecvError::Lagged(missed)) => return Some(Item::Lagged(missed)),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Item> + Send + 'static {
+        stream::unfold(self, |mut feed| async move {
+            let item = feed.next().await?;
+            Some((item, feed))
+        })
+    }
+}
+
+/// Checks the stream limits and opens the stream's feed.
+fn open(
+    state: &AppState,
+    headers: HeaderMap,
+    query: StreamQuery,
+    last_event_id: Option<String>,
+) -> Result<Feed, ApiError> {
+    let config = state.engine.config();
+    let caller = caller_from(&config, &headers, query.access_token.as_deref())?;
+    let filter = Filter::parse(&caller, query.events.as_deref())?;
+    let token = bearer_token(&headers, query.access_token.as_deref())?;
+    let slot = state.streams.take(token, &caller, &config.server)?;
+    let credentials = Credentials {
+        headers,
+        query_token: query.access_token,
+        caller,
+    };
+    Ok(Feed::new(state, filter, last_event_id, credentials, slot))
 }
 
 pub async fn sse(
@@ -283,20 +354,15 @@ pub async fn sse(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
-    let filter = Filter::parse(&caller, q.events.as_deref())?;
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .filter(|s| !s.is_empty());
-    let credentials = Credentials {
-        headers,
-        query_token: q.access_token,
-        caller,
-    };
-    let items = items(&state, filter, last, credentials).await;
-    let events = futures_util::StreamExt::map(items, |item| Ok::<_, Infallible>(item.to_sse()));
+    let feed = open(&state, headers, q, last)?;
+    let events = futures_util::StreamExt::map(feed.into_stream(), |item| {
+        Ok::<_, Infallible>(item.to_sse())
+    });
     Ok(Sse::new(events)
         .keep_alive(
             KeepAlive::new()
@@ -312,17 +378,11 @@ pub async fn ws(
     ApiQuery(q): ApiQuery<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let caller = caller_from(&state.engine.config(), &headers, q.access_token.as_deref())?;
-    let filter = Filter::parse(&caller, q.events.as_deref())?;
-    let credentials = Credentials {
-        headers,
-        query_token: q.access_token,
-        caller,
-    };
-    Ok(upgrade.on_upgrade(move |socket| async move {
-        let items = items(&state, filter, None, credentials).await;
-        forward(socket, items).await;
-    }))
+    let feed = open(&state, headers, q, None)?;
+    Ok(upgrade
+        .max_frame_size(MAX_WS_MESSAGE)
+        .max_message_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| forward(socket, feed.into_stream())))
 }
 
 async fn forward(mut socket: WebSocket, items: impl Stream<Item = Item> + Send + 'static) {
@@ -338,7 +398,16 @@ async fn forward(mut socket: WebSocket, items: impl Stream<Item = Item> + Send +
                 }
             }
             incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    if let Some(close) = close_for(e) {
+                        let _ = socket.send(Message::Close(Some(close))).await;
+                        // The rest of the oversized frame is unread: closing the socket
+                        // now would reset it before the client has read the close frame.
+                        tokio::time::sleep(WS_CLOSE_LINGER).await;
+                    }
+                    break;
+                }
                 Some(Ok(_)) => {}
             },
             _ = ping.tick() => {
@@ -347,5 +416,17 @@ async fn forward(mut socket: WebSocket, items: impl Stream<Item = Item> + Send +
                 }
             }
         }
+    }
+}
+
+/// The close frame for a failed read: 1009 for a frame or message over the limit.
+fn close_for(error: axum::Error) -> Option<CloseFrame> {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some(CloseFrame {
+            code: close_code::SIZE,
+            reason: format!("frames and messages are limited to {MAX_WS_MESSAGE} bytes").into(),
+        }),
+        _ => None,
     }
 }

@@ -5,6 +5,7 @@
 
 mod publish;
 mod server;
+mod slow;
 mod sse;
 
 use std::path::PathBuf;
@@ -47,6 +48,13 @@ struct Args {
     /// How long to wait after publishing for clients to catch up.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// Slow clients besides: connections that send a request head one byte a second and
+    /// never finish it, reconnecting whenever herald cuts them off.
+    #[arg(long, default_value_t = 0)]
+    half_header: u32,
+    /// Slow clients besides: SSE clients (4 KiB receive window) that never read.
+    #[arg(long, default_value_t = 0)]
+    slow_readers: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -97,6 +105,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
     while let Some(connected) = connecting.join_next().await {
         let connected = connected?.context("an SSE client could not connect")?;
         readers.spawn(sse::run(connected, Arc::clone(&progress), stop_rx.clone()));
+    }
+    let slow_stats = Arc::new(slow::SlowStats::default());
+    let mut slow_clients = JoinSet::new();
+    if args.half_header + args.slow_readers > 0 {
+        for i in 0..args.half_header {
+            slow_clients.spawn(slow::half_header(
+                server.addr,
+                Arc::clone(&slow_stats),
+                stop_rx.clone(),
+            ));
+            if i % 50 == 49 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for _ in 0..args.slow_readers {
+            slow_clients.spawn({
+                let (stats, stop) = (Arc::clone(&slow_stats), stop_rx.clone());
+                let addr = server.addr;
+                async move { slow::never_reads(addr, server::KEY, stats, stop).await }
+            });
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            let s = &slow_stats;
+            let readers =
+                s.readers_open.load(Ordering::Relaxed) + s.readers_refused.load(Ordering::Relaxed);
+            if s.connects.load(Ordering::Relaxed) >= u64::from(args.half_header)
+                && readers >= u64::from(args.slow_readers)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "slow clients: {} half-header connections made, {} never-reading SSE streams open ({} refused)",
+            slow_stats.connects.load(Ordering::Relaxed),
+            slow_stats.readers_open.load(Ordering::Relaxed),
+            slow_stats.readers_refused.load(Ordering::Relaxed),
+        );
     }
     let connected_memory = server.memory();
     println!(
@@ -159,6 +206,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     sampling.abort();
     let sampled_peak = peak_rss.load(Ordering::Relaxed);
+    if args.half_header > 0 {
+        println!(
+            "half-header clients: herald cut them off {} times ({} connections made in all)",
+            slow_stats.cut_off.load(Ordering::Relaxed),
+            slow_stats.connects.load(Ordering::Relaxed),
+        );
+    }
+    slow_clients.abort_all();
 
     print_report(
         &args,

@@ -56,11 +56,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let sources =
         herald_sources::start(&engine, stop_rx.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let commands = start_telegram_commands(&engine, stop_rx)?;
-    let app = herald_server::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(engine.clone(), term))
-        .await
-        .context("serving HTTP")?;
+    let app = herald_server::router(state.clone());
+    herald_server::serve(listener, state, app, shutdown_signal(engine.clone(), term)).await;
     tracing::info!("no longer accepting requests; finishing attempts in flight");
     let _ = stop_commands.send(true);
     if let Some(commands) = commands {
