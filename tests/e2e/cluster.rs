@@ -466,7 +466,11 @@ fn herald_migrate_upgrades_once_and_a_newer_schema_or_a_backup_is_refused_clearl
     assert!(first.status.success(), "{}", outputs(&first));
     assert_eq!(
         text(&first.stdout).trim(),
-        format!("schema `{}` migrated from version 0 to 1", schema.name)
+        format!(
+            "schema `{}` migrated from version 0 to {}",
+            schema.name,
+            herald_store::POSTGRES_SCHEMA_VERSION
+        )
     );
     let again = command(&["migrate"]);
     assert!(again.status.success(), "{}", outputs(&again));
@@ -503,9 +507,86 @@ fn herald_migrate_upgrades_once_and_a_newer_schema_or_a_backup_is_refused_clearl
     assert!(!serve.status.success(), "{}", outputs(&serve));
     let stderr = text(&serve.stderr);
     assert!(
-        stderr.contains("has version 99, newer than the 1 this herald knows"),
+        stderr.contains(&format!(
+            "has version 99, newer than the {} this herald knows",
+            herald_store::POSTGRES_SCHEMA_VERSION
+        )),
         "{}",
         outputs(&serve)
     );
     crate::harness::assert_no_secret("herald serve's output", &stderr);
+}
+
+/// Node `node`'s only delivery of event `id` once it is no longer pending.
+fn settled(node: &Herald, id: &str) -> serde_json::Value {
+    node.wait_deliveries(id, ACME_KEY, "one delivery, settled", |d| {
+        d.len() == 1 && d[0]["status"] != "pending"
+    })[0]
+        .clone()
+}
+
+/// Publishes events to `node` until one's delivery is `wanted`; every one before it must
+/// have been `before`. Returns the one that was `wanted`. No timing is asserted: the other
+/// node's change is waited for by publishing.
+fn publish_until(node: &Herald, tag: &str, before: &str, wanted: &str) -> serde_json::Value {
+    for n in 0..400 {
+        let id = format!("evt_{tag}_{n:03}");
+        assert_eq!(post_event(node, &id), 202, "{id}");
+        let delivery = settled(node, &id);
+        if delivery["status"] == wanted {
+            return delivery;
+        }
+        assert_eq!(delivery["status"], before, "{delivery}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no delivery became {wanted} after 400 events");
+}
+
+/// A silence created on one node stops deliveries accepted by the other, and expiring it
+/// on the first lets the other send again: each node reads the silences other nodes
+/// changed from the shared store, without a restart.
+#[test]
+fn a_silence_created_or_expired_on_one_node_applies_on_the_other() {
+    let schema = PgSchema::new();
+    let receiver = Receiver::start("cluster-silence");
+    let conf = conf(&schema, &schema.url, &receiver);
+    let a = Herald::start("cluster-silence-a", &conf);
+    let b = Herald::start("cluster-silence-b", &conf);
+    // B is running and sending before the silence exists.
+    assert_eq!(settled_after_post(&b, "evt_before"), "succeeded");
+    let in_an_hour = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        herald_core::Timestamp::from_unix_nanos(now.as_nanos() as i128 + 3_600_000_000_000)
+            .to_string()
+    };
+    let created = a
+        .client()
+        .request(
+            axum::http::Method::POST,
+            "/v1/silences",
+            Some(ACME_KEY),
+            Some((
+                "application/json",
+                json!({"matchers": {"event": "capsule.*"}, "ends_at": in_an_hour,
+                       "comment": "maintenance", "created_by": "ops@acme"})
+                .to_string()
+                .into_bytes(),
+            )),
+        )
+        .expect(201);
+    let id = created["silence"]["id"].as_str().unwrap().to_owned();
+    let silenced = publish_until(&b, "during", "succeeded", "silenced");
+    assert_eq!(silenced["silence_id"], id.as_str(), "{silenced}");
+
+    a.client()
+        .post_empty(&format!("/v1/silences/{id}/expire"), ACME_KEY)
+        .expect(200);
+    publish_until(&b, "after", "silenced", "succeeded");
+}
+
+fn settled_after_post(node: &Herald, id: &str) -> serde_json::Value {
+    assert_eq!(post_event(node, id), 202, "{id}");
+    settled(node, id)["status"].clone()
 }

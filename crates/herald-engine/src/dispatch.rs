@@ -226,6 +226,7 @@ async fn read_store(inner: &Inner) {
     let shared = inner.store.holder().is_none();
     if shared {
         inner.store_due_at(crate::after(now(), inner.options.shared_poll));
+        inner.refresh_silences(now()).await;
     }
     let lease = inner.snapshot().lease();
     let mut exclude;

@@ -127,6 +127,8 @@ impl Engine {
             plugins,
             _plugin_watcher: watcher,
             silences: RwLock::new(Arc::new(silences)),
+            silences_changed: std::sync::atomic::AtomicU64::new(0),
+            silences_read_at: Mutex::new(Some(now())),
         });
         // Orphans whose channel is configured again (edited while herald was down) are
         // due at once; the dispatcher's first read takes them.

@@ -3,7 +3,7 @@
 //! API all import it; it imports none of them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -222,8 +222,15 @@ pub(crate) struct Inner {
     pub _plugin_watcher: Option<herald_plugins::Watcher>,
     /// Every team's silences that had not ended when last written: read from the store at
     /// start-up and replaced whole (copy on write) when one is created or expired, so
-    /// ingest and attempts read them without touching the store.
+    /// ingest and attempts read them without touching the store. On a shared store other
+    /// nodes create and expire silences too: the copy is read again from the store every
+    /// `shared_poll` ([`Inner::refresh_silences`]).
     pub silences: RwLock<Arc<Vec<Silence>>>,
+    /// Bumped by every change this process makes to `silences`, so that a refresh read
+    /// from the store before the change does not undo it.
+    pub silences_changed: AtomicU64,
+    /// When the silences were last read from a shared store.
+    pub silences_read_at: Mutex<Option<Timestamp>>,
 }
 
 impl Inner {
@@ -263,6 +270,35 @@ impl Inner {
         let mut next: Vec<Silence> = slot.iter().filter(|s| s.ends_at > now).cloned().collect();
         change(&mut next);
         *slot = Arc::new(next);
+        self.silences_changed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A shared store: reads the live silences again (other nodes create and expire them
+    /// too), at most once per `shared_poll`. A change this process made while the read
+    /// was under way wins; the next refresh brings both.
+    pub async fn refresh_silences(&self, now: Timestamp) {
+        {
+            let mut read_at = self
+                .silences_read_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if read_at.is_some_and(|at| now < crate::after(at, self.options.shared_poll)) {
+                return;
+            }
+            *read_at = Some(now);
+        }
+        let seen = self.silences_changed.load(Ordering::SeqCst);
+        match self.store.live_silences(now).await {
+            Ok(live) => {
+                let mut slot = self.silences.write().unwrap_or_else(|e| e.into_inner());
+                if self.silences_changed.load(Ordering::SeqCst) == seen {
+                    *slot = Arc::new(live);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the silences other nodes changed failed; using the last copy");
+            }
+        }
     }
 
     /// The silence (its id) that stops a delivery of `event` to `channel` at `now`.

@@ -38,8 +38,8 @@ pub use error::StoreError;
 pub use model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DEFAULT_PAGE_SIZE, DedupClaim,
     DeliveryFilter, DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken,
-    MAX_PAGE_SIZE, MoveFilter, MoveStatus, NewAttempt, NewDelivery, Next, PruneLimits,
-    PruneReport, ReplayFilter, ReplayStatus, SilenceFilter, SplitProgress, StoreStats,
+    MAX_PAGE_SIZE, MoveFilter, MoveStatus, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
+    ReplayFilter, ReplayStatus, SilenceFilter, SplitProgress, StoreStats,
 };
 pub use postgres::{
     DEFAULT_POOL_SIZE as DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA,

@@ -8,6 +8,8 @@
 //! the server's default; attempt records, claims and prunes commit without waiting for
 //! the WAL flush (losing one repeats an attempt, which at-least-once allows).
 
+mod chat_state;
+mod noise;
 mod queries;
 mod retention;
 mod schema;
@@ -21,15 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use herald_core::{Event, TeamId, Timestamp};
+use herald_core::{Event, Silence, TeamId, Timestamp};
 use tokio_postgres::NoTls;
 
 use crate::codec::nanos;
 use crate::error::StoreError;
 use crate::model::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    Finish, LeaseToken, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport, ReplayFilter,
-    StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
+    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use schema::{MigrateReport, SCHEMA_VERSION};
@@ -434,6 +436,52 @@ impl Store for PostgresStore {
         })
     }
 
+    fn finish_silenced<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.on_conn(async move |c| {
+            queries::finish_silenced(c, delivery_id, lease, silence_id, now).await
+        }))
+    }
+
+    fn create_silence(&self, silence: Silence) -> StoreFuture<'_, ()> {
+        // Durable before it returns: a one-statement transaction with a synchronous commit.
+        Box::pin(self.in_tx(true, async move |tx| {
+            noise::create_silence(tx, &silence).await
+        }))
+    }
+
+    fn list_silences<'a>(&'a self, filter: &'a SilenceFilter) -> StoreFuture<'a, Vec<Silence>> {
+        Box::pin(self.on_conn(async move |c| noise::list_silences(c, filter).await))
+    }
+
+    fn get_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+    ) -> StoreFuture<'a, Option<Silence>> {
+        Box::pin(self.on_conn(async move |c| noise::get_silence(c, team, silence_id).await))
+    }
+
+    fn expire_silence<'a>(
+        &'a self,
+        team: Option<&'a TeamId>,
+        silence_id: &'a str,
+        now: Timestamp,
+    ) -> StoreFuture<'a, Silence> {
+        Box::pin(self.in_tx(true, async move |tx| {
+            noise::expire_silence(tx, team, silence_id, now).await
+        }))
+    }
+
+    fn live_silences(&self, now: Timestamp) -> StoreFuture<'_, Vec<Silence>> {
+        Box::pin(self.on_conn(async move |c| noise::live_silences(c, now).await))
+    }
+
     fn release<'a>(&'a self, delivery_id: &'a str, lease: &'a LeaseToken) -> StoreFuture<'a, ()> {
         Box::pin(self.on_conn(async move |c| queries::release(c, delivery_id, lease).await))
     }
@@ -446,6 +494,38 @@ impl Store for PostgresStore {
     ) -> StoreFuture<'a, DeliveryRecord> {
         Box::pin(self.in_tx(true, async move |tx| {
             queries::retry_now(tx, team, delivery_id, now).await
+        }))
+    }
+
+    fn orphan<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        lease: &'a LeaseToken,
+        reason: String,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.in_tx(false, async move |tx| {
+            queries::orphan(tx, delivery_id, lease, &reason, now).await
+        }))
+    }
+
+    fn reattach_orphans<'a>(
+        &'a self,
+        channels: &'a [(TeamId, String)],
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(self.in_tx(true, async move |tx| {
+            queries::reattach_orphans(tx, channels, now).await
+        }))
+    }
+
+    fn move_deliveries<'a>(
+        &'a self,
+        filter: &'a MoveFilter,
+        now: Timestamp,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(self.in_tx(true, async move |tx| {
+            queries::move_deliveries(tx, filter, now).await
         }))
     }
 
@@ -497,6 +577,45 @@ impl Store for PostgresStore {
         team: Option<&'a TeamId>,
     ) -> StoreFuture<'a, Vec<ChannelState>> {
         Box::pin(self.on_conn(async move |c| queries::channel_states(c, team).await))
+    }
+
+    fn chat_migrations<'a>(&'a self, bot: &'a str) -> StoreFuture<'a, Vec<ChatMigration>> {
+        Box::pin(self.on_conn(async move |c| chat_state::chat_migrations(c, bot).await))
+    }
+
+    fn record_chat_migration<'a>(
+        &'a self,
+        bot: &'a str,
+        migration: ChatMigration,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.in_tx(false, async move |tx| {
+            chat_state::record_chat_migration(tx, bot, migration, now).await
+        }))
+    }
+
+    fn split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+    ) -> StoreFuture<'a, Option<SplitProgress>> {
+        Box::pin(self.on_conn(async move |c| chat_state::split_progress(c, delivery_id).await))
+    }
+
+    fn set_split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        progress: SplitProgress,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.in_tx(false, async move |tx| {
+            chat_state::set_split_progress(tx, delivery_id, progress, now).await
+        }))
+    }
+
+    fn clear_split_progress<'a>(&'a self, delivery_id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.in_tx(false, async move |tx| {
+            chat_state::clear_split_progress(tx, delivery_id).await
+        }))
     }
 
     fn prune<'a>(

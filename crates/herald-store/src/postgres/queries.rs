@@ -17,20 +17,21 @@ use crate::codec::{
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, NewAttempt, NewDelivery, Next, ReplayFilter,
-    ReplayStatus,
+    DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, MoveFilter, NewAttempt, NewDelivery, Next,
+    ReplayFilter, ReplayStatus,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
      d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
-     d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name";
+     d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name, \
+     d.silence_id, d.duplicate_of";
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 15;
+const DELIVERY_COLUMN_COUNT: usize = 17;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-async fn rows(
+pub(super) async fn rows(
     c: &impl GenericClient,
     sql: &str,
     params: Params<'_>,
@@ -39,7 +40,7 @@ async fn rows(
     Ok(c.query(&statement, params).await?)
 }
 
-async fn row_opt(
+pub(super) async fn row_opt(
     c: &impl GenericClient,
     sql: &str,
     params: Params<'_>,
@@ -48,19 +49,23 @@ async fn row_opt(
     Ok(c.query_opt(&statement, params).await?)
 }
 
-async fn execute(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+pub(super) async fn execute(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, StoreError> {
     let statement = c.prepare_cached(sql).await?;
     Ok(c.execute(&statement, params).await?)
 }
 
-fn corrupt(what: &str, message: impl Into<String>) -> StoreError {
+pub(super) fn corrupt(what: &str, message: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         what: what.into(),
         message: message.into(),
     }
 }
 
-fn small<T: TryFrom<i64>>(what: &str, n: i64) -> Result<T, StoreError> {
+pub(super) fn small<T: TryFrom<i64>>(what: &str, n: i64) -> Result<T, StoreError> {
     T::try_from(n).map_err(|_| corrupt(what, format!("{n} is out of range")))
 }
 
@@ -92,6 +97,8 @@ fn delivery_from_row(row: &Row) -> Result<DeliveryRecord, StoreError> {
         updated_at: timestamp(row.try_get(12)?),
         budget_start: small("budget_start", row.try_get(13)?)?,
         subscription_name: row.try_get(14)?,
+        silence_id: row.try_get(15)?,
+        duplicate_of: row.try_get(16)?,
     })
 }
 
@@ -131,8 +138,11 @@ fn excluded(exclude_channels: &[(TeamId, String)]) -> (Vec<String>, Vec<String>)
 }
 
 /// Stores a batch of events and their deliveries inside `tx` (the caller commits):
-/// two statements whatever the batch's size. `ON CONFLICT DO NOTHING` on `(id, team_id)`
-/// makes a repeat — from this batch, an earlier one, or another node — a duplicate.
+/// two statements whatever the batch's size, plus one per deduplicated delivery.
+/// `ON CONFLICT DO NOTHING` on `(id, team_id)` makes a repeat — from this batch, an
+/// earlier one, or another node — a duplicate. A silenced delivery is stored finished; a
+/// deduplicated one is decided in batch order on its window's row (`noise::claim_window`),
+/// so one key of concurrent batches on several nodes is sent once.
 pub(super) async fn accept(
     tx: &impl GenericClient,
     batch: &[(Event, Vec<NewDelivery>)],
@@ -181,6 +191,9 @@ pub(super) async fn accept(
     let mut d_channels = Vec::new();
     let mut d_subscriptions = Vec::new();
     let mut d_names = Vec::new();
+    let mut d_statuses = Vec::new();
+    let mut d_silences = Vec::new();
+    let mut d_originals = Vec::new();
     for (event, deliveries) in batch {
         // The first occurrence in the batch takes the row; a later one is a duplicate.
         let key = (event.id.clone(), event.team_id.as_str().to_owned());
@@ -190,7 +203,27 @@ pub(super) async fn accept(
             });
             continue;
         };
+        let mut suppressed = Vec::new();
         for d in deliveries {
+            let (status, original) = match (&d.silence, &d.dedup) {
+                (Some(_), _) => (DeliveryStatus::Silenced, None),
+                (None, Some(claim)) => {
+                    let subscription = d.subscription_name.as_deref().unwrap_or("");
+                    match super::noise::claim_window(tx, &key.1, subscription, claim, &d.id, now)
+                        .await?
+                    {
+                        Some(original) => {
+                            suppressed.push(d.id.clone());
+                            (DeliveryStatus::Suppressed, Some(original))
+                        }
+                        None => (DeliveryStatus::Pending, None),
+                    }
+                }
+                (None, None) => (DeliveryStatus::Pending, None),
+            };
+            d_statuses.push(status.as_str());
+            d_silences.push(d.silence.clone());
+            d_originals.push(original);
             d_ids.push(d.id.clone());
             d_event_seqs.push(seq);
             d_teams.push(key.1.clone());
@@ -202,6 +235,7 @@ pub(super) async fn accept(
         }
         results.push(Accepted::New {
             id: event.id.clone(),
+            suppressed,
         });
     }
     if !d_ids.is_empty() {
@@ -209,13 +243,19 @@ pub(super) async fn accept(
             tx,
             "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
                  subscription, subscription_name, status, attempts, next_attempt_at, due_at,
-                 created_at, updated_at)
+                 created_at, updated_at, silence_id, duplicate_of)
              SELECT id, event_seq, team_id, event_id, event_type, channel, subscription,
-                    subscription_name, 'pending', 0, $9, $9, $9, $9
+                    subscription_name, status, 0,
+                    -- finished at ingest (silenced, suppressed): never due
+                    CASE WHEN status = 'pending' THEN $9::int8 END,
+                    CASE WHEN status = 'pending' THEN $9::int8 END,
+                    $9, $9, silence_id, duplicate_of
                FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::int8[], $8::text[])
+                           $6::text[], $7::int8[], $8::text[], $10::text[], $11::text[],
+                           $12::text[])
                     WITH ORDINALITY AS t (id, event_seq, team_id, event_id, event_type,
-                                          channel, subscription, subscription_name, n)
+                                          channel, subscription, subscription_name, status,
+                                          silence_id, duplicate_of, n)
               ORDER BY n",
             &[
                 &d_ids,
@@ -227,6 +267,9 @@ pub(super) async fn accept(
                 &d_subscriptions,
                 &d_names,
                 &now,
+                &d_statuses,
+                &d_silences,
+                &d_originals,
             ],
         )
         .await?;
@@ -341,24 +384,27 @@ pub(super) async fn next_due(
 async fn finish_fenced(c: &impl GenericClient, finish: &Finish) -> Result<bool, StoreError> {
     let (status, next_attempt_at) = match finish.next {
         Next::Succeeded => (DeliveryStatus::Succeeded, None),
-        Next::RetryAt(at) => (DeliveryStatus::Pending, Some(nanos(at))),
+        Next::RetryAt(at) | Next::Wait(at) => (DeliveryStatus::Pending, Some(nanos(at))),
         Next::Dead => (DeliveryStatus::Dead, None),
         Next::Skipped => (DeliveryStatus::Skipped, None),
     };
+    // A channel-wide failure is not the message's: its attempt leaves the budget alone.
+    let uncounted = i64::from(matches!(finish.next, Next::Wait(_)));
     let attempt: &NewAttempt = &finish.attempt;
     let duration = i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX);
     let status_code = attempt.status_code.map(i64::from);
     let inserted = execute(
         c,
         "WITH old AS (
-             SELECT seq, attempts, manual_next FROM deliveries
+             SELECT seq, attempts, budget_start, manual_next FROM deliveries
               WHERE id = $1 AND status = 'pending' AND lease_token = $2
               FOR UPDATE),
          upd AS (
              UPDATE deliveries d
                 SET status = $3, attempts = old.attempts + 1, next_attempt_at = $4,
                     due_at = $4, lease_token = NULL, lease_until = NULL, manual_next = false,
-                    last_error = $5, last_status_code = $6, updated_at = $7
+                    last_error = $5, last_status_code = $6, updated_at = $7,
+                    budget_start = old.budget_start + $11
                FROM old WHERE d.seq = old.seq
              RETURNING d.seq, d.attempts, old.manual_next)
          INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,
@@ -375,6 +421,7 @@ async fn finish_fenced(c: &impl GenericClient, finish: &Finish) -> Result<bool, 
             &nanos(attempt.started_at),
             &duration,
             &attempt.response,
+            &uncounted,
         ],
     )
     .await?;
@@ -431,6 +478,104 @@ pub(super) async fn release(
     }
 }
 
+/// Finishes a claimed delivery as silenced by `silence_id`, without an attempt; fenced by
+/// its lease like a finish.
+pub(super) async fn finish_silenced(
+    c: &impl GenericClient,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    silence_id: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let changed = execute(
+        c,
+        "UPDATE deliveries
+            SET status = 'silenced', silence_id = $3, next_attempt_at = NULL, due_at = NULL,
+                lease_token = NULL, lease_until = NULL, manual_next = false, updated_at = $4
+          WHERE id = $1 AND status = 'pending' AND lease_token = $2",
+        &[&delivery_id, &lease.as_str(), &silence_id, &nanos(now)],
+    )
+    .await?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(fenced_off(c, delivery_id).await?)
+    }
+}
+
+/// Holds a leased delivery as orphaned (see `Store::orphan`): not due, no attempt, its
+/// budget untouched; fenced by its lease like a finish.
+pub(super) async fn orphan(
+    c: &impl GenericClient,
+    delivery_id: &str,
+    lease: &LeaseToken,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let changed = execute(
+        c,
+        "UPDATE deliveries
+            SET status = 'orphaned', next_attempt_at = NULL, due_at = NULL,
+                lease_token = NULL, lease_until = NULL, last_error = $3, updated_at = $4
+          WHERE id = $1 AND status = 'pending' AND lease_token = $2",
+        &[&delivery_id, &lease.as_str(), &reason, &nanos(now)],
+    )
+    .await?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(fenced_off(c, delivery_id).await?)
+    }
+}
+
+/// Orphans of the given channels become pending and due at `now` (`deliveries_orphaned`),
+/// in one statement over the pairs.
+pub(super) async fn reattach_orphans(
+    c: &impl GenericClient,
+    channels: &[(TeamId, String)],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    if channels.is_empty() {
+        return Ok(0);
+    }
+    let (teams, names) = excluded(channels);
+    execute(
+        c,
+        "UPDATE deliveries
+            SET status = 'pending', next_attempt_at = $3, due_at = $3, updated_at = $3
+          WHERE status = 'orphaned'
+            AND (team_id, channel) IN
+                (SELECT t, c FROM unnest($1::text[], $2::text[]) AS x (t, c))",
+        &[&teams, &names, &nanos(now)],
+    )
+    .await
+}
+
+/// Re-points a team's deliveries of one channel and status to another channel, due now.
+/// A dead one starts a fresh budget, as a manual retry does; an orphan's is untouched.
+pub(super) async fn move_deliveries(
+    c: &impl GenericClient,
+    filter: &MoveFilter,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    execute(
+        c,
+        "UPDATE deliveries
+            SET channel = $3, status = 'pending', next_attempt_at = $5, due_at = $5,
+                lease_token = NULL, lease_until = NULL, manual_next = true, updated_at = $5,
+                budget_start = CASE WHEN status = 'dead' THEN attempts ELSE budget_start END
+          WHERE team_id = $1 AND channel = $2 AND status = $4",
+        &[
+            &filter.team.as_str(),
+            &filter.from_channel,
+            &filter.to_channel,
+            &filter.status.as_status().as_str(),
+            &nanos(now),
+        ],
+    )
+    .await
+}
+
 pub(super) async fn retry_now(
     tx: &impl GenericClient,
     team: Option<&TeamId>,
@@ -441,7 +586,7 @@ pub(super) async fn retry_now(
     let team = team.map(TeamId::as_str);
     let row = row_opt(
         tx,
-        "SELECT seq, status, lease_until FROM deliveries
+        "SELECT seq, status, lease_until, channel FROM deliveries
           WHERE id = $1 AND ($2::text IS NULL OR team_id = $2)
           FOR UPDATE",
         &[&delivery_id, &team],
@@ -454,6 +599,12 @@ pub(super) async fn retry_now(
     let status: DeliveryStatus = status
         .parse()
         .map_err(|m: String| corrupt("delivery status", m))?;
+    if status == DeliveryStatus::Orphaned {
+        return Err(StoreError::Orphaned {
+            delivery: delivery_id.to_owned(),
+            channel: row.try_get(3)?,
+        });
+    }
     if status == DeliveryStatus::Succeeded {
         return Err(StoreError::NotRetryable {
             delivery: delivery_id.to_owned(),
@@ -464,14 +615,16 @@ pub(super) async fn retry_now(
     if !in_flight {
         // Clearing the lease fences off a worker whose lease ran out but who is still
         // going. A delivery given up on starts a fresh retry budget; a pending one keeps
-        // what is left of its own; either way the next attempt is recorded as manual.
-        let fresh_budget = matches!(status, DeliveryStatus::Dead | DeliveryStatus::Skipped);
+        // what is left of its own; either way the next attempt is recorded as manual. A
+        // suppressed or silenced one is sent now (it forgets why it was not).
+        let fresh_budget = status != DeliveryStatus::Pending;
         execute(
             tx,
             "UPDATE deliveries
                 SET status = 'pending', next_attempt_at = $2, due_at = $2,
                     lease_token = NULL, lease_until = NULL, updated_at = $2, manual_next = true,
-                    budget_start = CASE WHEN $3 THEN attempts ELSE budget_start END
+                    budget_start = CASE WHEN $3 THEN attempts ELSE budget_start END,
+                    silence_id = NULL, duplicate_of = NULL
               WHERE seq = $1",
             &[&seq, &now, &fresh_budget],
         )
@@ -496,7 +649,7 @@ pub(super) async fn replay(
     let status = match filter.status {
         ReplayStatus::Dead => "status = 'dead'",
         ReplayStatus::Failed => "(status = 'dead' OR (status = 'pending' AND attempts > 0))",
-        ReplayStatus::All => "true",
+        ReplayStatus::All => "status <> 'orphaned'",
     };
     // $5 = now: a delivery being attempted (live lease) is left to its attempt.
     let selected = format!(
@@ -526,7 +679,8 @@ pub(super) async fn replay(
             "UPDATE deliveries
                 SET budget_start = CASE WHEN status = 'pending' THEN budget_start ELSE attempts END,
                     status = 'pending', next_attempt_at = $5, due_at = $5,
-                    lease_token = NULL, lease_until = NULL, manual_next = true, updated_at = $5
+                    lease_token = NULL, lease_until = NULL, manual_next = true, updated_at = $5,
+                    silence_id = NULL, duplicate_of = NULL
               WHERE {selected}"
         ),
         params,

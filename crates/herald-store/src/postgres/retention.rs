@@ -2,6 +2,8 @@
 //! PostgreSQL. Same rules as the embedded store's `retention.rs`: each call removes at
 //! most about `batch` rows of each kind in one short transaction, walking indexes in age
 //! order. Space goes back to PostgreSQL's free space map (autovacuum), not to the disk.
+//! A removed delivery takes its split progress with it; old dedup windows and long-ended
+//! silences go too.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -18,8 +20,13 @@ const SIZE: &str = "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = current_schema() AND c.relkind = 'r'";
 
-/// Removes up to `batch` events (accepted before `cutoff`, every delivery succeeded or
-/// skipped) with their deliveries and attempts, oldest first.
+/// The finished deliveries an event goes with (succeeded, skipped, suppressed, silenced):
+/// every status but `pending`, `dead` and `orphaned`, which keep their event.
+const GOES_WITH_EVENT: &str = "status NOT IN ('pending', 'dead', 'orphaned')";
+
+/// Removes up to `batch` events (accepted before `cutoff`, no delivery pending, dead or
+/// orphaned)
+/// with their deliveries, attempts and split progress, oldest first.
 async fn prune_events(
     tx: &impl GenericClient,
     cutoff: i64,
@@ -31,7 +38,8 @@ async fn prune_events(
             "SELECT e.seq FROM events e
               WHERE e.accepted_at < $1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                 WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead'))
+                                 WHERE d.event_seq = e.seq
+                                   AND d.status IN ('pending', 'dead', 'orphaned'))
               ORDER BY e.accepted_at LIMIT $2
               FOR UPDATE SKIP LOCKED",
         )
@@ -48,18 +56,22 @@ async fn prune_events(
     }
     // Another node may have re-queued one of these deliveries (a replay) since the
     // selection: each statement checks again, so a pending delivery and its event stay.
+    let split = tx
+        .prepare_cached(&format!(
+            "DELETE FROM split_progress WHERE delivery_id IN
+               (SELECT id FROM deliveries WHERE event_seq = ANY($1) AND {GOES_WITH_EVENT})"
+        ))
+        .await?;
     let attempts = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "DELETE FROM attempts WHERE delivery_seq IN
-               (SELECT seq FROM deliveries
-                 WHERE event_seq = ANY($1) AND status IN ('succeeded', 'skipped'))",
-        )
+               (SELECT seq FROM deliveries WHERE event_seq = ANY($1) AND {GOES_WITH_EVENT})"
+        ))
         .await?;
     let deliveries = tx
-        .prepare_cached(
-            "DELETE FROM deliveries
-              WHERE event_seq = ANY($1) AND status IN ('succeeded', 'skipped')",
-        )
+        .prepare_cached(&format!(
+            "DELETE FROM deliveries WHERE event_seq = ANY($1) AND {GOES_WITH_EVENT}"
+        ))
         .await?;
     let events = tx
         .prepare_cached(
@@ -67,6 +79,7 @@ async fn prune_events(
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
         )
         .await?;
+    tx.execute(&split, &[&seqs]).await?;
     report.attempts += tx.execute(&attempts, &[&seqs]).await?;
     report.deliveries += tx.execute(&deliveries, &[&seqs]).await?;
     report.events += tx.execute(&events, &[&seqs]).await?;
@@ -139,6 +152,13 @@ pub(super) async fn prune(
         .collect::<Result<_, _>>()?;
     report.more |= full(dead.len());
     if !dead.is_empty() {
+        let split = tx
+            .prepare_cached(
+                "DELETE FROM split_progress WHERE delivery_id IN
+                   (SELECT id FROM deliveries WHERE seq = ANY($1) AND status = 'dead')",
+            )
+            .await?;
+        tx.execute(&split, &[&dead]).await?;
         report.attempts += tx.execute(&delete_attempts, &[&dead]).await?;
         let delete = tx
             .prepare_cached("DELETE FROM deliveries WHERE seq = ANY($1) AND status = 'dead'")
@@ -149,6 +169,12 @@ pub(super) async fn prune(
     }
 
     prune_events(tx, before(limits.events), batch, &mut report).await?;
+
+    // Dedup windows no configured window can still reach, and long-ended silences.
+    report.dedup_windows = super::noise::prune_windows(tx, before(limits.dedup), batch).await?;
+    report.silences = super::noise::prune_silences(tx, before(limits.events), batch).await?;
+    report.more |=
+        report.dedup_windows >= batch.unsigned_abs() || report.silences >= batch.unsigned_abs();
 
     // Over the size ceiling: the oldest finished events go, whatever their age.
     if let Some(max) = limits.max_store_size

@@ -87,6 +87,78 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (team_id, channel)
     );
     ",
+    // 2: what the Telegram channel learns and must not forget at a restart (the embedded
+    // store's migration 7): a group's migration to a supergroup, per bot (its public id,
+    // never the token); how many parts of a split delivery were delivered, until it
+    // finishes (pruned with its delivery).
+    "
+    CREATE TABLE chat_migrations (
+        bot         TEXT NOT NULL,
+        from_chat   BIGINT NOT NULL,
+        to_chat     BIGINT NOT NULL,
+        migrated_at BIGINT NOT NULL,
+        PRIMARY KEY (bot, from_chat)
+    );
+
+    CREATE TABLE split_progress (
+        delivery_id TEXT PRIMARY KEY,
+        parts       BIGINT NOT NULL,
+        delivered   BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL
+    );
+    ",
+    // 3: noise control (the embedded store's migration 8): two statuses that finish a
+    // delivery without an attempt, `suppressed` (a repeat inside its subscription's dedup
+    // window; `duplicate_of` the delivery that opened it) and `silenced` (`silence_id`);
+    // the dedup windows, one row per (team, subscription, key) whose row lock orders
+    // concurrent accepts of one key; the silences.
+    "
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+    ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+        CHECK (status IN ('pending', 'succeeded', 'dead', 'skipped', 'suppressed', 'silenced'));
+    ALTER TABLE deliveries ADD COLUMN silence_id TEXT, ADD COLUMN duplicate_of TEXT;
+
+    CREATE TABLE dedup_windows (
+        team_id      TEXT NOT NULL,
+        subscription TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        delivery_id  TEXT NOT NULL,
+        opened_at    BIGINT NOT NULL,
+        PRIMARY KEY (team_id, subscription, key)
+    );
+    -- pruning forgets windows in age order
+    CREATE INDEX dedup_windows_opened ON dedup_windows (opened_at);
+
+    CREATE TABLE silences (
+        seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id            TEXT NOT NULL UNIQUE,
+        team_id       TEXT NOT NULL,
+        event_pattern TEXT,
+        outcome       TEXT,
+        -- the metadata matchers as a JSON object
+        metadata      TEXT NOT NULL,
+        channel       TEXT,
+        starts_at     BIGINT NOT NULL,
+        ends_at       BIGINT NOT NULL,
+        comment       TEXT NOT NULL,
+        created_by    TEXT NOT NULL,
+        created_at    BIGINT NOT NULL
+    );
+    -- the live ones (ends_at after now), and pruning the long-ended ones
+    CREATE INDEX silences_ends ON silences (ends_at);
+    CREATE INDEX silences_team ON silences (team_id, seq);
+    ",
+    // 4: `orphaned` deliveries (their channel left the configuration; the embedded
+    // store's migration 9), held until re-attached or moved. The index finds a team's
+    // orphans of one channel without walking its other rows.
+    "
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+    ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+        CHECK (status IN ('pending', 'succeeded', 'dead', 'skipped', 'suppressed', 'silenced',
+                          'orphaned'));
+    CREATE INDEX deliveries_orphaned ON deliveries (team_id, channel)
+        WHERE status = 'orphaned';
+    ",
 ];
 
 /// The schema version this herald writes.

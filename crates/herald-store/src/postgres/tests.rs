@@ -2,7 +2,8 @@
 //! database `test`, or `HERALD_TEST_DATABASE_URL`): the shared conformance suite, then
 //! what only a shared store promises — lease takeover after expiry, fenced finishes with
 //! a stale token, concurrent claimers that never claim the same delivery, one event
-//! accepted by two nodes stored once, migrations refusing a newer schema.
+//! accepted by two nodes stored once, one dedup key accepted by two nodes at once sent
+//! once, migrations refusing a newer schema.
 //!
 //! Each test works in a schema of its own (`herald_test_<random>`), dropped at the end. A
 //! server that is not there FAILS the test, naming it: never a silent skip.
@@ -152,6 +153,8 @@ fn delivery(id: &str) -> NewDelivery {
         subscription: 0,
         subscription_name: None,
         held: false,
+        silence: None,
+        dedup: None,
     }
 }
 
@@ -359,7 +362,10 @@ async fn two_nodes_accepting_the_same_event_store_it_once() {
     assert_eq!(
         results,
         [
-            Accepted::New { id: "x".into() },
+            Accepted::New {
+                id: "x".into(),
+                suppressed: Vec::new()
+            },
             Accepted::Duplicate { id: "x".into() }
         ]
     );
@@ -502,4 +508,142 @@ async fn opposite_batches_of_the_same_events_on_two_nodes_both_succeed() {
     }
     let stats = node_a.stats().await.unwrap();
     assert_eq!((stats.events, stats.deliveries), (5000, 5000), "{stats:?}");
+}
+
+/// Two nodes (two pools) accepting repeats of one dedup key at the same moment, many at
+/// once, send it exactly once: the others are suppressed as duplicates of that one. A
+/// check-then-insert without the window row's lock would send it more than once here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dedup_key_raced_on_two_nodes_is_sent_once() {
+    const ROUNDS: usize = 10;
+    const PER_NODE: usize = 8;
+    let schema = TestSchema::new().await;
+    let nodes = [Arc::new(schema.open().await), Arc::new(schema.open().await)];
+    for round in 0..ROUNDS {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, node) in nodes.iter().enumerate() {
+            for i in 0..PER_NODE {
+                let node = Arc::clone(node);
+                let id = format!("r{round}_n{n}_{i}");
+                tasks.spawn(async move {
+                    let deduped = NewDelivery {
+                        subscription_name: Some("sub".into()),
+                        dedup: Some(crate::DedupClaim {
+                            key: format!("key{round}"),
+                            window: Duration::from_secs(600),
+                        }),
+                        ..delivery(&format!("d_{id}"))
+                    };
+                    let result = node
+                        .accept(vec![(event("acme", &id), vec![deduped])], at(0))
+                        .await
+                        .unwrap()
+                        .remove(0);
+                    match result {
+                        Accepted::New { suppressed, .. } => (format!("d_{id}"), suppressed),
+                        other => panic!("{other:?}"),
+                    }
+                });
+            }
+        }
+        let mut sent = Vec::new();
+        while let Some(outcome) = tasks.join_next().await {
+            let (id, suppressed) = outcome.unwrap();
+            if suppressed.is_empty() {
+                sent.push(id);
+            } else {
+                assert_eq!(suppressed, [id]);
+            }
+        }
+        assert_eq!(sent.len(), 1, "round {round}: sent {sent:?}");
+        // Every other delivery names the one that was sent, and is never due.
+        let page = nodes[0]
+            .list_deliveries(&crate::DeliveryFilter {
+                status: Some(crate::DeliveryStatus::Suppressed),
+                limit: 1000,
+                ..crate::DeliveryFilter::default()
+            })
+            .await
+            .unwrap();
+        let of_round: Vec<_> = page
+            .deliveries
+            .iter()
+            .filter(|d| d.id.starts_with(&format!("d_r{round}_")))
+            .collect();
+        assert_eq!(of_round.len(), 2 * PER_NODE - 1);
+        assert!(
+            of_round
+                .iter()
+                .all(|d| d.duplicate_of.as_deref() == Some(sent[0].as_str())
+                    && d.next_attempt_at.is_none()),
+            "{of_round:?}"
+        );
+    }
+    let due = nodes[1].claim_due(at(1), 1000, LEASE, &[]).await.unwrap();
+    assert_eq!(due.len(), ROUNDS, "one sent delivery per key");
+}
+
+/// A schema made by the first PostgreSQL herald (migration 1 only, with a delivery in it)
+/// migrates to the current version: its rows read back, the status CHECK now admits the
+/// later statuses, and it still refuses one that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_schema_migrates_and_its_status_check_widens_but_still_guards() {
+    let schema = TestSchema::new().await;
+    let name = &schema.options.schema;
+    schema
+        .sql(&format!(
+            "CREATE SCHEMA {name}; SET search_path TO {name};
+             CREATE TABLE schema_migrations (
+                 version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             {}
+             INSERT INTO schema_migrations (version) VALUES (1);",
+            super::schema::MIGRATIONS[0]
+        ))
+        .await;
+    // Stored by that herald: an event with one pending delivery.
+    let body = crate::codec::encode_event(&event("acme", "e1")).unwrap();
+    schema
+        .sql(&format!(
+            "SET search_path TO {name};
+             INSERT INTO events (id, team_id, event_type, body, accepted_at)
+             VALUES ('e1', 'acme', 'capsule.create', '{}', 0);
+             INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+                 subscription, status, next_attempt_at, due_at, created_at, updated_at)
+             SELECT 'd1', seq, 'acme', 'e1', 'capsule.create', 'hook', 0, 'pending', 0, 0,
+                    0, 0 FROM events;",
+            body.replace('\'', "''")
+        ))
+        .await;
+    let report = PostgresStore::migrate_only(&schema.options).await.unwrap();
+    assert_eq!((report.from, report.to), (1, SCHEMA_VERSION));
+    let store = schema.open().await;
+    let (record, _) = store.get_delivery(None, "d1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.silence_id, record.duplicate_of),
+        (crate::DeliveryStatus::Pending, None, None)
+    );
+    // Every status herald writes is admitted now …
+    let client = store.client().await.unwrap();
+    for status in ["suppressed", "silenced", "orphaned", "pending"] {
+        client
+            .execute(
+                "UPDATE deliveries SET status = $1 WHERE id = 'd1'",
+                &[&status],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{status}: {e}"));
+    }
+    // … and the CHECK still guards the column.
+    let err = client
+        .execute(
+            "UPDATE deliveries SET status = 'retrying' WHERE id = 'd1'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+        "{err}"
+    );
 }

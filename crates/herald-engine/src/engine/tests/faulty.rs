@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use herald_core::{Event, Silence, TeamId, Timestamp};
 use herald_store::{
-    Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
-    ChatMigration, Finish, LeaseToken, MoveFilter, SilenceFilter, SplitProgress, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
-    ReplayFilter, Store, StoreError, StoreFuture, StoreStats,
+    Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
+    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
+    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, Store, StoreError, StoreFuture,
+    StoreStats,
 };
 
 pub(super) struct FailingFinishes {
@@ -27,7 +28,8 @@ impl Store for FailingFinishes {
         silence_id: &'a str,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        self.inner.finish_silenced(delivery_id, lease, silence_id, now)
+        self.inner
+            .finish_silenced(delivery_id, lease, silence_id, now)
     }
     fn create_silence(&self, silence: Silence) -> StoreFuture<'_, ()> {
         self.inner.create_silence(silence)
@@ -64,8 +66,10 @@ impl Store for FailingFinishes {
     ) -> StoreFuture<'a, ()> {
         self.inner.record_chat_migration(bot, migration, now)
     }
-    fn split_progress<'a>(&'a self, delivery_id: &'a str)
-    -> StoreFuture<'a, Option<SplitProgress>> {
+    fn split_progress<'a>(
+        &'a self,
+        delivery_id: &'a str,
+    ) -> StoreFuture<'a, Option<SplitProgress>> {
         self.inner.split_progress(delivery_id)
     }
     fn set_split_progress<'a>(
