@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{ACME_KEY, Answer, Conf, Herald, QUIET, Receiver, WAIT, block_on, wait_until};
+use crate::harness::{
+    ACME_KEY, ADMIN_TOKEN, Answer, Conf, Herald, QUIET, Receiver, WAIT, block_on, wait_until,
+};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -23,13 +25,13 @@ fn database_url() -> String {
 }
 
 /// A schema of its own on the test server, dropped with everything in it at the end.
-struct PgSchema {
-    url: String,
-    name: String,
+pub(crate) struct PgSchema {
+    pub(crate) url: String,
+    pub(crate) name: String,
 }
 
 impl PgSchema {
-    fn new() -> PgSchema {
+    pub(crate) fn new() -> PgSchema {
         let url = database_url();
         let name = format!(
             "herald_e2e_{:016x}",
@@ -52,7 +54,7 @@ impl PgSchema {
     }
 
     /// One number from a query against this schema.
-    fn count(&self, sql: &str) -> i64 {
+    pub(crate) fn count(&self, sql: &str) -> i64 {
         let sql = sql.replace("{schema}", &self.name);
         block_on(async {
             let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
@@ -99,6 +101,21 @@ fn post_event(node: &Herald, id: &str) -> u16 {
         .status
 }
 
+/// `requests` are events `evt_000`… `evt_{n-1}`, each exactly once, each with its own
+/// `webhook-id`.
+fn assert_each_delivered_once(requests: &[crate::harness::Request], n: usize) {
+    let mut per_event: HashMap<String, usize> = HashMap::new();
+    for r in requests {
+        *per_event.entry(r.event_id()).or_default() += 1;
+    }
+    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("evt_{i:03}")).collect();
+    assert_eq!(per_event.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let webhook_ids: BTreeSet<&str> = requests.iter().map(|r| r.webhook_id()).collect();
+    assert_eq!(webhook_ids.len(), n, "one webhook-id per delivery");
+}
+
 #[test]
 fn two_nodes_deliver_each_event_exactly_once_and_store_a_repeat_once() {
     const EVENTS: usize = 60;
@@ -121,16 +138,7 @@ fn two_nodes_deliver_each_event_exactly_once_and_store_a_repeat_once() {
 
     let requests = receiver.wait_for(EVENTS, WAIT);
     receiver.assert_stays(EVENTS, QUIET);
-    let mut per_event: HashMap<String, usize> = HashMap::new();
-    for r in &requests {
-        *per_event.entry(r.event_id()).or_default() += 1;
-    }
-    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    let expected: BTreeSet<String> = (0..EVENTS).map(|i| format!("evt_{i:03}")).collect();
-    assert_eq!(per_event.keys().cloned().collect::<BTreeSet<_>>(), expected);
-    let webhook_ids: BTreeSet<&str> = requests.iter().map(|r| r.webhook_id()).collect();
-    assert_eq!(webhook_ids.len(), EVENTS, "one webhook-id per delivery");
+    assert_each_delivered_once(&requests, EVENTS);
     assert_eq!(
         schema.count("SELECT count(*) FROM {schema}.events"),
         EVENTS as i64
@@ -147,6 +155,76 @@ fn two_nodes_deliver_each_event_exactly_once_and_store_a_repeat_once() {
             reply.text
         );
     }
+}
+
+/// The successful attempts this node made itself, from its own `/metrics` (counters are
+/// per process; the record is shared).
+fn succeeded_here(node: &Herald) -> u64 {
+    let reply = node.get("/metrics", ADMIN_TOKEN);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply
+        .text
+        .lines()
+        .filter(|l| {
+            l.starts_with("herald_deliveries_total{")
+                && l.contains("channel=\"hook\"")
+                && l.contains("outcome=\"succeeded\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|n| n as u64)
+        .sum()
+}
+
+#[test]
+fn three_nodes_share_a_burst_each_event_delivered_once_and_every_node_works() {
+    const EVENTS: usize = 300;
+    let schema = PgSchema::new();
+    let receiver = Receiver::start("cluster3");
+    let conf = conf(&schema, &schema.url, &receiver);
+    let nodes = [
+        Herald::start("cluster3-a", &conf),
+        Herald::start("cluster3-b", &conf),
+        Herald::start("cluster3-c", &conf),
+    ];
+    // Posted round-robin from three publishers at once, so the nodes accept and claim
+    // concurrently.
+    let count = nodes.len();
+    std::thread::scope(|scope| {
+        for (n, node) in nodes.iter().enumerate() {
+            scope.spawn(move || {
+                for i in (n..EVENTS).step_by(count) {
+                    assert_eq!(post_event(node, &format!("evt_{i:03}")), 202, "event {i}");
+                }
+            });
+        }
+    });
+
+    let requests = receiver.wait_for(EVENTS, WAIT * 2);
+    // No node was killed and no lease expired: not one duplicate is acceptable.
+    receiver.assert_stays(EVENTS, QUIET);
+    assert_each_delivered_once(&requests, EVENTS);
+    assert_eq!(
+        schema.count("SELECT count(*) FROM {schema}.deliveries WHERE status = 'succeeded'"),
+        EVENTS as i64
+    );
+    assert_eq!(
+        schema.count("SELECT count(*) FROM {schema}.attempts"),
+        EVENTS as i64,
+        "one attempt per delivery"
+    );
+    // Each node made some of the attempts, and together exactly one per delivery.
+    let per_node = wait_until("every node's attempts in its /metrics", WAIT, || {
+        let counts: Vec<u64> = nodes.iter().map(succeeded_here).collect();
+        if counts.iter().sum::<u64>() == EVENTS as u64 {
+            Ok(counts)
+        } else {
+            Err(format!("succeeded attempts per node: {counts:?}"))
+        }
+    });
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "a node did none of the work: {per_node:?}"
+    );
 }
 
 #[test]

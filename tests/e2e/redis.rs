@@ -412,6 +412,53 @@ fn an_entry_read_but_not_committed_before_a_crash_is_delivered_once_after_restar
 }
 
 #[test]
+fn entries_added_while_herald_is_down_are_all_delivered_once_after_it_starts() {
+    let mut r = TestRedis::connect("stream-down");
+    let stream = r.key("events");
+    let rx = Receiver::start("hook");
+    let mut h = Herald::start(
+        "redis-down",
+        &conf(&rx, &stream_source(&r.url, &stream, "")),
+    );
+    // The first run creates the group (at the stream's end) and delivers one entry.
+    h.wait_for_log("redis stream source connected");
+    let event = |id: &str| json!({"id": id, "event": "host.down", "team_id": "acme"}).to_string();
+    r.xadd(&stream, &event("evt_up"));
+    rx.wait_for(1, WAIT);
+    r.wait_no_pending(&stream, "herald");
+    let status = h.terminate();
+    assert!(status.success(), "herald exited with {status} on SIGTERM");
+
+    // While herald is down the producer goes on: nobody reads, the group's lag grows.
+    let down: Vec<String> = (0..50).map(|i| format!("evt_down_{i:02}")).collect();
+    for id in &down {
+        r.xadd(&stream, &event(id));
+    }
+    let groups: Vec<Vec<redis::Value>> = r.cmd(&["XINFO", "GROUPS", &stream]);
+    let lag = groups[0]
+        .chunks(2)
+        .find(|kv| {
+            redis::from_redis_value_ref::<String>(&kv[0])
+                .ok()
+                .as_deref()
+                == Some("lag")
+        })
+        .and_then(|kv| redis::from_redis_value_ref::<i64>(&kv[1]).ok());
+    assert_eq!(lag, Some(50), "{groups:?}");
+
+    h.restart();
+    let requests = rx.wait_for(1 + down.len(), WAIT);
+    rx.assert_stays(1 + down.len(), QUIET);
+    let got: Vec<String> = requests.iter().skip(1).map(Request::event_id).collect();
+    let got: BTreeSet<String> = got.into_iter().collect();
+    assert_eq!(got, down.iter().cloned().collect::<BTreeSet<_>>());
+    r.wait_no_pending(&stream, "herald");
+    for id in &down {
+        succeeded(&h, id, 1);
+    }
+}
+
+#[test]
 fn a_dead_consumers_entries_are_taken_over_and_poison_entries_dead_lettered() {
     let mut r = TestRedis::connect("stream-claim");
     let stream = r.key("events");

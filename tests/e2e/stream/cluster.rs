@@ -1,10 +1,12 @@
 //! The live stream with Redis: a Pub/Sub source's messages shown live and never
 //! delivered, and one live stream across two nodes sharing a Redis live bus (`[cluster]
-//! live_bus`), with the same team isolation and filters as on one node. Each node has its
-//! own embedded store here; resuming across nodes (`Last-Event-ID` for an event another
-//! node stored) needs the shared PostgreSQL store and is not tested in this file.
+//! live_bus`), with the same team isolation and filters as on one node. In the first tests
+//! each node has its own embedded store; the last one shares a PostgreSQL schema (see
+//! `crate::cluster`), so a client resumes with `Last-Event-ID` on one node the events
+//! another node accepted.
 
 use super::*;
+use crate::cluster::PgSchema;
 use crate::redis::TestRedis;
 
 /// Waits until `/readyz` of `h` shows `line`.
@@ -167,4 +169,91 @@ fn two_nodes_share_one_live_stream_with_team_isolation_and_filters() {
     let seen = globex.read_until_event("evt_g2");
     assert!(seen.iter().all(|m| m.team() == "globex"), "{}", tail(&seen));
     assert_eq!(event_ids(&seen), ["evt_g2"]);
+}
+
+#[test]
+fn sse_resume_on_one_node_replays_what_another_node_accepted_then_goes_live() {
+    let schema = PgSchema::new();
+    let r = TestRedis::connect("cluster-resume");
+    let node = |name: &str| {
+        Conf::new()
+            .postgres(&schema.url, &schema.name)
+            .raw(&format!(
+                "[cluster]\nlive_bus = \"{}\"\nchannel_prefix = \"{}\"\nnode_id = \"{name}\"\n",
+                r.url, r.prefix
+            ))
+    };
+    let a = Herald::start("cluster-resume-a", &node("a"));
+    let b = Herald::start("cluster-resume-b", &node("b"));
+    wait_ready_line(&a, "live_bus (live_bus): connected");
+    wait_ready_line(&b, "live_bus (live_bus): connected");
+
+    // All accepted by node B while no client is connected to node A.
+    publish(&b, GLOBEX_KEY, "evt_g0", "host.down");
+    publish(&b, ACME_KEY, "evt_c1", "capsule.create");
+    publish(&b, ACME_KEY, "evt_c2", "host.down");
+    publish(&b, ACME_KEY, "evt_t1", TRANSIENT);
+    publish(&b, GLOBEX_KEY, "evt_g1", "host.down");
+    publish(&b, ACME_KEY, "evt_c3", "capsule.destroy");
+
+    // acme on node A resumes after evt_c1: node B's later durable acme events, in order;
+    // not the transient one (never stored), not globex's.
+    let resume = |key: &str, last: &str| vec![bearer(key), ("last-event-id", last.to_string())];
+    let mut acme = Client::sse(&a, "/v1/stream", &resume(ACME_KEY, "evt_c1")).unwrap();
+    let seen = acme.read_until_event("evt_c3");
+    assert_eq!(
+        shapes(&seen),
+        [
+            "event evt_c2 durable id=evt_c2",
+            "event evt_c3 durable id=evt_c3"
+        ]
+    );
+    // globex resumes its own: after evt_g0, only evt_g1.
+    let mut globex = Client::sse(&a, "/v1/stream", &resume(GLOBEX_KEY, "evt_g0")).unwrap();
+    let seen = globex.read_until_event("evt_g1");
+    assert_eq!(shapes(&seen), ["event evt_g1 durable id=evt_g1"]);
+    // An id of another team's event is unknown to globex: a reset, nothing of acme's.
+    let mut probing = Client::sse(&a, "/v1/stream", &resume(GLOBEX_KEY, "evt_c1")).unwrap();
+    // The admin's replay spans the teams.
+    let mut admin = Client::sse(&a, "/v1/stream", &resume(ADMIN_TOKEN, "evt_c1")).unwrap();
+    let seen = admin.read_until_event("evt_c3");
+    assert_eq!(
+        shapes(&seen),
+        [
+            "event evt_c2 durable id=evt_c2",
+            "event evt_g1 durable id=evt_g1",
+            "event evt_c3 durable id=evt_c3"
+        ]
+    );
+
+    // Then live, still across nodes: node B's next events reach node A's clients, a
+    // transient one included, each team seeing only its own.
+    publish(&b, ACME_KEY, "evt_t2", TRANSIENT);
+    publish(&b, GLOBEX_KEY, "evt_g2", "host.down");
+    publish(&b, ACME_KEY, "evt_c4", "host.down");
+    let seen = acme.read_until_event("evt_c4");
+    assert_eq!(
+        shapes(&seen),
+        ["event evt_t2 transient", "event evt_c4 durable id=evt_c4"]
+    );
+    let seen = globex.read_until_event("evt_g2");
+    assert_eq!(shapes(&seen), ["event evt_g2 durable id=evt_g2"]);
+    let seen = probing.read_until_event("evt_g2");
+    assert_eq!(shapes(&seen), ["reset", "event evt_g2 durable id=evt_g2"]);
+    let reason = seen[0].data["reason"].as_str().expect("a reason");
+    assert!(reason.contains("evt_c1"), "{reason}");
+    let seen = admin.read_until_event("evt_c4");
+    assert_eq!(
+        event_ids(&seen),
+        ["evt_t2", "evt_g2", "evt_c4"],
+        "{}",
+        tail(&seen)
+    );
+
+    // And the other way round: a client on node B resumes what node A accepted.
+    publish(&a, ACME_KEY, "evt_a1", "capsule.create");
+    let mut on_b = Client::sse(&b, "/v1/stream", &resume(ACME_KEY, "evt_c4")).unwrap();
+    let seen = on_b.read_until_event("evt_a1");
+    assert_eq!(shapes(&seen), ["event evt_a1 durable id=evt_a1"]);
+    drop(r);
 }

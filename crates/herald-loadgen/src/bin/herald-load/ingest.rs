@@ -19,6 +19,10 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 pub struct Args {
     #[command(flatten)]
     pub server: Server,
+    /// More servers (nodes of one cluster): client n publishes to `[server, spread…][n % len]`.
+    /// Set by `herald-load cluster`; not a flag.
+    #[arg(skip)]
+    pub spread: Vec<Server>,
     /// Concurrent clients, each with its own connection.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub clients: u32,
@@ -72,8 +76,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Runs the clients of `args` for the warm-up and the window, and sums up what was counted.
 pub async fn measure(args: &Args) -> anyhow::Result<Report> {
     let url = args.server.events_url()?;
-    let publishers = (0..args.clients)
-        .map(|_| Publisher::new(&args.server))
+    let servers: Vec<&Server> = std::iter::once(&args.server).chain(&args.spread).collect();
+    let publishers = (0..args.clients as usize)
+        .map(|n| Publisher::new(servers[n % servers.len()]))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let template = Arc::new(EventTemplate {
         event_type: args.event_type.clone(),

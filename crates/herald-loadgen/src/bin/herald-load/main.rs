@@ -1,7 +1,9 @@
 //! `herald-load`: load for a running herald — `ingest` measures accepted events/s,
 //! `e2e` measures delivery from publish to webhook receipt, `side-by-side` starts herald and
-//! Alertmanager and compares them. Only ever targets loopback.
+//! Alertmanager and compares them, `cluster` and `redis-stream` start herald nodes on
+//! SQLite or PostgreSQL (issue 10). Only ever targets loopback.
 
+mod cluster;
 mod drive;
 mod e2e;
 mod ingest;
@@ -28,6 +30,12 @@ enum Command {
     /// herald on its defaults and Alertmanager, started here and driven by the same
     /// publishers into the same receivers: the delivery benchmark of issue 9.
     SideBySide(side_by_side::Args),
+    /// N herald nodes started here on one store (SQLite, or a fresh PostgreSQL schema):
+    /// durable ingest spread over the nodes, then a burst to one receiver.
+    Cluster(cluster::ClusterArgs),
+    /// One herald node started here reading a Redis stream: XADD N entries as fast as one
+    /// producer can; committed events/s and the consumer group's lag over time.
+    RedisStream(cluster::RedisStreamArgs),
 }
 
 #[tokio::main]
@@ -36,5 +44,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args).await,
         Command::E2e(args) => e2e::run(args).await,
         Command::SideBySide(args) => side_by_side::run(args).await,
+        Command::Cluster(args) => cluster::cluster(args).await,
+        Command::RedisStream(args) => cluster::redis_stream(args).await,
     }
 }

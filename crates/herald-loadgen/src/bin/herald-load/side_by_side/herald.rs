@@ -57,15 +57,36 @@ pub async fn start(
     tuned: &[String],
 ) -> anyhow::Result<(Target, Url)> {
     let port = prepare(dir)?;
+    serve(
+        binary,
+        dir,
+        "herald",
+        port,
+        &config(port, endpoints, tuned),
+        "/healthz",
+    )
+    .await
+}
+
+/// `herald serve` on `config` (written to `dir/herald.toml`; it must listen on `port`), its
+/// log in `dir/NAME.log`, once `ready_path` answers.
+pub async fn serve(
+    binary: &Path,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    config: &str,
+    ready_path: &str,
+) -> anyhow::Result<(Target, Url)> {
     let path = dir.join("herald.toml");
-    fs::write(&path, config(port, endpoints, tuned))?;
+    fs::write(&path, config)?;
     let mut command = Command::new(binary);
     command
         .arg("serve")
         .arg("--config")
         .arg(&path)
         .env("RUST_LOG", "warn");
-    launch("herald", command, dir, port, "/healthz").await
+    launch(name, command, dir, port, ready_path).await
 }
 
 #[cfg(test)]

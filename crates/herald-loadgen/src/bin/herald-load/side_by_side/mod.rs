@@ -4,8 +4,8 @@
 //! table of docs/BENCHMARKS.md.
 
 mod alertmanager;
-mod herald;
-mod process;
+pub mod herald;
+pub mod process;
 mod table;
 
 use std::fmt::Write as _;
@@ -484,6 +484,7 @@ impl Bench<'_> {
                 key: herald::KEY.to_string(),
                 request_timeout: REQUEST_TIMEOUT,
             },
+            spread: Vec::new(),
             clients: self.args.w5_clients,
             duration: self.args.w5_duration,
             warmup: Duration::from_secs(2),
