@@ -309,19 +309,7 @@ async fn replay(
     let team =
         replay_text(&body, "team")?.ok_or_else(|| invalid_replay("team", "`team` is required"))?;
     let team = TeamId::parse(team).map_err(|e| invalid_replay("team", format!("team: {e}")))?;
-    if let Caller::Team(own) = &caller
-        && *own != team
-    {
-        let mut error = ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this API key belongs to team `{own}`; it cannot replay team `{team}`'s deliveries"
-            ),
-        );
-        error.field = Some("team".into());
-        return Err(error);
-    }
+    own_team_only(&caller, &team, "replay")?;
     let config = state.engine.config();
     if !config.teams.contains_key(&team) {
         return Err(invalid_replay(
@@ -432,19 +420,7 @@ async fn move_deliveries(
             ));
         }
     };
-    if let Caller::Team(own) = &caller
-        && *own != team
-    {
-        let mut error = ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this API key belongs to team `{own}`; it cannot move team `{team}`'s deliveries"
-            ),
-        );
-        error.field = Some("team".into());
-        return Err(error);
-    }
+    own_team_only(&caller, &team, "move")?;
     let config = state.engine.config();
     if !config.teams.contains_key(&team) {
         return Err(invalid_move(
@@ -627,4 +603,23 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// 403 (`field: team`) when a team key names another team for a bulk operation on
+/// deliveries (`verb`: replay, move); the admin token may name any team.
+fn own_team_only(caller: &Caller, team: &TeamId, verb: &str) -> Result<(), ApiError> {
+    match caller {
+        Caller::Team(own) if own != team => {
+            let mut error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this API key belongs to team `{own}`; it cannot {verb} team `{team}`'s deliveries"
+                ),
+            );
+            error.field = Some("team".into());
+            Err(error)
+        }
+        _ => Ok(()),
+    }
 }
