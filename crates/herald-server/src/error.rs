@@ -111,3 +111,25 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// Reads the JSON body of a small request (`what`, e.g. "a replay request"): 413 past
+/// 64 KiB, 400 `malformed_json` when it is not JSON.
+pub(crate) async fn read_json(
+    body: axum::body::Body,
+    what: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{what} is at most 64 KiB"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        )
+    })
+}

@@ -276,20 +276,7 @@ async fn replay(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = who(&state, &headers)?;
-    let bytes = to_bytes(body, 64 * 1024).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "a replay request is at most 64 KiB",
-        )
-    })?;
-    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not JSON: {e}"),
-        )
-    })?;
+    let body = crate::error::read_json(body, "a replay request").await?;
     if !body.is_object() {
         return Err(invalid_replay("", "the body must be a JSON object"));
     }
@@ -376,20 +363,7 @@ async fn move_deliveries(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = who(&state, &headers)?;
-    let bytes = to_bytes(body, 64 * 1024).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "a move request is at most 64 KiB",
-        )
-    })?;
-    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not JSON: {e}"),
-        )
-    })?;
+    let body = crate::error::read_json(body, "a move request").await?;
     let Some(object) = body.as_object() else {
         return Err(invalid_move("", "the body must be a JSON object"));
     };

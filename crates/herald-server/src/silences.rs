@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -197,20 +197,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let config = state.engine.config();
     let caller = caller(&config, &headers)?;
-    let bytes = to_bytes(body, 64 * 1024).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "a silence is at most 64 KiB",
-        )
-    })?;
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not JSON: {e}"),
-        )
-    })?;
+    let body = crate::error::read_json(body, "a silence").await?;
     unknown_fields(
         &body,
         "",
