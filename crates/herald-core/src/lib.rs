@@ -6,8 +6,10 @@
 //! (the current time, a freshly generated id).
 
 pub mod dedup;
+pub mod digest;
 pub mod event;
 pub mod explain;
+pub mod group;
 pub mod matcher;
 pub mod message;
 pub mod pattern;
@@ -19,10 +21,12 @@ pub mod subscription;
 pub mod team;
 
 pub use dedup::{Dedup, DedupField};
+pub use digest::{Digest, DigestKind};
 pub use event::{
     Actor, ActorType, Event, EventBuilder, EventError, Outcome, RawEvent, Resource, Timestamp,
 };
 pub use explain::{Explanation, Verdict};
+pub use group::{Grouping, Throttle, ThrottleScope};
 pub use matcher::Matcher;
 pub use message::{Format, Rendered};
 pub use pattern::{Pattern, PatternError};

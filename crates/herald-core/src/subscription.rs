@@ -41,6 +41,12 @@ pub struct Subscription {
     /// Repeat suppression (`dedup_window`, `dedup_key`), if any. Not part of
     /// [`Subscription::key`]: changing it keeps the deliveries' subscription.
     pub dedup: Option<crate::dedup::Dedup>,
+    /// Grouping into digests (`group_by`, `group_wait`, `group_interval`,
+    /// `max_group_size`), if any. Not part of [`Subscription::key`].
+    pub group: Option<crate::group::Grouping>,
+    /// `throttle` on the subscription, or inherited from its channel (then the scope is
+    /// the channel). Ignored when `group` is set. Not part of [`Subscription::key`].
+    pub throttle: Option<(crate::group::Throttle, crate::group::ThrottleScope)>,
 }
 
 impl Subscription {
@@ -61,6 +67,8 @@ impl Subscription {
             active: true,
             formatter: None,
             dedup: None,
+            group: None,
+            throttle: None,
         }
     }
 

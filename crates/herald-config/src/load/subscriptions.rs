@@ -113,6 +113,8 @@ impl Loader<'_> {
             active: raw.active,
             formatter: raw.formatter.map(Spanned::into_inner),
             dedup,
+            group: None,
+            throttle: None,
         })
     }
 
