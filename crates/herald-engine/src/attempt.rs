@@ -256,6 +256,7 @@ async fn send_once(
         event,
         attempt: delivery.attempts + 1,
         rendered,
+        digest: None,
     };
     match tokio::time::timeout_at(deadline, channel.send(&msg)).await {
         Ok(outcome) => outcome,
