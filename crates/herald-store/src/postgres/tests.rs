@@ -155,6 +155,7 @@ fn delivery(id: &str) -> NewDelivery {
         held: false,
         silence: None,
         dedup: None,
+        fold: None,
     }
 }
 
@@ -364,7 +365,9 @@ async fn two_nodes_accepting_the_same_event_store_it_once() {
         [
             Accepted::New {
                 id: "x".into(),
-                suppressed: Vec::new()
+                suppressed: Vec::new(),
+                folded: Vec::new(),
+                opened: Vec::new(),
             },
             Accepted::Duplicate { id: "x".into() }
         ]
