@@ -36,7 +36,17 @@ struct Body<'a> {
 /// "total", "listed", "more", "first_at", "last_at", "events": [envelopes]}`. Pure:
 /// `herald explain` shows it.
 pub fn digest_body(digest: &Digest) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&Body {
+    serde_json::to_vec(&body(digest))
+}
+
+/// [`digest_body`] indented for people to read (`herald explain`): the same fields in the
+/// same order.
+pub fn digest_body_pretty(digest: &Digest) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(&body(digest))
+}
+
+fn body(digest: &Digest) -> Body<'_> {
+    Body {
         type_: DIGEST_TYPE,
         id: &digest.id,
         team: &digest.team,
@@ -49,5 +59,5 @@ pub fn digest_body(digest: &Digest) -> Result<Vec<u8>, serde_json::Error> {
         first_at: digest.first_at,
         last_at: digest.last_at,
         events: &digest.events,
-    })
+    }
 }

@@ -25,7 +25,7 @@ use reqwest::Url;
 use crate::{Channel, Outgoing, SendFuture};
 
 pub use config::{ConfigError, DEFAULT_USER_AGENT, HttpOptions, WebhookClient};
-pub use digest::{DIGEST_TYPE, digest_body};
+pub use digest::{DIGEST_TYPE, digest_body, digest_body_pretty};
 pub use sign::{DEFAULT_TOLERANCE, SECRET_PREFIX, SecretError, SigningKey, VerifyError, verify};
 pub use ssrf::{Blocked, check_ip};
 
