@@ -224,13 +224,9 @@ impl Loader<'_> {
                 }
             },
         };
-        let (Some(wait_value), Some(interval_value), Some(max_size)) =
-            (wait_value, interval_value, max_size)
-        else {
-            *ok = false;
-            return None;
-        };
-        if interval_value < wait_value {
+        if let (Some(wait_value), Some(interval_value)) = (wait_value, interval_value)
+            && interval_value < wait_value
+        {
             let fmt = |d| humantime::format_duration(d).to_string();
             // Point at the value written; a default is named as such. (The defaults
             // themselves are in order, so one of the two is always written.)
@@ -268,16 +264,18 @@ impl Loader<'_> {
                 good = false;
             }
         }
-        if !good {
-            *ok = false;
-            return None;
+        match (wait_value, interval_value, max_size) {
+            (Some(wait), Some(interval), Some(max_size)) if good => Some(Grouping {
+                by: fields,
+                wait,
+                interval,
+                max_size,
+            }),
+            _ => {
+                *ok = false;
+                None
+            }
         }
-        Some(Grouping {
-            by: fields,
-            wait: wait_value,
-            interval: interval_value,
-            max_size,
-        })
     }
 
     /// A subscription's own `throttle`, refused on a grouped subscription.
@@ -596,6 +594,11 @@ mod tests {
             (
                 "group_wait = \"2m\"\ngroup_interval = \"1m\"\n",
                 "herald.toml:22:18: error: group_interval `1m` is shorter than group_wait `2m`: make it at least 2m",
+            ),
+            (
+                "group_wait = \"2m\"\ngroup_interval = \"1m\"\nmax_group_size = 0\n",
+                "herald.toml:22:18: error: group_interval `1m` is shorter than group_wait `2m`: make it at least 2m\n\
+                 herald.toml:23:18: error: max_group_size `0` is out of range: a digest lists between 1 and 1000 events (it counts the rest)",
             ),
             (
                 "group_interval = \"10s\"\n",
