@@ -260,3 +260,52 @@ fn explain_rejects_an_invalid_event_naming_the_field() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_names_the_interface_each_plugin_targets() {
+    let s = Scratch::new("check-plugins");
+    let path = |crate_name: &str| {
+        herald_plugins::build::plugin_wasm(crate_name)
+            .display()
+            .to_string()
+    };
+    s.write(
+        "herald.toml",
+        &format!(
+            r#"[plugins.card]
+path = "{}"
+[plugins.legacy]
+path = "{}"
+
+[[event_types]]
+name = "capsule.create"
+
+[teams.acme]
+api_keys = ["acme-key"]
+
+[teams.acme.channels.audit]
+type = "file"
+path = "audit.jsonl"
+
+[[teams.acme.subscriptions]]
+channel = "audit"
+events = ["capsule.create"]
+formatter = "legacy"
+"#,
+            path("card"),
+            path("fixture-v0-1")
+        ),
+    );
+    let mut cmd = herald();
+    cmd.current_dir(&s.dir)
+        .args(["check", "--config", "herald.toml"]);
+    let out = run(cmd, "");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "\n  plugin card: card 0.1.0, herald:formatter@0.2.0 (renders digests)\n  plugin legacy: v0-1 0.1.0, herald:formatter@0.1.0 (herald renders its digests)\n"
+        ),
+        "{stdout}"
+    );
+}
