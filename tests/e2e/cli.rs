@@ -107,6 +107,91 @@ active = "yes"
     assert!(stderr.contains("channel = \"hok\""), "{stderr}");
 }
 
+/// Grouping and throttle keys (issue 11): each mistake at its value, in whichever file it
+/// is, and the keys of a valid subscription explained with the event's group.
+#[test]
+fn check_points_at_grouping_and_throttle_mistakes_and_explain_shows_the_group() {
+    let s = Scratch::new("check-grouping");
+    s.write(
+        "herald.toml",
+        r#"include = ["teams/*.toml"]
+[[event_types]]
+name = "capsule.create"
+
+[teams.acme]
+api_keys = ["acme-key"]
+
+[teams.acme.channels.hook]
+type = "webhook"
+url = "https://hooks.example.com/h"
+throttle = "30 a minute"
+
+[[teams.acme.subscriptions]]
+channel = "hook"
+events = ["capsule.create"]
+group_by = ["event", "region", "event"]
+group_wait = "2m"
+group_interval = "1m"
+max_group_size = 5000
+throttle = "10/1m"
+"#,
+    );
+    s.write(
+        "teams/globex.toml",
+        "[teams.globex]\napi_keys = [\"globex-key\"]\n[teams.globex.channels.f]\ntype = \"file\"\npath = \"f.jsonl\"\n[[teams.globex.subscriptions]]\nchannel = \"f\"\nevents = [\"*\"]\ngroup_wait = \"forever\"\nthrottle = \"0/1m\"\n",
+    );
+    let mut cmd = herald();
+    cmd.current_dir(&s.dir)
+        .args(["check", "herald.toml", "--format", "short"]);
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let expected = [
+        "herald.toml:11:12: error: malformed throttle `30 a minute`; expected COUNT/DURATION",
+        "herald.toml:16:22: error: unknown group_by field `region`; expected one of event, outcome,",
+        "herald.toml:16:32: error: group_by field `event` is listed twice",
+        "herald.toml:18:18: error: group_interval `1m` is shorter than group_wait `2m`",
+        "herald.toml:19:18: error: max_group_size `5000` is out of range",
+        "herald.toml:20:12: error: throttle does not apply to a grouped subscription: its group_interval already limits how often it sends",
+        "teams/globex.toml:9:14: error: invalid group_wait `forever`",
+        "teams/globex.toml:10:12: error: throttle `0/1m` allows no message at all",
+    ];
+    for line in expected {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("herald.toml: 8 error(s), 0 warning(s)"),
+        "{stderr}"
+    );
+
+    // The example configuration groups its oncall subscription: explain names the group.
+    let mut cmd = herald();
+    cmd.args(["explain", "--json", "--event", "-", "--config"])
+        .arg(repo().join("config/herald.toml"))
+        .envs(EXAMPLE_ENV.iter().copied());
+    let out = run(
+        cmd,
+        r#"{"event": "capsule.create", "outcome": "error", "team_id": "acme",
+            "resource": {"type": "sandbox", "id": "sb_1"}, "metadata": {"region": "eu"}}"#,
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let oncall = json["noise"]
+        .as_array()
+        .and_then(|all| all.iter().find(|n| n["channel"] == "oncall"))
+        .unwrap_or_else(|| panic!("no oncall in {json:#}"));
+    assert_eq!(oncall["group"]["key"], r#"["capsule.create","sandbox"]"#);
+    assert_eq!(oncall["group"]["wait"], "30s");
+    assert_eq!(
+        oncall.get("throttle"),
+        None,
+        "a grouped subscription is not throttled"
+    );
+}
+
 #[test]
 fn check_fails_clearly_on_a_missing_file() {
     let mut cmd = herald();
@@ -173,5 +258,54 @@ fn explain_rejects_an_invalid_event_naming_the_field() {
         text(&out.stderr).contains("actor.type: unknown variant `robot`"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_names_the_interface_each_plugin_targets() {
+    let s = Scratch::new("check-plugins");
+    let path = |crate_name: &str| {
+        herald_plugins::build::plugin_wasm(crate_name)
+            .display()
+            .to_string()
+    };
+    s.write(
+        "herald.toml",
+        &format!(
+            r#"[plugins.card]
+path = "{}"
+[plugins.legacy]
+path = "{}"
+
+[[event_types]]
+name = "capsule.create"
+
+[teams.acme]
+api_keys = ["acme-key"]
+
+[teams.acme.channels.audit]
+type = "file"
+path = "audit.jsonl"
+
+[[teams.acme.subscriptions]]
+channel = "audit"
+events = ["capsule.create"]
+formatter = "legacy"
+"#,
+            path("card"),
+            path("fixture-v0-1")
+        ),
+    );
+    let mut cmd = herald();
+    cmd.current_dir(&s.dir)
+        .args(["check", "--config", "herald.toml"]);
+    let out = run(cmd, "");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "\n  plugin card: card 0.1.0, herald:formatter@0.2.0 (renders digests)\n  plugin legacy: v0-1 0.1.0, herald:formatter@0.1.0 (herald renders its digests)\n"
+        ),
+        "{stdout}"
     );
 }

@@ -115,6 +115,10 @@ fn formatters_shape_slack_bodies_and_rich_cards() {
         Some(2),
         "{plugins}"
     );
+    // Both are built with the SDK, so both target the digest-capable interface.
+    for plugin in plugins["plugins"].as_array().into_iter().flatten() {
+        assert_eq!(plugin["interface"], "herald:formatter@0.2.0", "{plugin}");
+    }
     // Plugins are global configuration: a team sees only those its subscriptions use.
     let names = |key: &str| -> Vec<String> {
         let reply = herald.client().get("/v1/plugins", key).expect(200);

@@ -98,6 +98,8 @@ struct TeamDraft {
     at: Location,
     api_keys: Vec<(Spanned<String>, usize)>,
     channels: BTreeMap<String, (Location, Option<ChannelConfig>)>,
+    /// `throttle` of the channels that set one (valid ones only).
+    channel_throttles: BTreeMap<String, herald_core::Throttle>,
     subscriptions: Vec<In<RawSubscription>>,
     /// Subscriptions too broken to read: their channel is unknown, so unused-channel
     /// warnings would be guesses.

@@ -104,6 +104,15 @@ pub(crate) struct RawSubscription {
     pub dedup_window: Option<Spanned<String>>,
     /// The fields that make two events the same (`event`, `resource.id`, `metadata.K`, …).
     pub dedup_key: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Grouping into digests: the fields whose values make a group (any of the four
+    /// `group_*`/`max_group_size` keys turns grouping on).
+    pub group_by: Option<Spanned<Vec<Spanned<String>>>>,
+    pub group_wait: Option<Spanned<String>>,
+    pub group_interval: Option<Spanned<String>>,
+    /// Signed so that `0` and `-1` get our range message rather than serde's.
+    pub max_group_size: Option<Spanned<i64>>,
+    /// `COUNT/DURATION`: at most COUNT single messages per DURATION, the rest folded.
+    pub throttle: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -135,6 +144,8 @@ pub(crate) struct RawWebhook {
     pub secret: Option<Spanned<String>>,
     /// Several secrets while receivers rotate: every one signs (instead of `secret`).
     pub secrets: Option<Spanned<Vec<Spanned<String>>>>,
+    #[allow(dead_code)] // `throttle = "10/1m"`: read in `channels()` before dispatching
+    pub throttle: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +160,8 @@ pub(crate) struct RawTelegramChannel {
     pub parse_mode: ParseMode,
     #[serde(default)]
     pub disable_notification: bool,
+    #[allow(dead_code)] // `throttle = "10/1m"`: read in `channels()` before dispatching
+    pub throttle: Option<serde::de::IgnoredAny>,
 }
 
 fn html() -> ParseMode {
@@ -165,6 +178,8 @@ pub(crate) struct RawEmailChannel {
     #[serde(default)]
     pub cc: Vec<Spanned<String>>,
     pub subject_prefix: Option<String>,
+    #[allow(dead_code)] // `throttle = "10/1m"`: read in `channels()` before dispatching
+    pub throttle: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +189,8 @@ pub(crate) struct RawFileChannel {
     #[serde(rename = "type")]
     pub kind: String,
     pub path: String,
+    #[allow(dead_code)] // `throttle = "10/1m"`: read in `channels()` before dispatching
+    pub throttle: Option<serde::de::IgnoredAny>,
 }
 
 // Sources (`[[sources]]`), tagged by `type` like channels.

@@ -37,6 +37,9 @@ impl std::fmt::Debug for Engine {
 pub struct PluginState {
     pub name: String,
     pub version: String,
+    /// The WIT package it targets: `herald:formatter@0.1.0` (herald renders its
+    /// digests) or `herald:formatter@0.2.0` (it may render them).
+    pub interface: &'static str,
     /// `loaded` or `quarantined` (after repeated failures, until reloaded).
     pub state: &'static str,
     pub consecutive_failures: u32,
@@ -523,6 +526,7 @@ impl Engine {
                 last_error: p.quarantined,
                 name: p.name,
                 version: p.version,
+                interface: p.interface.package(),
                 consecutive_failures: p.consecutive_failures,
                 quarantined_teams: p.quarantined_teams,
             })

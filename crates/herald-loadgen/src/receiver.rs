@@ -46,6 +46,8 @@ pub struct ReceiverOptions {
     pub arrivals: Option<UnboundedSender<Arrival>>,
     /// Counts requests refused for their signature.
     pub rejected: Option<Arc<AtomicU64>>,
+    /// Counts requests accepted (a digest is one request however many events it lists).
+    pub accepted: Option<Arc<AtomicU64>>,
     /// Answer only after this long: a slow endpoint next to fast ones.
     pub delay: Duration,
 }
@@ -59,6 +61,7 @@ impl Default for ReceiverOptions {
             index: 0,
             arrivals: None,
             rejected: None,
+            accepted: None,
             delay: Duration::ZERO,
         }
     }
@@ -159,6 +162,9 @@ async fn receive(
 
     match checked {
         Ok(_) => {
+            if let Some(accepted) = &options.accepted {
+                accepted.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(arrivals) = &options.arrivals {
                 let body = parsed.as_ref().unwrap_or(&Value::Null);
                 for (event_id, sent_at_ns) in carried_events(body) {
@@ -221,11 +227,25 @@ pub fn check_signature(
 }
 
 /// The events one delivery carries, each as (id, publish time): a herald event is one (`id`,
-/// `metadata.sent_at_ns`); an Alertmanager notification carries one per alert (label
-/// [`ALERT_ID_LABEL`], annotation [`SENT_AT_KEY`]). Anything else counts as one unknown event.
+/// `metadata.sent_at_ns`); a herald digest (`"type": "herald.digest"`) one per listed event;
+/// an Alertmanager notification one per alert (label [`ALERT_ID_LABEL`], annotation
+/// [`SENT_AT_KEY`]). Anything else counts as one unknown event.
 pub fn carried_events(body: &Value) -> Vec<(Option<String>, Option<u64>)> {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     let nanos = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|s| s.parse().ok());
+    if body.get("type").and_then(Value::as_str) == Some("herald.digest") {
+        let events = body.get("events").and_then(Value::as_array);
+        return events
+            .into_iter()
+            .flatten()
+            .map(|event| {
+                (
+                    text(event.get("id")),
+                    nanos(event.get("metadata").and_then(|m| m.get(SENT_AT_KEY))),
+                )
+            })
+            .collect();
+    }
     match body.get("alerts").and_then(Value::as_array) {
         Some(alerts) => alerts
             .iter()
@@ -314,5 +334,23 @@ mod tests {
             ]
         );
         assert_eq!(carried_events(&json!("not json")), [(None, None)]);
+    }
+
+    #[test]
+    fn a_herald_digest_carries_every_event_it_lists() {
+        let digest = json!({
+            "type": "herald.digest", "total": 3, "more": 1,
+            "events": [
+                {"id": "r-4", "metadata": {"sent_at_ns": "9"}},
+                {"id": "r-5", "metadata": {}},
+            ],
+        });
+        assert_eq!(
+            carried_events(&digest),
+            [
+                (Some("r-4".to_string()), Some(9)),
+                (Some("r-5".to_string()), None)
+            ]
+        );
     }
 }

@@ -5,6 +5,7 @@ use herald_config::{Config, Location};
 
 use crate::error::PluginError;
 use crate::host::{HostOptions, PluginHost};
+use crate::interface::Interface;
 use crate::limits::Limits;
 use crate::output::PluginInfo;
 use crate::set::PluginSpec;
@@ -46,6 +47,8 @@ pub struct PluginCheck {
     /// Its `info()`, or why it cannot serve: it does not load, or a subscription uses
     /// it for a channel kind it does not render.
     pub result: Result<PluginInfo, PluginError>,
+    /// The `herald:formatter` version it targets, when it loaded.
+    pub interface: Option<Interface>,
 }
 
 /// Loads and validates every configured plugin exactly as the server would (compile,
@@ -63,7 +66,9 @@ pub fn check_config(config: &Config, host: &PluginHost) -> Vec<PluginCheck> {
                 timeout: p.timeout,
                 memory: p.memory_limit,
             };
-            let result = host.load(&p.name, &p.path, limits).and_then(|plugin| {
+            let loaded = host.load(&p.name, &p.path, limits);
+            let interface = loaded.as_ref().ok().map(|plugin| plugin.interface());
+            let result = loaded.and_then(|plugin| {
                 check_channel_kinds(config, &p.name, plugin.info())?;
                 Ok(plugin.info().clone())
             });
@@ -71,6 +76,7 @@ pub fn check_config(config: &Config, host: &PluginHost) -> Vec<PluginCheck> {
                 name: p.name.clone(),
                 location: p.location.clone(),
                 result,
+                interface,
             }
         })
         .collect()

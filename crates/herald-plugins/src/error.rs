@@ -19,7 +19,7 @@ pub enum PluginError {
     #[error("cannot compile the component: {0}")]
     Compile(String),
     #[error(
-        "built against herald:formatter@{found}, but this herald implements herald:formatter@{expected}: rebuild it with the matching herald-plugin-sdk / wit/formatter.wit"
+        "built against herald:formatter@{found}, but this herald implements herald:formatter {expected}: rebuild it with a matching herald-plugin-sdk / wit/formatter-0.2.0.wit"
     )]
     WrongVersion { found: String, expected: String },
     #[error(
@@ -28,13 +28,16 @@ pub enum PluginError {
     )]
     ForbiddenImport { imports: Vec<String> },
     #[error(
-        "does not export herald:formatter/formatter@{expected} (exports: {exports}); build it with herald-plugin-sdk's register!"
+        "does not export herald:formatter/formatter of version {expected} (exports: {exports}); build it with herald-plugin-sdk's register!"
     )]
     MissingExport { expected: String, exports: String },
     #[error("info() returned {0}")]
     InvalidInfo(String),
     #[error("the sample render failed: {0}")]
     Validation(Box<PluginError>),
+    /// A 0.2.0 plugin's `format-digest` failed on the sample digest.
+    #[error("the sample digest render failed: {0}")]
+    DigestValidation(Box<PluginError>),
     #[error("invalid limits: {0}")]
     Limits(String),
 
@@ -107,7 +110,7 @@ impl PluginError {
             PluginError::ForbiddenImport { .. } => "forbidden_import",
             PluginError::MissingExport { .. } => "missing_export",
             PluginError::InvalidInfo(_) => "invalid_info",
-            PluginError::Validation(_) => "validation",
+            PluginError::Validation(_) | PluginError::DigestValidation(_) => "validation",
             PluginError::Limits(_) => "limits",
             PluginError::Timeout { .. } => "timeout",
             PluginError::MemoryLimit { .. } => "memory",

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::bindings;
 use crate::cache::{self, chain};
 use crate::error::PluginError;
+use crate::interface::Interface;
 use crate::limits::{Limits, fmt_bytes};
-use crate::plugin::{self, Plugin};
+use crate::plugin::{self, Plugin, Pre};
 use crate::sandbox::Sandbox;
 
 /// How a [`PluginHost`] is set up.
@@ -77,9 +78,10 @@ impl PluginHost {
     }
 
     /// Loads the plugin at `path`: reads and compiles it (through the cache), checks
-    /// its imports and WIT version, calls `info()` and renders the
-    /// [sample event](crate::sample_event) for each channel kind it supports, all under
-    /// `limits`.
+    /// its imports and which WIT version it targets (0.1.0 or 0.2.0, from its formatter
+    /// export), calls `info()` and renders the [sample event](crate::sample_event) (and
+    /// for 0.2.0 the [sample digest](crate::sample_digest)) for each channel kind it
+    /// supports, all under `limits`.
     ///
     /// The sample render must complete within the limits with valid output; a plugin's
     /// own `err(…)` or `skip` answer passes (it may need settings the sample lacks).
@@ -111,7 +113,7 @@ impl PluginHost {
             wasm,
             &hash,
         )?;
-        crate::interface::check(&component, &inner.sandbox.engine)?;
+        let interface = crate::interface::check(&component, &inner.sandbox.engine)?;
         // Everything the allowlist tolerates (Rust's stdio plumbing) traps when called.
         let mut linker = inner.sandbox.linker.clone();
         linker
@@ -120,7 +122,12 @@ impl PluginHost {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| PluginError::Compile(chain(&e)))?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| PluginError::Compile(chain(&e)))?;
+        // Type-checks the exports against the world the component targets.
+        let pre = match interface {
+            Interface::V0_1 => bindings::v0_1::PluginPre::new(pre).map(Pre::V0_1),
+            Interface::V0_2 => bindings::v0_2::PluginPre::new(pre).map(Pre::V0_2),
+        }
+        .map_err(|e| PluginError::Compile(chain(&e)))?;
         plugin::validate(inner.sandbox.clone(), name, path, hash, pre, limits)
     }
 

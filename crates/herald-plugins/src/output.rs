@@ -62,9 +62,11 @@ pub struct LogLine {
 }
 
 /// Everything about one render: its result, how long it took, what the plugin logged.
+/// `T` is what a render makes: a [`PluginOutput`] for one event, an
+/// `Option<Rendered>` for a digest (`None`: the plugin declines).
 #[derive(Debug, Clone)]
-pub struct Render {
-    pub result: Result<PluginOutput, PluginError>,
+pub struct Render<T = PluginOutput> {
+    pub result: Result<T, PluginError>,
     /// Wall-clock time, instantiation included.
     pub elapsed: Duration,
     pub logs: Vec<LogLine>,

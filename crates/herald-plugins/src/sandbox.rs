@@ -16,7 +16,7 @@ use wasmtime::{
     Trap,
 };
 
-use crate::bindings::{self, herald::formatter::log, herald::formatter::types as wit};
+use crate::bindings::{v0_1, v0_2};
 use crate::cache::chain;
 use crate::error::PluginError;
 use crate::limits::{Limits, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, cut};
@@ -72,7 +72,10 @@ impl Sandbox {
             .max_wasm_stack(512 * 1024);
         let engine = Engine::new(&config).map_err(|e| PluginError::Host(chain(&e)))?;
         let mut linker: Linker<RenderState> = Linker::new(&engine);
-        bindings::Plugin::add_to_linker::<RenderState, HasSelf<RenderState>>(&mut linker, |s| s)
+        // Both worlds' imports: their names differ by version, so they never clash.
+        v0_1::Plugin::add_to_linker::<RenderState, HasSelf<RenderState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Host(chain(&e)))?;
+        v0_2::Plugin::add_to_linker::<RenderState, HasSelf<RenderState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Host(chain(&e)))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), stop_ticker.clone())?;
@@ -119,33 +122,54 @@ impl ResourceLimiter for RenderState {
     }
 }
 
-impl log::Host for RenderState {
-    fn log(&mut self, level: log::Level, message: String) {
+impl RenderState {
+    fn log(&mut self, level: LogLevel, message: &str) {
         if self.logs.len() >= MAX_LOG_LINES {
             self.dropped_logs += 1;
             return;
         }
-        let level = match level {
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
-        };
         self.logs.push(LogLine {
             level,
-            message: cut(&message, MAX_LOG_LINE_BYTES).to_string(),
+            message: cut(message, MAX_LOG_LINE_BYTES).to_string(),
         });
     }
 }
 
-impl wit::Host for RenderState {}
+impl v0_1::herald::formatter::log::Host for RenderState {
+    fn log(&mut self, level: v0_1::herald::formatter::log::Level, message: String) {
+        use v0_1::herald::formatter::log::Level;
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        RenderState::log(self, level, &message);
+    }
+}
 
-/// Instantiates `pre` in a fresh store under `limits` and runs `call` on it.
+impl v0_2::herald::formatter::log::Host for RenderState {
+    fn log(&mut self, level: v0_2::herald::formatter::log::Level, message: String) {
+        use v0_2::herald::formatter::log::Level;
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        RenderState::log(self, level, &message);
+    }
+}
+
+impl v0_1::herald::formatter::types::Host for RenderState {}
+impl v0_2::herald::formatter::types::Host for RenderState {}
+
+/// Runs `call` in a fresh store under `limits`: `call` instantiates the plugin in it
+/// from its pre-instantiated component and calls it.
 pub(crate) fn run<R>(
     sandbox: &Sandbox,
-    pre: &bindings::PluginPre<RenderState>,
     limits: Limits,
-    call: impl FnOnce(&mut Store<RenderState>, &bindings::Plugin) -> wasmtime::Result<R>,
+    call: impl FnOnce(&mut Store<RenderState>) -> wasmtime::Result<R>,
 ) -> (Result<R, PluginError>, RenderState) {
     let _slot = sandbox.slots.acquire();
     let state = RenderState {
@@ -159,9 +183,7 @@ pub(crate) fn run<R>(
     // Set before instantiating: the deadline counts from the current epoch, and
     // instantiation itself runs guest code (constructors).
     store.set_epoch_deadline(deadline_ticks(limits.timeout));
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|plugin| call(&mut store, &plugin));
+    let result = call(&mut store);
     let result = result.map_err(|e| classify(&e, &limits, store.data()));
     (result, store.into_data())
 }

@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use herald_core::Event;
+use herald_core::{Digest, Event, Rendered};
 
 use crate::cache::sha256_hex;
 use crate::error::PluginError;
 use crate::host::PluginHost;
+use crate::interface::Interface;
 use crate::limits::Limits;
 use crate::output::{PluginOutput, Render};
 use crate::plugin::Plugin;
@@ -41,6 +42,8 @@ pub struct PluginStatus {
     pub name: String,
     pub path: PathBuf,
     pub version: String,
+    /// The `herald:formatter` version it targets.
+    pub interface: Interface,
     pub wasm_sha256: String,
     /// Consecutive failures (per team; for several teams the highest).
     pub consecutive_failures: u32,
@@ -242,22 +245,51 @@ impl PluginSet {
         Ok(render)
     }
 
+    /// Renders `digest` with plugin `name` for a channel of kind `channel_kind`, with
+    /// `settings` as for [`format`](Self::format); `Ok(None)` when the plugin targets
+    /// `herald:formatter@0.1.0` or declines (returns none): use the built-in digest.
+    ///
+    /// Failures count towards the plugin's quarantine for the digest's team like those
+    /// of single events, and a quarantined plugin is not run
+    /// ([`PluginError::Quarantined`]); a 0.1.0 plugin is never run for a digest, so it
+    /// gives `Ok(None)` even then. Synchronous and CPU-bound: from async code, call it
+    /// in `spawn_blocking`. The plugin's log lines go to `tracing`.
+    pub fn render_digest(
+        &self,
+        name: &str,
+        channel_kind: &str,
+        digest: &Digest,
+        settings: &crate::Settings,
+    ) -> Result<Option<Rendered>, PluginError> {
+        let team = digest.team.as_str();
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| PluginError::Unknown(name.to_string()))?;
+        let plugin = entry.current.load_full();
+        if !plugin.renders_digests() {
+            return Ok(None);
+        }
+        not_quarantined(&entry, team)?;
+        let result = plugin.format_digest(digest, channel_kind, settings);
+        self.record(&entry, team, &result);
+        result
+    }
+
+    /// Whether plugin `name` exports the 0.2.0 digest function (`false` when no plugin of
+    /// that name is loaded).
+    pub fn renders_digests(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|p| p.renders_digests())
+    }
+
     fn checked_entry(&self, name: &str, team: &str) -> Result<Arc<Entry>, PluginError> {
         let entry = self
             .entry(name)
             .ok_or_else(|| PluginError::Unknown(name.to_string()))?;
-        let teams = entry.health.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(health) = teams.get(team).filter(|h| h.quarantined) {
-            return Err(PluginError::Quarantined {
-                failures: health.consecutive_failures,
-                last: health.last_error.clone().unwrap_or_default(),
-            });
-        }
-        drop(teams);
+        not_quarantined(&entry, team)?;
         Ok(entry)
     }
 
-    fn record(&self, entry: &Entry, team: &str, result: &Result<PluginOutput, PluginError>) {
+    fn record<T>(&self, entry: &Entry, team: &str, result: &Result<T, PluginError>) {
         let mut teams = entry.health.lock().unwrap_or_else(|e| e.into_inner());
         let health = teams.entry(team.to_string()).or_default();
         match result {
@@ -314,6 +346,7 @@ impl PluginSet {
                     name: entry.spec.name.clone(),
                     path: entry.spec.path.clone(),
                     version: plugin.info().version.clone(),
+                    interface: plugin.interface(),
                     wasm_sha256: plugin.wasm_sha256().to_string(),
                     consecutive_failures: seen
                         .iter()
@@ -424,6 +457,17 @@ impl PluginSet {
                 Watcher { stop, thread: None }
             }
         }
+    }
+}
+
+fn not_quarantined(entry: &Entry, team: &str) -> Result<(), PluginError> {
+    let teams = entry.health.lock().unwrap_or_else(|e| e.into_inner());
+    match teams.get(team).filter(|h| h.quarantined) {
+        Some(health) => Err(PluginError::Quarantined {
+            failures: health.consecutive_failures,
+            last: health.last_error.clone().unwrap_or_default(),
+        }),
+        None => Ok(()),
     }
 }
 

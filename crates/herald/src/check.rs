@@ -8,7 +8,7 @@ use std::process::ExitCode;
 /// allowed), 1 otherwise.
 pub fn run(path: &Path, short: bool) -> anyhow::Result<ExitCode> {
     let mut outcome = herald_config::load(path);
-    check_plugins(&mut outcome)?;
+    let plugin_lines = check_plugins(&mut outcome)?;
     let diags = &outcome.diagnostics;
     let text = if short {
         diags.render_short()
@@ -43,6 +43,9 @@ pub fn run(path: &Path, short: bool) -> anyhow::Result<ExitCode> {
                     String::new()
                 }
             );
+            for line in plugin_lines {
+                println!("  {line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -56,17 +59,32 @@ pub fn run(path: &Path, short: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads every configured plugin as the server would; each failure becomes an error at
-/// the plugin's `path`.
-fn check_plugins(outcome: &mut herald_config::LoadOutcome) -> anyhow::Result<()> {
+/// the plugin's `path`. Returns a line per plugin that loads, naming the interface it
+/// targets: `plugin card: card 0.1.0, herald:formatter@0.2.0 (renders digests)`.
+fn check_plugins(outcome: &mut herald_config::LoadOutcome) -> anyhow::Result<Vec<String>> {
     let Some(config) = &outcome.config else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if config.plugins.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     // No artifact cache: `check` must not write into the data directory.
     let host = herald_plugins::PluginHost::new(herald_plugins::HostOptions::default())?;
+    let mut lines = Vec::new();
     for check in herald_plugins::check_config(config, &host) {
+        if let (Ok(info), Some(interface)) = (&check.result, check.interface) {
+            lines.push(format!(
+                "plugin {}: {} {}, {interface} ({})",
+                check.name,
+                info.name,
+                info.version,
+                if interface.renders_digests() {
+                    "renders digests"
+                } else {
+                    "herald renders its digests"
+                }
+            ));
+        }
         if let Err(e) = check.result {
             outcome.diagnostics.items.push(herald_config::Diagnostic {
                 severity: herald_config::Severity::Error,
@@ -80,5 +98,5 @@ fn check_plugins(outcome: &mut herald_config::LoadOutcome) -> anyhow::Result<()>
     if outcome.diagnostics.has_errors() {
         outcome.config = None;
     }
-    Ok(())
+    Ok(lines)
 }

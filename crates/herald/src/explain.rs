@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use herald_channels::telegram::ParseMode as TelegramParseMode;
 use herald_config::{ChannelConfig, Config, ParseMode};
-use herald_core::{Event, EventKind, Explanation, RawEvent, Silence, TeamId, Timestamp};
+use herald_core::{
+    Event, EventKind, Explanation, RawEvent, Silence, TeamId, ThrottleScope, Timestamp,
+};
 
 use crate::client::Target;
 
@@ -208,14 +210,20 @@ fn plugin_preview(
 }
 
 /// Noise control for one channel the event would be delivered to: the subscription whose
-/// settings apply (the first matching one on that channel), its dedup key and window,
-/// and the silence that stops it, when silences were checked.
+/// settings apply (the first matching one on that channel), its dedup key and window, its
+/// grouping (the event's group) or throttle, and the silence that stops it, when silences
+/// were checked.
 #[derive(Debug, serde::Serialize)]
 pub struct Noise {
     pub channel: String,
     pub subscription: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup: Option<DedupView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupView>,
+    /// Only for an ungrouped subscription (a grouped one is never throttled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silenced_by: Option<SilenceView>,
 }
@@ -228,6 +236,40 @@ pub struct DedupView {
     pub window: String,
 }
 
+/// The group this event joins: every delivery of a grouped subscription goes into the
+/// group's digest, never out on its own.
+#[derive(Debug, serde::Serialize)]
+pub struct GroupView {
+    /// `group_by`, as configured (empty: the subscription has one group).
+    pub by: Vec<String>,
+    /// The event's group key, as the store keys the group.
+    pub key: String,
+    /// The event's `field = value` pairs the digest is headed with (absent fields left out).
+    pub labels: Vec<LabelView>,
+    pub wait: String,
+    pub interval: String,
+    pub max_size: u32,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LabelView {
+    pub field: String,
+    pub value: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ThrottleView {
+    /// As configured: `10/1m`.
+    pub rule: String,
+    pub limit: u32,
+    pub per: String,
+    /// `subscription` (its own throttle) or `channel` (inherited, shared with the
+    /// channel's other ungrouped subscriptions).
+    pub scope: &'static str,
+    /// The subscription's key or the channel's name.
+    pub counted_by: String,
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct SilenceView {
     pub id: String,
@@ -236,8 +278,10 @@ pub struct SilenceView {
 }
 
 /// The pipeline after matching, per channel: silence (when `silences` were read from a
-/// running herald), then dedup. Whether a repeat is inside its window depends on what was
-/// sent before, which only the server's store knows: explain shows the key and window.
+/// running herald), dedup, then grouping or throttle. Whether a repeat is inside its
+/// window, whether the group has an open digest, or how many messages the throttle's
+/// window has sent depends on what came before, which only the server's store knows:
+/// explain shows the keys, the group and the rules.
 pub fn noise(
     config: &Config,
     event: &Event,
@@ -264,10 +308,40 @@ pub fn noise(
             key: d.key_for(event),
             window: humantime::format_duration(d.window).to_string(),
         });
+        let group = sub.and_then(|s| s.group.as_ref()).map(|g| GroupView {
+            by: g.field_names(),
+            key: g.key_for(event),
+            labels: g
+                .labels_for(event)
+                .into_iter()
+                .map(|(field, value)| LabelView { field, value })
+                .collect(),
+            wait: humantime::format_duration(g.wait).to_string(),
+            interval: humantime::format_duration(g.interval).to_string(),
+            max_size: g.max_size,
+        });
+        let throttle = sub
+            .filter(|s| s.group.is_none())
+            .and_then(|s| s.throttle.as_ref())
+            .map(|(t, scope)| {
+                let (scope, counted_by) = match scope {
+                    ThrottleScope::Subscription(key) => ("subscription", key.clone()),
+                    ThrottleScope::Channel(name) => ("channel", name.clone()),
+                };
+                ThrottleView {
+                    rule: t.to_string(),
+                    limit: t.limit,
+                    per: humantime::format_duration(t.per).to_string(),
+                    scope,
+                    counted_by,
+                }
+            });
         out.push(Noise {
             channel: v.channel.clone(),
             subscription: v.subscription.clone(),
             dedup,
+            group,
+            throttle,
             silenced_by,
         });
     }
@@ -281,7 +355,7 @@ pub fn render_noise(noise: &[Noise], silences_checked: bool) -> String {
         return out;
     }
     out.push_str(
-        "noise control (match → silence → dedup → deliver):
+        "noise control (match → silence → dedup → group or throttle → deliver):
 ",
     );
     for n in noise {
@@ -309,7 +383,52 @@ pub fn render_noise(noise: &[Noise], silences_checked: bool) -> String {
                     d.window
                 );
             }
-            None => out.push_str("no dedup_window: every match is sent\n"),
+            None => out.push_str("no dedup_window: repeats are not suppressed\n"),
+        }
+        match (&n.group, &n.throttle) {
+            (Some(g), _) => {
+                let labels: Vec<String> = g
+                    .labels
+                    .iter()
+                    .map(|l| format!("{} = {}", l.field, l.value))
+                    .collect();
+                let group = if g.by.is_empty() {
+                    "grouped: joins the subscription's one group (group_by = [])".to_string()
+                } else if labels.is_empty() {
+                    format!(
+                        "grouped by [{}]: joins group {} (none of its fields is set)",
+                        g.by.join(", "),
+                        g.key
+                    )
+                } else {
+                    format!(
+                        "grouped by [{}]: joins group {} ({})",
+                        g.by.join(", "),
+                        g.key,
+                        labels.join(", ")
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "      {group}; a new group's digest goes out {} after its first event, a busy group's next one {} after the previous; each lists up to {} events and counts the rest",
+                    g.wait, g.interval, g.max_size
+                );
+            }
+            (None, Some(t)) => {
+                let scope = match t.scope {
+                    "channel" => format!(
+                        "set on channel {}, counted across its ungrouped subscriptions",
+                        t.counted_by
+                    ),
+                    _ => "this subscription's own".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "      throttle {} ({scope}): beyond {} messages per {}, events are folded into a digest that counts them",
+                    t.rule, t.limit, t.per
+                );
+            }
+            (None, None) => out.push_str("      no grouping or throttle: sent on its own\n"),
         }
     }
     out

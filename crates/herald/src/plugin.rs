@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use herald_core::{RawEvent, TeamId, Timestamp};
-use herald_plugins::{HostOptions, Limits, PluginHost, PluginOutput, Render};
+use herald_core::{Digest, DigestKind, RawEvent, Rendered, TeamId, Timestamp};
+use herald_plugins::{HostOptions, Limits, PluginError, PluginHost, PluginOutput, Render};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginCommand {
@@ -40,6 +40,10 @@ pub struct TestArgs {
     /// The team to assume when the event has no `team_id`.
     #[arg(long, default_value = "test")]
     team: String,
+    /// Render a digest of COUNT copies of the event (all listed) with the plugin's
+    /// `format-digest` instead (herald:formatter@0.2.0 plugins).
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u16).range(1..))]
+    digest: Option<u16>,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -87,7 +91,17 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     };
     let loaded_in = started.elapsed();
     let settings: BTreeMap<String, String> = args.settings.into_iter().collect();
-    let render = plugin.render(&event, &args.channel, &settings);
+    let (report, ok) = match args.digest {
+        None => report(
+            &plugin.render(&event, &args.channel, &settings),
+            &args.channel,
+        ),
+        Some(count) => {
+            let digest = digest_of(&event, count, &args.channel);
+            let render = plugin.render_digest(&digest, &args.channel, &settings);
+            report_digest(&render, &args.channel)
+        }
+    };
     let info = plugin.info();
     let kinds = if info.channel_kinds.is_empty() {
         "every channel kind".to_string()
@@ -95,18 +109,40 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         info.channel_kinds.join(", ")
     };
     print!(
-        "plugin:   {} {} (renders for {kinds})\nloaded:   in {} (compile, checks, sample render)\n",
+        "plugin:   {} {} ({}, renders for {kinds})\nloaded:   in {} (compile, checks, sample render)\n",
         info.name,
         info.version,
+        plugin.interface(),
         fmt_elapsed(loaded_in)
     );
-    let (report, ok) = report(&render, &args.channel);
     print!("{report}");
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A group digest standing for `count` copies of `event` (ids `EVENT_ID-1`, …), all listed.
+fn digest_of(event: &herald_core::Event, count: u16, channel: &str) -> Digest {
+    let events: Vec<herald_core::Event> = (1..=count)
+        .map(|i| {
+            let mut e = event.clone();
+            e.id = format!("{}-{i}", event.id);
+            e
+        })
+        .collect();
+    Digest {
+        id: "dlv_test".to_string(),
+        team: event.team_id.clone(),
+        subscription: "test".to_string(),
+        channel: channel.to_string(),
+        kind: DigestKind::Group { labels: Vec::new() },
+        total: u64::from(count),
+        first_at: event.timestamp,
+        last_at: event.timestamp,
+        events,
+    }
 }
 
 fn plugin_name(path: &Path) -> String {
@@ -138,10 +174,40 @@ fn read_event(path: &Path, team: &str) -> anyhow::Result<herald_core::Event> {
 
 /// The printed result of a render, and whether it succeeded (a skip counts as success).
 pub fn report(render: &Render, channel: &str) -> (String, bool) {
+    let shown = match &render.result {
+        Ok(PluginOutput::Rendered(r)) => Ok(Shown::Rendered(r)),
+        Ok(PluginOutput::Skip(reason)) => Ok(Shown::Skipped(reason)),
+        Err(e) => Err(e),
+    };
+    report_of(shown, render, channel, "formatter")
+}
+
+/// [`report`] for a digest render (declining counts as success).
+pub fn report_digest(render: &Render<Option<Rendered>>, channel: &str) -> (String, bool) {
+    let shown = match &render.result {
+        Ok(Some(r)) => Ok(Shown::Rendered(r)),
+        Ok(None) => Ok(Shown::Declined),
+        Err(e) => Err(e),
+    };
+    report_of(shown, render, channel, "digest")
+}
+
+enum Shown<'a> {
+    Rendered(&'a Rendered),
+    Skipped(&'a str),
+    Declined,
+}
+
+fn report_of<T>(
+    shown: Result<Shown<'_>, &PluginError>,
+    render: &Render<T>,
+    channel: &str,
+    built_in: &str,
+) -> (String, bool) {
     let mut out = String::new();
     let took = fmt_elapsed(render.elapsed);
-    let ok = match &render.result {
-        Ok(PluginOutput::Rendered(r)) => {
+    let ok = match shown {
+        Ok(Shown::Rendered(r)) => {
             let format = serde_json::to_value(r.format)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
@@ -161,15 +227,22 @@ pub fn report(render: &Render, channel: &str) -> (String, bool) {
             }
             true
         }
-        Ok(PluginOutput::Skip(reason)) => {
+        Ok(Shown::Skipped(reason)) => {
             let _ = writeln!(out, "skipped:  for {channel} in {took}: {reason}");
+            true
+        }
+        Ok(Shown::Declined) => {
+            let _ = writeln!(
+                out,
+                "declined: for {channel} in {took}: herald would render its built-in digest"
+            );
             true
         }
         Err(e) => {
             let _ = writeln!(out, "FAILED:   for {channel} after {took}: {e}");
             let _ = writeln!(
                 out,
-                "          (herald would deliver with its built-in formatter and record this error)"
+                "          (herald would deliver with its built-in {built_in} and record this error)"
             );
             false
         }

@@ -2,8 +2,8 @@
 //!
 //! A plugin implements [`Formatter`] and calls [`register!`]; built with
 //! `cargo build --target wasm32-wasip2 --release`, the crate becomes a WebAssembly
-//! component of the `herald:formatter@0.1.0` world (`wit/formatter.wit` in herald's
-//! repository) that herald loads with `[plugins.NAME] path = "…"`.
+//! component of the `herald:formatter@0.2.0` world (`wit/formatter-0.2.0.wit` in
+//! herald's repository) that herald loads with `[plugins.NAME] path = "…"`.
 //!
 //! ```ignore
 //! use herald_plugin_sdk::{escape, Event, Format, Formatter, Message, PluginInfo, Rendered, Settings};
@@ -23,6 +23,10 @@
 //! herald_plugin_sdk::register!(Shout);
 //! ```
 //!
+//! Digests (one message for a group of events, or for the events beyond a throttle) are
+//! rendered by herald unless the plugin implements [`Formatter::format_digest`]; its
+//! default declines.
+//!
 //! Everything a plugin needs arrives as arguments: there is no clock, network, filesystem
 //! or environment inside herald's sandbox, and every render runs in a fresh instance.
 
@@ -35,12 +39,12 @@ mod settings;
 
 pub use settings::Settings;
 
-/// The generated `herald:formatter@0.1.0` bindings. Use the re-exports at the crate root.
+/// The generated `herald:formatter@0.2.0` bindings. Use the re-exports at the crate root.
 #[doc(hidden)]
 #[allow(unsafe_code)] // generated ABI glue: raw pointers into linear memory
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/formatter-0.2.0.wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_plugin",
@@ -50,13 +54,14 @@ pub mod bindings {
 }
 
 pub use bindings::herald::formatter::types::{
-    Actor, ActorKind, Event, Format, Message, Outcome, PluginInfo, Rendered, Resource,
+    Actor, ActorKind, Digest, DigestKind, Event, Format, Message, Outcome, PluginInfo, Rendered,
+    Resource, Throttle,
 };
 /// serde_json, for plugins that build JSON bodies (webhooks): `herald_plugin_sdk::serde_json::json!`.
 pub use serde_json;
 
 /// The version of the WIT package this SDK implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// A formatter: who it is, and how it renders one event for one channel kind.
 pub trait Formatter {
@@ -67,6 +72,18 @@ pub trait Formatter {
     /// `email`, `file`). Return [`skip`] to deliberately send nothing, or `Err` to let
     /// herald's built-in formatter render the event instead (the error is recorded).
     fn format(event: &Event, channel_kind: &str, settings: &Settings) -> Result<Rendered, String>;
+
+    /// Renders `digest` (one message for many events) for a channel of kind
+    /// `channel_kind`. `Ok(None)` declines: herald's built-in digest renders it, which
+    /// is what this default does. `Err` is recorded and the built-in digest renders it.
+    fn format_digest(
+        digest: &Digest,
+        channel_kind: &str,
+        settings: &Settings,
+    ) -> Result<Option<Message>, String> {
+        let _ = (digest, channel_kind, settings);
+        Ok(None)
+    }
 }
 
 /// Deliberately send nothing for this event; the reason is recorded with the delivery.
@@ -161,6 +178,53 @@ impl Event {
     }
 }
 
+impl Digest {
+    /// How many events the digest stands for but does not list ("and N more").
+    pub fn more(&self) -> u64 {
+        self.total.saturating_sub(self.events.len() as u64)
+    }
+
+    /// A one-line summary: `12 × capsule.create (region = eu)` for a group (the event
+    /// type when all listed events share it, else `events`), `7 events folded by
+    /// throttle 10/1m` for a throttle.
+    pub fn headline(&self) -> String {
+        match &self.kind {
+            DigestKind::Throttle(t) => format!(
+                "{} event{} folded by throttle {}/{}",
+                self.total,
+                if self.total == 1 { "" } else { "s" },
+                t.limit,
+                per(t.per_seconds)
+            ),
+            DigestKind::Group(labels) => {
+                let first = self.events.first().map(|e| e.event_type.as_str());
+                let what = match first {
+                    Some(t) if self.events.iter().all(|e| e.event_type == t) => t,
+                    _ => "events",
+                };
+                let mut line = format!("{} × {what}", self.total);
+                if !labels.is_empty() {
+                    let labels: Vec<String> =
+                        labels.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    line.push_str(&format!(" ({})", labels.join(", ")));
+                }
+                line
+            }
+        }
+    }
+}
+
+/// `1m`, `2h`, `90s`: a throttle's period in its largest whole unit.
+fn per(seconds: u64) -> String {
+    match seconds {
+        0 => "0s".to_string(),
+        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        s if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        s if s.is_multiple_of(60) => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 impl ActorKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -171,7 +235,7 @@ impl ActorKind {
     }
 }
 
-/// Exports a [`Formatter`] as the plugin's `herald:formatter/formatter` interface.
+/// Exports a [`Formatter`] as the plugin's `herald:formatter/formatter@0.2.0` interface.
 ///
 /// Also routes Rust panics to herald's log (instead of a stderr herald does not
 /// provide), so `herald plugin test` and the delivery log show the panic message.
@@ -201,6 +265,22 @@ macro_rules! register {
                     &$crate::Settings::from(settings),
                 )
             }
+
+            fn format_digest(
+                digest: $crate::Digest,
+                channel_kind: ::std::string::String,
+                settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+            ) -> ::std::result::Result<
+                ::std::option::Option<$crate::Message>,
+                ::std::string::String,
+            > {
+                $crate::__private::install_panic_hook();
+                <$formatter as $crate::Formatter>::format_digest(
+                    &digest,
+                    &channel_kind,
+                    &$crate::Settings::from(settings),
+                )
+            }
         }
 
         $crate::bindings::__export_plugin!(__HeraldPluginExport with_types_in $crate::bindings);
@@ -220,5 +300,82 @@ pub mod __private {
                 crate::log::error(&info.to_string().replace('\n', " "));
             }));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str) -> Event {
+        Event {
+            id: "evt_1".into(),
+            event_type: event_type.into(),
+            outcome: None,
+            timestamp: "2026-11-25T17:30:00Z".into(),
+            unix_seconds: 1_795_627_800,
+            team_id: "acme".into(),
+            actor: None,
+            resource: None,
+            metadata: Vec::new(),
+            error_message: None,
+        }
+    }
+
+    fn digest(kind: DigestKind, events: Vec<Event>, total: u64) -> Digest {
+        Digest {
+            id: "dlv_1".into(),
+            team_id: "acme".into(),
+            subscription: "s".into(),
+            channel: "c".into(),
+            kind,
+            events,
+            total,
+            first_at: "2026-11-25T17:30:00Z".into(),
+            first_unix_seconds: 1_795_627_800,
+            last_at: "2026-11-25T17:30:00Z".into(),
+            last_unix_seconds: 1_795_627_800,
+        }
+    }
+
+    #[test]
+    fn digest_headlines() {
+        let labels = vec![("region".to_string(), "eu".to_string())];
+        let one_type = digest(
+            DigestKind::Group(labels),
+            vec![event("a.b"), event("a.b")],
+            12,
+        );
+        assert_eq!(one_type.headline(), "12 × a.b (region = eu)");
+        assert_eq!(one_type.more(), 10);
+        let mixed = digest(
+            DigestKind::Group(Vec::new()),
+            vec![event("a.b"), event("c.d")],
+            2,
+        );
+        assert_eq!(mixed.headline(), "2 × events");
+        assert_eq!(mixed.more(), 0);
+        for (per_seconds, text) in [
+            (60, "7 events folded by throttle 10/1m"),
+            (90, "7 events folded by throttle 10/90s"),
+            (7_200, "7 events folded by throttle 10/2h"),
+            (86_400, "7 events folded by throttle 10/1d"),
+        ] {
+            let throttle = Throttle {
+                limit: 10,
+                per_seconds,
+            };
+            let d = digest(DigestKind::Throttle(throttle), Vec::new(), 7);
+            assert_eq!(d.headline(), text);
+        }
+        let one = digest(
+            DigestKind::Throttle(Throttle {
+                limit: 1,
+                per_seconds: 1,
+            }),
+            Vec::new(),
+            1,
+        );
+        assert_eq!(one.headline(), "1 event folded by throttle 1/1s");
     }
 }

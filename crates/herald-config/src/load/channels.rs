@@ -43,6 +43,16 @@ impl Loader<'_> {
                 .get_ref()
                 .get("type")
                 .map(|t| (t.get_ref().as_str().map(str::to_string), t.span()));
+            if let Some(throttle) = body.get_ref().get("throttle")
+                && let Some(text) = self.de::<Spanned<String>>(throttle.clone(), file)
+            {
+                match herald_core::Throttle::parse(text.get_ref()) {
+                    Ok(throttle) => {
+                        draft.channel_throttles.insert(name.clone(), throttle);
+                    }
+                    Err(message) => self.error(message, at(file, text.span())),
+                }
+            }
             let config = match kind {
                 None => {
                     self.error(
@@ -218,7 +228,7 @@ mod tests {
     fn unknown_key_in_a_channel() {
         check(
             "[teams.acme.channels.x]\ntype = \"webhook\"\nurl = \"https://example.com/h\"\nretries = 3\n[[teams.acme.subscriptions]]\nchannel = \"x\"\nevents = [\"*\"]\n[[teams.acme.subscriptions]]\nchannel = \"hook\"\nevents = [\"*\"]\n",
-            "herald.toml:20:1: error: unknown field `retries`, expected one of `type`, `url`, `secret`, `secrets`",
+            "herald.toml:20:1: error: unknown field `retries`, expected one of `type`, `url`, `secret`, `secrets`, `throttle`",
         );
     }
 

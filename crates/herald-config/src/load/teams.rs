@@ -58,6 +58,7 @@ impl Loader<'_> {
                 at: name_loc,
                 api_keys: Vec::new(),
                 channels: BTreeMap::new(),
+                channel_throttles: BTreeMap::new(),
                 subscriptions: Vec::new(),
                 unreadable_subscriptions: 0,
                 alerts: None,
@@ -128,6 +129,7 @@ impl Loader<'_> {
                 at: team_at,
                 api_keys,
                 channels,
+                channel_throttles,
                 subscriptions: raw_subs,
                 unreadable_subscriptions,
                 alerts,
@@ -191,7 +193,15 @@ impl Loader<'_> {
                 if let Some(u) = used.get_mut(raw.channel.get_ref().as_str()) {
                     *u = true;
                 }
-                if let Some(sub) = self.subscription(&id, index, raw, file, &channels, registry) {
+                if let Some(sub) = self.subscription(
+                    &id,
+                    index,
+                    raw,
+                    file,
+                    &channels,
+                    &channel_throttles,
+                    registry,
+                ) {
                     subscriptions.push(sub);
                 }
             }

@@ -87,6 +87,9 @@ formatter = "gone"
         }
     };
     assert_eq!(verdict("card"), "herald.toml:5:8: ok card 0.1.0");
+    let interface = |name: &str| checks.iter().find(|c| c.name == name).unwrap().interface;
+    assert_eq!(interface("card"), Some(herald_plugins::Interface::V0_2));
+    assert_eq!(interface("gone"), None);
     assert_eq!(
         verdict("slack"),
         "herald.toml:7:8: subscription acme.subscriptions[2] uses it for channel `tg`, a telegram channel, but it renders only for: webhook"

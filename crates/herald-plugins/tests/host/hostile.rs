@@ -140,13 +140,13 @@ fn a_different_wit_version_is_refused_at_load() {
     assert_eq!(
         err,
         PluginError::WrongVersion {
-            found: "0.2.0".into(),
-            expected: "0.1.0".into()
+            found: "0.3.0".into(),
+            expected: "0.1.0 or 0.2.0".into()
         }
     );
     assert_eq!(
         err.to_string(),
-        "built against herald:formatter@0.2.0, but this herald implements herald:formatter@0.1.0: rebuild it with the matching herald-plugin-sdk / wit/formatter.wit"
+        "built against herald:formatter@0.3.0, but this herald implements herald:formatter 0.1.0 or 0.2.0: rebuild it with a matching herald-plugin-sdk / wit/formatter-0.2.0.wit"
     );
     host_still_works(&host);
 }

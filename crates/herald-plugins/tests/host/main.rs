@@ -3,6 +3,7 @@
 
 mod cache;
 mod check;
+mod digest;
 mod examples;
 mod guest;
 mod hostile;

@@ -162,10 +162,13 @@ fn noise_control_shows_dedup_keys_and_silences() {
     .unwrap();
     let now = Timestamp::parse("2026-12-01T12:00:00Z").unwrap();
     insta::assert_snapshot!(render_noise(&noise(&config, &event, &e, None, now), false), @r#"
-    noise control (match → silence → dedup → deliver):
-      ops-hook (settings of acme.subscriptions[0]): silences not checked (offline; pass --url and --key); no dedup_window: every match is sent
+    noise control (match → silence → dedup → group or throttle → deliver):
+      ops-hook (settings of acme.subscriptions[0]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          no grouping or throttle: sent on its own
       oncall (settings of acme.subscriptions[1]): silences not checked (offline; pass --url and --key); dedup_window 10m on [event, resource.id, outcome], key ["capsule.create","sb_42","error"]: a repeat of this key within 10m of a sent one is recorded as `suppressed`
-      audit (settings of acme.subscriptions[3]): silences not checked (offline; pass --url and --key); no dedup_window: every match is sent
+          grouped by [event, resource.type]: joins group ["capsule.create","sandbox"] (event = capsule.create, resource.type = sandbox); a new group's digest goes out 30s after its first event, a busy group's next one 5m after the previous; each lists up to 100 events and counts the rest
+      audit (settings of acme.subscriptions[3]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          no grouping or throttle: sent on its own
     "#);
     let silence = |id: &str, team: &str, channel: &str| Silence {
         id: id.into(),
@@ -186,11 +189,145 @@ fn noise_control_shows_dedup_keys_and_silences() {
         silence("sil_hook", "acme", "ops-hook"),
     ];
     insta::assert_snapshot!(render_noise(&noise(&config, &event, &e, Some(&silences), now), true), @r#"
-    noise control (match → silence → dedup → deliver):
+    noise control (match → silence → dedup → group or throttle → deliver):
       ops-hook (settings of acme.subscriptions[0]): silenced by sil_hook until 2026-12-01T13:00:00Z (maintenance): recorded as `silenced`, not sent
       oncall (settings of acme.subscriptions[1]): no silence in force matches; dedup_window 10m on [event, resource.id, outcome], key ["capsule.create","sb_42","error"]: a repeat of this key within 10m of a sent one is recorded as `suppressed`
-      audit (settings of acme.subscriptions[3]): no silence in force matches; no dedup_window: every match is sent
+          grouped by [event, resource.type]: joins group ["capsule.create","sandbox"] (event = capsule.create, resource.type = sandbox); a new group's digest goes out 30s after its first event, a busy group's next one 5m after the previous; each lists up to 100 events and counts the rest
+      audit (settings of acme.subscriptions[3]): no silence in force matches; no dedup_window: repeats are not suppressed
+          no grouping or throttle: sent on its own
     "#);
+}
+
+/// Grouping and throttle after dedup: the group this event joins (its key and labels) and
+/// the timing of the oncall subscription; the throttle the admins channel sets for its
+/// ungrouped subscriptions; and the same in the JSON form, under `group` and `throttle`.
+#[test]
+fn noise_control_shows_groups_and_throttles() {
+    let config = config();
+    let now = Timestamp::parse("2026-12-01T12:00:00Z").unwrap();
+    let noise_of = |event: &[u8]| {
+        let (event, e) = explain_event(&config, event, None).unwrap();
+        noise(&config, &event, &e, None, now)
+    };
+    let create = noise_of(
+        br#"{"event": "capsule.create", "outcome": "error", "team_id": "acme",
+            "resource": {"type": "sandbox", "id": "sb_42"}, "metadata": {"region": "eu"}}"#,
+    );
+    let oncall: Vec<&Noise> = create.iter().filter(|n| n.channel == "oncall").collect();
+    insta::assert_json_snapshot!(oncall, @r#"
+    [
+      {
+        "channel": "oncall",
+        "subscription": "acme.subscriptions[1]",
+        "dedup": {
+          "fields": [
+            "event",
+            "resource.id",
+            "outcome"
+          ],
+          "key": "[\"capsule.create\",\"sb_42\",\"error\"]",
+          "window": "10m"
+        },
+        "group": {
+          "by": [
+            "event",
+            "resource.type"
+          ],
+          "key": "[\"capsule.create\",\"sandbox\"]",
+          "labels": [
+            {
+              "field": "event",
+              "value": "capsule.create"
+            },
+            {
+              "field": "resource.type",
+              "value": "sandbox"
+            }
+          ],
+          "wait": "30s",
+          "interval": "5m",
+          "max_size": 100
+        }
+      }
+    ]
+    "#);
+    let host_down = noise_of(br#"{"event": "host.down", "team_id": "acme"}"#);
+    insta::assert_snapshot!(render_noise(&host_down, false), @r"
+    noise control (match → silence → dedup → group or throttle → deliver):
+      ops-hook (settings of acme.subscriptions[0]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          no grouping or throttle: sent on its own
+      admins (settings of acme.subscriptions[2]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          throttle 20/1h (set on channel admins, counted across its ungrouped subscriptions): beyond 20 messages per 1h, events are folded into a digest that counts them
+      audit (settings of acme.subscriptions[3]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          no grouping or throttle: sent on its own
+    ");
+    let admins: Vec<&Noise> = host_down.iter().filter(|n| n.channel == "admins").collect();
+    insta::assert_json_snapshot!(admins, @r#"
+    [
+      {
+        "channel": "admins",
+        "subscription": "acme.subscriptions[2]",
+        "throttle": {
+          "rule": "20/1h",
+          "limit": 20,
+          "per": "1h",
+          "scope": "channel",
+          "counted_by": "admins"
+        }
+      }
+    ]
+    "#);
+}
+
+/// A subscription's own throttle is counted by its key; a group whose fields the event
+/// lacks is still a group (of events lacking them), and `group_by = []` is one group.
+#[test]
+fn noise_control_names_the_scope_and_groups_without_labels() {
+    let mut config = config();
+    let mut subs = config.matcher.subscriptions().to_vec();
+    // ops-hook throttles itself; audit groups on fields host.down events lack.
+    subs[0].throttle = Some((
+        herald_core::Throttle::parse("10/1m").unwrap(),
+        ThrottleScope::Subscription(subs[0].key()),
+    ));
+    let grouping = |by: &[&str]| herald_core::Grouping {
+        by: by
+            .iter()
+            .map(|f| herald_core::DedupField::parse(f).unwrap())
+            .collect(),
+        wait: std::time::Duration::from_secs(0),
+        interval: std::time::Duration::from_secs(60),
+        max_size: 5,
+    };
+    subs[3].group = Some(grouping(&["resource.id", "metadata.region"]));
+    config.matcher = herald_core::Matcher::new(config.matcher.registry().clone(), subs.clone());
+    let now = Timestamp::parse("2026-12-01T12:00:00Z").unwrap();
+    let (event, e) = explain_event(
+        &config,
+        br#"{"event": "host.down", "team_id": "acme"}"#,
+        None,
+    )
+    .unwrap();
+    insta::assert_snapshot!(render_noise(&noise(&config, &event, &e, None, now), false), @r"
+    noise control (match → silence → dedup → group or throttle → deliver):
+      ops-hook (settings of acme.subscriptions[0]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          throttle 10/1m (this subscription's own): beyond 10 messages per 1m, events are folded into a digest that counts them
+      admins (settings of acme.subscriptions[2]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          throttle 20/1h (set on channel admins, counted across its ungrouped subscriptions): beyond 20 messages per 1h, events are folded into a digest that counts them
+      audit (settings of acme.subscriptions[3]): silences not checked (offline; pass --url and --key); no dedup_window: repeats are not suppressed
+          grouped by [resource.id, metadata.region]: joins group [null,null] (none of its fields is set); a new group's digest goes out 0s after its first event, a busy group's next one 1m after the previous; each lists up to 5 events and counts the rest
+    ");
+    subs[3].group = Some(grouping(&[]));
+    config.matcher = herald_core::Matcher::new(config.matcher.registry().clone(), subs);
+    let audit: Vec<Noise> = noise(&config, &event, &e, None, now)
+        .into_iter()
+        .filter(|n| n.channel == "audit")
+        .collect();
+    insta::assert_snapshot!(render_noise(&audit, true), @r"
+    noise control (match → silence → dedup → group or throttle → deliver):
+      audit (settings of acme.subscriptions[3]): no silence in force matches; no dedup_window: repeats are not suppressed
+          grouped: joins the subscription's one group (group_by = []); a new group's digest goes out 0s after its first event, a busy group's next one 1m after the previous; each lists up to 5 events and counts the rest
+    ");
 }
 
 #[test]

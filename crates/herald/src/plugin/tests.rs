@@ -75,6 +75,61 @@ fn skips_and_failures_are_said_plainly() {
     ");
 }
 
+fn render_digest(plugin: &str, count: u16, settings: &[(&str, &str)]) -> String {
+    let host = PluginHost::new(HostOptions::default()).unwrap();
+    let plugin = host
+        .load(
+            plugin,
+            &build::plugin_wasm(plugin),
+            Limits {
+                timeout: Duration::from_secs(2),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+    let event = RawEvent::from_json(
+        br#"{"id":"evt_1","event":"host.down","timestamp":"2026-11-25T17:30:00Z","team_id":"acme"}"#,
+    )
+    .unwrap()
+    .into_event(None, Timestamp::from_unix_nanos(0), String::new)
+    .unwrap();
+    let settings: BTreeMap<String, String> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let digest = digest_of(&event, count, "webhook");
+    let mut render = plugin.render_digest(&digest, "webhook", &settings);
+    render.elapsed = Duration::from_micros(42);
+    let (text, ok) = report_digest(&render, "webhook");
+    format!("ok={ok}\n{text}")
+}
+
+#[test]
+fn a_digest_rendered_declined_or_failed() {
+    insta::assert_snapshot!(render_digest("fixture-echo", 2, &[]), @r"
+    ok=true
+    rendered: for webhook in 42µs
+    format:   text
+    subject:  digest: 2 × host.down
+    --- body (123 bytes) ---
+    digest dlv_test: 2 × host.down for acme on webhook [evt_1-1,evt_1-2] +0 more, 2026-11-25T17:30:00Z to 2026-11-25T17:30:00Z
+    --- log (1 lines) ---
+    info  rendering digest dlv_test for webhook
+    ");
+    insta::assert_snapshot!(render_digest("fixture-v0-1", 1, &[]), @r"
+    ok=true
+    declined: for webhook in 42µs: herald would render its built-in digest
+    --- log: none ---
+    ");
+    insta::assert_snapshot!(render_digest("fixture-echo", 1, &[("digest_fail", "no")]), @r"
+    ok=false
+    FAILED:   for webhook after 42µs: plugin error: no
+              (herald would deliver with its built-in digest and record this error)
+    --- log (1 lines) ---
+    info  rendering digest dlv_test for webhook
+    ");
+}
+
 #[test]
 fn settings_and_durations_parse() {
     assert_eq!(parse_setting("a=b=c"), Ok(("a".into(), "b=c".into())));

@@ -77,9 +77,30 @@ pub async fn drive(
     ids: RunIds,
     body: BodyFn,
     measured: usize,
-    mut arrived: mpsc::UnboundedReceiver<Arrival>,
+    arrived: mpsc::UnboundedReceiver<Arrival>,
     waits: Waits,
 ) -> anyhow::Result<Delivered> {
+    let (published, _) = tokio::sync::oneshot::channel();
+    drive_notifying(
+        publishers, schedule, ids, body, measured, arrived, waits, published,
+    )
+    .await
+}
+
+/// [`drive`], telling `on_published` the moment the last publish was answered (before
+/// waiting for the deliveries), so that the target can be sampled then.
+#[allow(clippy::too_many_arguments)]
+pub async fn drive_notifying(
+    publishers: Vec<Publisher>,
+    schedule: Schedule,
+    ids: RunIds,
+    body: BodyFn,
+    measured: usize,
+    mut arrived: mpsc::UnboundedReceiver<Arrival>,
+    waits: Waits,
+    on_published: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<Delivered> {
+    let mut on_published = Some(on_published);
     // Bounded: publishing ends within its span plus request timeouts, waiting within
     // the timeout; the sampler is capped well beyond both.
     let longest = schedule.span()
@@ -118,6 +139,9 @@ pub async fn drive(
             }
             done = &mut publishing, if published.is_none() => {
                 let done = done.context("publishing task")?;
+                if let Some(tell) = on_published.take() {
+                    let _ = tell.send(());
+                }
                 ledger.set_accepted(done.accepted.clone());
                 deadline = Some(Instant::now() + waits.timeout);
                 published = Some(done);

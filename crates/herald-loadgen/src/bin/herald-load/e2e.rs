@@ -115,6 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             index,
             arrivals: Some(arrivals.clone()),
             rejected: Some(Arc::clone(&signature_failures)),
+            accepted: None,
             delay: Duration::ZERO,
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], *port));

@@ -6,6 +6,7 @@
 mod cluster;
 mod drive;
 mod e2e;
+mod groups;
 mod ingest;
 mod publish;
 mod side_by_side;
@@ -36,6 +37,9 @@ enum Command {
     /// One herald node started here reading a Redis stream: XADD N entries as fast as one
     /// producer can; committed events/s and the consumer group's lag over time.
     RedisStream(cluster::RedisStreamArgs),
+    /// herald started here twice at R events/s: unmatched, then grouped into G open
+    /// groups; CPU and memory per open group, then every event checked in its digest.
+    Groups(groups::Args),
 }
 
 #[tokio::main]
@@ -46,5 +50,6 @@ async fn main() -> anyhow::Result<()> {
         Command::SideBySide(args) => side_by_side::run(args).await,
         Command::Cluster(args) => cluster::cluster(args).await,
         Command::RedisStream(args) => cluster::redis_stream(args).await,
+        Command::Groups(args) => groups::run(args).await,
     }
 }
