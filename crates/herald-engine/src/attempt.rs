@@ -79,7 +79,7 @@ pub(crate) async fn attempt(
         let (name, settings, kind) = (name.clone(), settings.clone(), channel.kind());
         let for_plugin = digest.clone();
         let render = tokio::task::spawn_blocking(move || {
-            render_digest_with_plugin(&plugins, &name, kind, &for_plugin, &settings)
+            plugins.render_digest(&name, kind, &for_plugin, &settings)
         });
         let name = formatter.as_deref().unwrap_or("");
         match tokio::time::timeout_at(deadline, render).await {
@@ -415,22 +415,6 @@ fn digest_kind(kind: &DigestKind) -> &'static str {
         DigestKind::Group { .. } => "group",
         DigestKind::Throttle { .. } => "throttle",
     }
-}
-
-/// Renders `digest` with formatter plugin `name` for a channel of `channel_kind`:
-/// `Ok(None)` when the plugin does not render digests (then the channel's built-in
-/// digest is sent).
-// TODO(lead): the plugin host's digest API (`PluginSet::render_digest`, branch `gwit`)
-// is not on main yet; until it is wired here every digest gets the built-in rendering.
-fn render_digest_with_plugin(
-    plugins: &herald_plugins::PluginSet,
-    name: &str,
-    channel_kind: &str,
-    digest: &Digest,
-    settings: &herald_plugins::Settings,
-) -> Result<Option<Rendered>, herald_plugins::PluginError> {
-    let _ = (plugins, name, channel_kind, digest, settings);
-    Ok(None)
 }
 
 /// Holds a delivery whose channel no longer exists (a reload renamed or removed it) as
