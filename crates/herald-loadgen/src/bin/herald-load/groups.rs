@@ -280,8 +280,8 @@ async fn phase(
     let digests = requests.load(Ordering::Relaxed);
     drop(target);
     drop(receiver);
-    let grouped_run = grouped.then(|| GroupedRun {
-        deliveries: run.deliveries.clone(),
+    let grouped_run = grouped.then_some(GroupedRun {
+        deliveries: run.deliveries,
         delivery_seconds: run.delivery_seconds,
         digests,
     });
