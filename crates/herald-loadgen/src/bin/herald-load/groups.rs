@@ -281,7 +281,7 @@ async fn phase(
     drop(target);
     drop(receiver);
     let grouped_run = grouped.then(|| GroupedRun {
-        deliveries: run.deliveries.clone(),
+        deliveries: run.deliveries,
         delivery_seconds: run.delivery_seconds,
         digests,
     });
