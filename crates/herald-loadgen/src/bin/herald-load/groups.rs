@@ -280,7 +280,7 @@ async fn phase(
     let digests = requests.load(Ordering::Relaxed);
     drop(target);
     drop(receiver);
-    let grouped_run = grouped.then(|| GroupedRun {
+    let grouped_run = grouped.then_some(GroupedRun {
         deliveries: run.deliveries,
         delivery_seconds: run.delivery_seconds,
         digests,
