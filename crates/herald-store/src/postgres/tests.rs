@@ -624,7 +624,7 @@ async fn a_group_fed_by_two_nodes_while_a_third_claims_loses_no_member() {
     }
     // Claim (and read) digests until the accepts are done, then once more.
     let mut read_at_claim = std::collections::BTreeMap::new();
-    let mut claim_round = async |read_at_claim: &mut std::collections::BTreeMap<String, u64>| {
+    let claim_round = async |read_at_claim: &mut std::collections::BTreeMap<String, u64>| {
         for claim in claimer.claim_due(at(0), 100, LEASE, &[]).await.unwrap() {
             let members = claimer
                 .digest_members(&claim.delivery.id, 1000)
