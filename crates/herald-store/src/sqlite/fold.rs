@@ -232,3 +232,6 @@ pub(super) fn prune(conn: &Connection, now: i64, batch: i64) -> Result<(u64, u64
         .execute(params![now, batch])?;
     Ok((groups as u64, windows as u64))
 }
+
+#[cfg(test)]
+mod tests;
