@@ -83,6 +83,7 @@ pub(crate) async fn channel_state_changed(
         held: false,
         silence: None,
         dedup: None,
+        fold: None,
         // Alerts belong to no subscription, so no formatter applies.
         subscription_name: None,
     };

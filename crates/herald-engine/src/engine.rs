@@ -620,6 +620,8 @@ fn held_job(
             updated_at: now,
             silence_id: None,
             duplicate_of: None,
+            digest_id: None,
+            digest: None,
         },
         event: event.clone(),
         lease: holder.clone(),

@@ -205,6 +205,8 @@ fn fan_out(
                 held: false,
                 silence,
                 dedup,
+                // Grouping and throttling are planned by the engine branch of issue 11.
+                fold: None,
             });
         }
     });

@@ -309,6 +309,8 @@ mod tests {
                 updated_at: at,
                 silence_id: None,
                 duplicate_of: None,
+                digest_id: None,
+                digest: None,
             },
             event: Arc::new(herald_core::Event {
                 id: format!("evt_{n}"),

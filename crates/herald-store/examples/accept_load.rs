@@ -94,6 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     held: true,
                     silence: None,
                     dedup: None,
+                    fold: None,
                 };
                 store
                     .accept(vec![(sample_event(&team, n), vec![delivery])], now())

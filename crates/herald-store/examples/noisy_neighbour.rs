@@ -56,6 +56,7 @@ fn delivery(channel: &str, held: bool) -> NewDelivery {
         held,
         silence: None,
         dedup: None,
+        fold: None,
     }
 }
 

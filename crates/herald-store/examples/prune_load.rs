@@ -122,6 +122,7 @@ async fn measure(
                         held: true,
                         silence: None,
                         dedup: None,
+                        fold: None,
                         subscription_name: None,
                     };
                     let started = Instant::now();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald_core::{Event, RawEvent, Timestamp};
+use herald_core::{DigestKind, Event, RawEvent, Timestamp};
 
 use crate::error::StoreError;
 use crate::model::MAX_PAGE_SIZE;
@@ -56,4 +56,14 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|&n| n > 0)
         .ok_or(StoreError::InvalidCursor)
+}
+
+/// A digest's kind as stored (JSON, as `herald_core::DigestKind` serialises).
+pub(crate) fn encode_digest_kind(kind: &DigestKind) -> Result<String, StoreError> {
+    serde_json::to_string(kind)
+        .map_err(|_| StoreError::Internal("a digest kind could not be encoded as JSON"))
+}
+
+pub(crate) fn decode_digest_kind(text: &str) -> Result<DigestKind, String> {
+    serde_json::from_str(text).map_err(|e| format!("digest kind `{text}`: {e}"))
 }

@@ -17,7 +17,9 @@
 //! under concurrency); silenced deliveries are finished and never due; silences are
 //! durable, scoped to their team, and expire; an orphaned delivery is never due nor
 //! retried until re-attached or moved (another team's move touches none of it); an attempt
-//! finished with `Next::Wait` uses no retry budget.
+//! finished with `Next::Wait` uses no retry budget; grouping and throttling (`digests`)
+//! fold deliveries into digests that are sealed when claimed, survive a restart, open once
+//! under concurrency, and are retried, replayed and pruned as their members need.
 //!
 //! Long on purpose: one function per promise, each a small story a reviewer reads on its
 //! own; a promise added to the `Store` trait gets its case here, so the file grows with it.
@@ -32,6 +34,9 @@ use crate::{
     Accepted, ChatMigration, Finish, NewAttempt, NewDelivery, Next, SplitProgress, Store,
     StoreError,
 };
+
+mod digests;
+pub use digests::*;
 
 /// A backend under test: opens stores, and reopens one as a restarted process would.
 pub trait Backend {
@@ -68,6 +73,16 @@ macro_rules! store_conformance_tests {
             prune_forgets_old_dedup_windows_and_ended_silences,
             orphans_wait_until_reattached_or_moved_by_their_own_team,
             a_channel_wide_failure_uses_no_retry_budget,
+            grouped_deliveries_join_one_open_digest_per_group,
+            a_live_group_falls_due_on_its_interval,
+            a_digest_is_sealed_when_claimed_or_held,
+            a_throttle_sends_its_limit_then_folds_into_the_windows_digest,
+            suppressed_and_silenced_deliveries_are_neither_folded_nor_counted,
+            a_grouped_delivery_is_retried_and_replayed_through_its_digest,
+            prune_keeps_the_members_of_an_unfinished_digest,
+            digest_members_lists_in_fold_order_up_to_the_limit,
+            an_open_digest_survives_a_restart_and_falls_due_on_time,
+            concurrent_accepts_for_one_group_open_one_digest,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -113,6 +128,7 @@ fn delivery(id: &str, channel: &str, held: bool) -> NewDelivery {
         held,
         silence: None,
         dedup: None,
+        fold: None,
     }
 }
 
@@ -154,7 +170,9 @@ pub async fn accept_is_durable_and_idempotent(backend: &mut impl Backend) {
         first,
         Accepted::New {
             id: "evt_1".into(),
-            suppressed: vec![]
+            suppressed: vec![],
+            folded: vec![],
+            opened: vec![],
         }
     );
     let store = backend.reopen(store);
@@ -177,7 +195,9 @@ pub async fn accept_is_durable_and_idempotent(backend: &mut impl Backend) {
         other,
         Accepted::New {
             id: "evt_1".into(),
-            suppressed: vec![]
+            suppressed: vec![],
+            folded: vec![],
+            opened: vec![],
         }
     );
 }
@@ -688,6 +708,7 @@ async fn prune_all(
         total.attempts += r.attempts;
         total.dedup_windows += r.dedup_windows;
         total.silences += r.silences;
+        total.fold_rows += r.fold_rows;
         total.over_size |= r.over_size;
         if !r.more {
             return (total, batches);

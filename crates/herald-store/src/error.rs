@@ -19,11 +19,18 @@ pub enum StoreError {
     /// No such row in the caller's scope.
     #[error("not found")]
     NotFound,
-    /// The delivery is in a state the operation does not apply to.
-    #[error("delivery {delivery} is {status} and cannot be retried")]
+    /// The delivery is in a state the operation does not apply to. A `grouped` one names
+    /// the digest that carries it (which is what can be retried).
+    #[error(
+        "delivery {delivery} is {status} and cannot be retried{}",
+        .digest.as_ref().map(|d| format!(
+            " on its own: it is sent as part of digest {d}; retry the digest instead"
+        )).unwrap_or_default()
+    )]
     NotRetryable {
         delivery: String,
         status: DeliveryStatus,
+        digest: Option<String>,
     },
     /// The delivery is orphaned: its channel no longer exists for its team, so a retry
     /// has nowhere to send it.

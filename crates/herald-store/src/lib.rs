@@ -22,6 +22,11 @@
 //!   `postgres/tests.rs`, against the real server.
 //! - Repeat suppression is decided inside the transaction that accepts the event (see
 //!   [`NewDelivery::dedup`]), so concurrent ingest of the same key sends it once.
+//! - Grouping and throttling are decided inside the transaction that accepts the event
+//!   (see [`NewDelivery::fold`]): a digest is an ordinary delivery row, its members
+//!   `grouped` rows naming it, and it is sealed (no member joins any more) in the
+//!   transaction that first claims it, so its members never change once an attempt may
+//!   have started.
 //! - Every read a team can make is scoped by `Option<&TeamId>` (`None` = admin): a team
 //!   never sees another team's rows, not even as a distinct error.
 
@@ -29,6 +34,7 @@ mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
+mod fold;
 mod model;
 mod postgres;
 mod sqlite;
@@ -37,9 +43,9 @@ mod store;
 pub use error::StoreError;
 pub use model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DEFAULT_PAGE_SIZE, DedupClaim,
-    DeliveryFilter, DeliveryPage, DeliveryRecord, DeliveryStatus, Finish, LeaseToken,
-    MAX_PAGE_SIZE, MoveFilter, MoveStatus, NewAttempt, NewDelivery, Next, PruneLimits, PruneReport,
-    ReplayFilter, ReplayStatus, SilenceFilter, SplitProgress, StoreStats,
+    DeliveryFilter, DeliveryPage, DeliveryRecord, DeliveryStatus, DigestMembers, Finish, FoldClaim,
+    LeaseToken, MAX_PAGE_SIZE, MoveFilter, MoveStatus, NewAttempt, NewDelivery, Next, OpenedDigest,
+    PruneLimits, PruneReport, ReplayFilter, ReplayStatus, SilenceFilter, SplitProgress, StoreStats,
 };
 pub use postgres::{
     DEFAULT_POOL_SIZE as DEFAULT_POSTGRES_POOL_SIZE, DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use herald_core::{Event, TeamId, Timestamp};
+use herald_core::{DigestKind, Event, TeamId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Page size of [`DeliveryFilter::default`].
@@ -37,6 +37,57 @@ pub struct NewDelivery {
     /// accepts the event, whether this key is inside a window opened by an earlier sent
     /// delivery (then this one is stored as `suppressed`, and not sent).
     pub dedup: Option<DedupClaim>,
+    /// Where the store may fold this delivery into a digest instead of sending it on its
+    /// own (the subscription groups, or is throttled). Decided after `silence` (a silenced
+    /// delivery is never folded) and `dedup` (a suppressed one is neither folded nor
+    /// counted), in the same transaction; see [`crate::Store::accept`].
+    pub fold: Option<FoldClaim>,
+}
+
+/// Where the store may fold a delivery instead of sending it on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoldClaim {
+    /// The subscription groups: the delivery always joins a digest, the open one of its
+    /// group (team, subscription name, `key`) or a new one.
+    Group {
+        /// `herald_core::Grouping::key_for` of the event.
+        key: String,
+        kind: DigestKind,
+        /// How long a new group's first digest waits to collect more (`group_wait`).
+        wait: Duration,
+        /// How often a live group's digests fall due at most (`group_interval`).
+        interval: Duration,
+        /// The id to give the digest delivery if this one opens a new digest (`dlv_` +
+        /// UUID v7, made by the engine like every delivery id).
+        digest_id: String,
+    },
+    /// The subscription (or its channel) is throttled: the store counts it in the scope's
+    /// window; beyond `limit` it joins the window's digest.
+    Throttle {
+        /// `herald_core::ThrottleScope::store_key`.
+        scope: String,
+        kind: DigestKind,
+        limit: u32,
+        per: Duration,
+        /// As for [`FoldClaim::Group`]: the id of the digest this one may open.
+        digest_id: String,
+    },
+}
+
+impl FoldClaim {
+    /// The kind of digest the delivery joins.
+    pub fn kind(&self) -> &DigestKind {
+        match self {
+            FoldClaim::Group { kind, .. } | FoldClaim::Throttle { kind, .. } => kind,
+        }
+    }
+
+    /// The id of the digest this delivery opens if it opens one.
+    pub fn digest_id(&self) -> &str {
+        match self {
+            FoldClaim::Group { digest_id, .. } | FoldClaim::Throttle { digest_id, .. } => digest_id,
+        }
+    }
 }
 
 /// The dedup key of a new delivery and its subscription's window. Windows are kept per
@@ -59,10 +110,38 @@ pub enum Accepted {
         id: String,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         suppressed: Vec<String>,
+        /// Stored `grouped` (folded into a digest): not to be dispatched.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        folded: Vec<String>,
+        /// Digest deliveries this event's deliveries opened, with when they fall due.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        opened: Vec<OpenedDigest>,
     },
     /// The team already had an event with this id (stored earlier, or earlier in the same
     /// batch); nothing was stored.
     Duplicate { id: String },
+}
+
+/// A digest delivery that [`crate::Store::accept`] opened: pending, not held, due at `due`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenedDigest {
+    pub id: String,
+    pub channel: String,
+    pub due: Timestamp,
+}
+
+/// What a digest delivery carries, read when it is attempted
+/// ([`crate::Store::digest_members`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestMembers {
+    /// The first members' events (at most the `limit` asked for), in the order they were
+    /// folded.
+    pub events: Vec<Event>,
+    /// How many members the digest has in all.
+    pub total: u64,
+    /// When the first and the last member were folded (accepted).
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
 }
 
 impl Accepted {
@@ -99,12 +178,15 @@ pub enum DeliveryStatus {
     /// not attempted and using no retry budget, until a channel of that name is back
     /// ([`crate::Store::reattach_orphans`]) or it is moved ([`crate::Store::move_deliveries`]).
     Orphaned,
+    /// Not sent on its own: folded into a digest (grouping or throttle), the delivery
+    /// `digest_id`, which carries it. Finished at ingest, never due, never retried alone.
+    Grouped,
 }
 
 impl DeliveryStatus {
     /// Every status, for error messages.
     pub const NAMES: &'static str =
-        "pending, succeeded, dead, skipped, suppressed, silenced or orphaned";
+        "pending, succeeded, dead, skipped, suppressed, silenced, orphaned or grouped";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +197,7 @@ impl DeliveryStatus {
             DeliveryStatus::Suppressed => "suppressed",
             DeliveryStatus::Silenced => "silenced",
             DeliveryStatus::Orphaned => "orphaned",
+            DeliveryStatus::Grouped => "grouped",
         }
     }
 }
@@ -137,6 +220,7 @@ impl FromStr for DeliveryStatus {
             "suppressed" => Ok(DeliveryStatus::Suppressed),
             "silenced" => Ok(DeliveryStatus::Silenced),
             "orphaned" => Ok(DeliveryStatus::Orphaned),
+            "grouped" => Ok(DeliveryStatus::Grouped),
             other => Err(format!(
                 "unknown delivery status `{other}`; expected {}",
                 DeliveryStatus::NAMES
@@ -176,16 +260,40 @@ pub struct DeliveryRecord {
     /// For a `suppressed` delivery: the sent delivery whose dedup window it fell in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<String>,
+    /// For a `grouped` delivery: the digest delivery that carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_id: Option<String>,
+    /// For a digest delivery: why it groups (the claim's kind). A `grouped` delivery has
+    /// its digest's kind here too (why it was folded); [`DeliveryRecord::is_digest`] tells
+    /// the two apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestKind>,
 }
 
 impl DeliveryRecord {
-    /// Why a delivery was not sent, in words, for the suppressed and silenced ones.
+    /// Whether this delivery is a digest: one message standing for the `grouped`
+    /// deliveries that name it ([`crate::Store::digest_members`]).
+    pub fn is_digest(&self) -> bool {
+        self.digest.is_some() && self.digest_id.is_none()
+    }
+
+    /// Why a delivery was not sent on its own, in words, for the suppressed, silenced and
+    /// grouped ones.
     pub fn reason(&self) -> Option<String> {
         match (self.status, &self.silence_id, &self.duplicate_of) {
             (DeliveryStatus::Silenced, Some(silence), _) => Some(format!("silenced by {silence}")),
             (DeliveryStatus::Suppressed, _, Some(original)) => Some(format!(
                 "duplicate of {original} (inside its subscription's dedup_window)"
             )),
+            (DeliveryStatus::Grouped, _, _) => {
+                let digest = self.digest_id.as_deref()?;
+                Some(match self.digest {
+                    Some(DigestKind::Throttle { .. }) => {
+                        format!("folded by throttle into digest {digest}")
+                    }
+                    _ => format!("grouped into digest {digest}"),
+                })
+            }
             _ => None,
         }
     }
@@ -428,6 +536,7 @@ mod tests {
             DeliveryStatus::Suppressed,
             DeliveryStatus::Silenced,
             DeliveryStatus::Orphaned,
+            DeliveryStatus::Grouped,
         ] {
             let json = serde_json::to_value(status).unwrap();
             assert_eq!(json, status.as_str());
@@ -481,6 +590,9 @@ pub struct PruneReport {
     /// that ended longer ago than the events' age.
     pub dedup_windows: u64,
     pub silences: u64,
+    /// Grouping and throttle rows forgotten: groups and windows with no open digest whose
+    /// interval (or period) is over.
+    pub fold_rows: u64,
     /// Whether the store was still above `max_store_size` when the call began.
     pub over_size: bool,
     /// Whether a batch limit was reached, so another call may remove more.
@@ -490,7 +602,12 @@ pub struct PruneReport {
 impl PruneReport {
     /// Rows removed, of every kind.
     pub fn removed(&self) -> u64 {
-        self.events + self.deliveries + self.attempts + self.dedup_windows + self.silences
+        self.events
+            + self.deliveries
+            + self.attempts
+            + self.dedup_windows
+            + self.silences
+            + self.fold_rows
     }
 }
 

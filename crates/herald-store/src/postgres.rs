@@ -9,6 +9,7 @@
 //! the WAL flush (losing one repeats an attempt, which at-least-once allows).
 
 mod chat_state;
+mod fold;
 mod noise;
 mod queries;
 mod retention;
@@ -30,8 +31,8 @@ use crate::codec::nanos;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
-    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
-    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
+    DeliveryRecord, DigestMembers, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next,
+    PruneLimits, PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use schema::{MigrateReport, SCHEMA_VERSION};
@@ -657,6 +658,14 @@ impl Store for PostgresStore {
 
     fn dead_count<'a>(&'a self, team: &'a TeamId, channel: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(self.on_conn(async move |c| queries::dead_count(c, team, channel).await))
+    }
+
+    fn digest_members<'a>(
+        &'a self,
+        digest_id: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<DigestMembers>> {
+        Box::pin(self.snapshot(async move |tx| fold::digest_members(tx, digest_id, limit).await))
     }
 
     fn events_after<'a>(

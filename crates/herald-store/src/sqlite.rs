@@ -8,6 +8,7 @@
 mod backlog_tests;
 mod backup;
 mod chat_state;
+mod fold;
 mod noise;
 mod queries;
 mod retention;
@@ -28,8 +29,8 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
-    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
-    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
+    DeliveryRecord, DigestMembers, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next,
+    PruneLimits, PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 use crate::store::{Store, StoreFuture};
 pub use backup::CopyReport;
@@ -610,6 +611,15 @@ impl Store for SqliteStore {
     fn dead_count<'a>(&'a self, team: &'a TeamId, channel: &'a str) -> StoreFuture<'a, u64> {
         let (team, channel) = (team.clone(), channel.to_owned());
         Box::pin(self.read(move |conn| queries::dead_count(conn, &team, &channel)))
+    }
+
+    fn digest_members<'a>(
+        &'a self,
+        digest_id: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<DigestMembers>> {
+        let id = digest_id.to_owned();
+        Box::pin(self.read(move |conn| fold::digest_members(conn, &id, limit)))
     }
 
     fn events_after<'a>(

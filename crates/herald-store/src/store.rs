@@ -7,10 +7,12 @@ use std::time::Duration;
 use herald_core::{Event, Silence, TeamId, Timestamp};
 
 use crate::error::StoreError;
+#[cfg(doc)]
+use crate::model::FoldClaim;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
-    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
-    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
+    DeliveryRecord, DigestMembers, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next,
+    PruneLimits, PruneReport, ReplayFilter, SilenceFilter, SplitProgress, StoreStats,
 };
 
 /// What every [`Store`] method returns: a boxed future, so that the trait stays
@@ -65,6 +67,31 @@ pub trait Store: Send + Sync + 'static {
     /// listed in [`Accepted::New::suppressed`]; otherwise it is stored as usual and opens
     /// the window at `now`. Deliveries are decided in batch order, so two of one batch
     /// (or of two concurrent batches) with one key send once.
+    ///
+    /// A delivery with [`NewDelivery::fold`] that is neither silenced nor suppressed is then
+    /// folded, in the same transaction (decided in batch order, so two concurrent batches,
+    /// or two nodes, never open two digests for one group or window):
+    /// - A *digest* is an ordinary delivery row ([`DeliveryRecord::is_digest`]): pending,
+    ///   due at its flush time, never held at creation, claimed like a retry; its
+    ///   `event_id` is its first member's event, its channel and subscription those of the
+    ///   delivery that opened it, and its id the claim's `digest_id`. A folded delivery is
+    ///   stored `grouped` with `digest_id` naming its digest (finished, never due; `held`
+    ///   is ignored for it) and listed in [`Accepted::New::folded`]; a digest opened is
+    ///   listed in [`Accepted::New::opened`].
+    /// - [`FoldClaim::Group`]: the group is (team, subscription name, key). The delivery
+    ///   joins the group's open digest if there is one; else it opens one, due
+    ///   `now + wait` — or `last_due + interval` when the group's previous digest fell due
+    ///   at `last_due`, less than `interval` before `now`.
+    /// - [`FoldClaim::Throttle`]: the window is (team, scope). With no window, or
+    ///   `now >= start + per`, a new window starts at `now` with a count of 1 and the
+    ///   delivery is stored as usual; below `limit` the count goes up by one, as usual;
+    ///   beyond it the delivery joins the window's open digest (one is opened, due at
+    ///   `start + per`, if there is none).
+    /// - A digest is open until it is first claimed or held: [`Store::claim_due`] and
+    ///   [`Store::hold_due`] seal it in their transaction, and a delivery arriving after
+    ///   that opens the next digest. So a digest's members never change once an attempt
+    ///   may have started, and its retries resend exactly the same members under the same
+    ///   id.
     fn accept(
         &self,
         batch: Vec<(Event, Vec<NewDelivery>)>,
@@ -167,6 +194,7 @@ pub trait Store: Send + Sync + 'static {
     /// in force stops it again before its attempt).
     /// A delivery being attempted right now (live lease) is left as it is. Attempts
     /// already made still count. [`StoreError::NotRetryable`] for a succeeded delivery,
+    /// and for a grouped one (naming its digest, which is retried instead);
     /// [`StoreError::Orphaned`] (naming its channel) for an orphaned one.
     ///
     /// Orphaned deliveries come back through [`Store::reattach_orphans`] and
@@ -212,7 +240,7 @@ pub trait Store: Send + Sync + 'static {
     /// finished one, the next attempt recorded as manual), and returns how many. Deliveries
     /// being attempted (live lease or hold) are left alone and not counted. With `dry_run`
     /// nothing changes and the count is what would be replayed. Only `filter.team`'s rows
-    /// are touched.
+    /// are touched. Grouped deliveries are left alone (their digest is replayed instead).
     fn replay<'a>(
         &'a self,
         filter: &'a ReplayFilter,
@@ -289,8 +317,10 @@ pub trait Store: Send + Sync + 'static {
     /// longer ago than `limits.dedup`, silences that ended longer ago than
     /// `limits.events` included): at most about `batch` rows of each kind, in one short write, so that ingest is never held up behind a
     /// long one; call again until the report is empty. Never removes a pending delivery
-    /// (due, retrying, held or leased) or its event; dead letters go only past
-    /// `limits.dead`. May be committed without a full sync (a lost prune is redone).
+    /// (due, retrying, held or leased) or its event, nor a grouped delivery (or its event)
+    /// whose digest is pending, dead or orphaned; dead letters go only past
+    /// `limits.dead`. Groups and throttle windows with no open digest are forgotten once
+    /// their interval (or period) is over. May be committed without a full sync (a lost prune is redone).
     fn prune<'a>(
         &'a self,
         limits: &'a PruneLimits,
@@ -312,6 +342,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many dead deliveries (dead letters) `channel` of `team` has now.
     fn dead_count<'a>(&'a self, team: &'a TeamId, channel: &'a str) -> StoreFuture<'a, u64>;
+
+    /// The members of the digest delivery `digest_id` (any team; the caller holds it):
+    /// its first `limit` events in the order they were folded, how many in all, and when
+    /// the first and last were folded. `None` if `digest_id` is not a digest delivery.
+    fn digest_members<'a>(
+        &'a self,
+        digest_id: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<DigestMembers>>;
 
     /// Up to `limit` (clamped to `1..=MAX_PAGE_SIZE`) events in scope stored after the event
     /// `after_event_id`, in the order they were stored: the replay behind SSE

@@ -12,22 +12,23 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::codec::{
-    clamp_limit, decode_cursor, decode_event, encode_cursor, encode_event, nanos, timestamp,
+    clamp_limit, decode_cursor, decode_digest_kind, decode_event, encode_cursor,
+    encode_digest_kind, encode_event, nanos, timestamp,
 };
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
     DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, MoveFilter, NewAttempt, NewDelivery, Next,
-    ReplayFilter, ReplayStatus,
+    OpenedDigest, ReplayFilter, ReplayStatus,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
      d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
      d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name, \
-     d.silence_id, d.duplicate_of";
+     d.silence_id, d.duplicate_of, d.digest_id, d.digest_kind";
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 17;
+const DELIVERY_COLUMN_COUNT: usize = 19;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -99,6 +100,11 @@ fn delivery_from_row(row: &Row) -> Result<DeliveryRecord, StoreError> {
         subscription_name: row.try_get(14)?,
         silence_id: row.try_get(15)?,
         duplicate_of: row.try_get(16)?,
+        digest_id: row.try_get(17)?,
+        digest: row
+            .try_get::<_, Option<String>>(18)?
+            .map(|kind| decode_digest_kind(&kind).map_err(|m| corrupt("digest kind", m)))
+            .transpose()?,
     })
 }
 
@@ -142,7 +148,9 @@ fn excluded(exclude_channels: &[(TeamId, String)]) -> (Vec<String>, Vec<String>)
 /// `ON CONFLICT DO NOTHING` on `(id, team_id)` makes a repeat — from this batch, an
 /// earlier one, or another node — a duplicate. A silenced delivery is stored finished; a
 /// deduplicated one is decided in batch order on its window's row (`noise::claim_window`),
-/// so one key of concurrent batches on several nodes is sent once.
+/// so one key of concurrent batches on several nodes is sent once; a folded one likewise
+/// on its group's or throttle window's row (`fold::fold`), and the digests it opens are
+/// stored with the batch's deliveries.
 pub(super) async fn accept(
     tx: &impl GenericClient,
     batch: &[(Event, Vec<NewDelivery>)],
@@ -194,6 +202,10 @@ pub(super) async fn accept(
     let mut d_statuses = Vec::new();
     let mut d_silences = Vec::new();
     let mut d_originals = Vec::new();
+    let mut d_dues: Vec<Option<i64>> = Vec::new();
+    let mut d_digest_ids: Vec<Option<String>> = Vec::new();
+    let mut d_digest_kinds: Vec<Option<String>> = Vec::new();
+    let mut opened_here = std::collections::HashSet::new();
     for (event, deliveries) in batch {
         // The first occurrence in the batch takes the row; a later one is a duplicate.
         let key = (event.id.clone(), event.team_id.as_str().to_owned());
@@ -204,8 +216,10 @@ pub(super) async fn accept(
             continue;
         };
         let mut suppressed = Vec::new();
+        let mut folded = Vec::new();
+        let mut opened = Vec::new();
         for d in deliveries {
-            let (status, original) = match (&d.silence, &d.dedup) {
+            let (mut status, original) = match (&d.silence, &d.dedup) {
                 (Some(_), _) => (DeliveryStatus::Silenced, None),
                 (None, Some(claim)) => {
                     let subscription = d.subscription_name.as_deref().unwrap_or("");
@@ -221,6 +235,50 @@ pub(super) async fn accept(
                 }
                 (None, None) => (DeliveryStatus::Pending, None),
             };
+            // Neither silenced nor suppressed: the delivery may be folded into a digest.
+            let mut digest = None;
+            if let (DeliveryStatus::Pending, Some(claim)) = (status, &d.fold) {
+                let subscription = d.subscription_name.as_deref().unwrap_or("");
+                let into =
+                    super::fold::fold(tx, &key.1, subscription, claim, now, &mut opened_here)
+                        .await?;
+                if let super::fold::Folded::Into {
+                    digest_id,
+                    opened: due,
+                } = into
+                {
+                    let kind = Some(encode_digest_kind(claim.kind())?);
+                    if let Some(due) = due {
+                        // The digest's row, before its first member's.
+                        d_statuses.push(DeliveryStatus::Pending.as_str());
+                        d_silences.push(None);
+                        d_originals.push(None);
+                        d_dues.push(Some(due));
+                        d_digest_ids.push(None);
+                        d_digest_kinds.push(kind.clone());
+                        d_ids.push(digest_id.clone());
+                        d_event_seqs.push(seq);
+                        d_teams.push(key.1.clone());
+                        d_event_ids.push(event.id.clone());
+                        d_types.push(event.event.clone());
+                        d_channels.push(d.channel.clone());
+                        d_subscriptions.push(i64::from(d.subscription));
+                        d_names.push(d.subscription_name.clone());
+                        opened.push(OpenedDigest {
+                            id: digest_id.clone(),
+                            channel: d.channel.clone(),
+                            due: timestamp(due),
+                        });
+                    }
+                    status = DeliveryStatus::Grouped;
+                    folded.push(d.id.clone());
+                    digest = Some((digest_id, kind));
+                }
+            }
+            let (digest_id, digest_kind) = digest.unzip();
+            d_dues.push(None);
+            d_digest_ids.push(digest_id);
+            d_digest_kinds.push(digest_kind.flatten());
             d_statuses.push(status.as_str());
             d_silences.push(d.silence.clone());
             d_originals.push(original);
@@ -236,6 +294,8 @@ pub(super) async fn accept(
         results.push(Accepted::New {
             id: event.id.clone(),
             suppressed,
+            folded,
+            opened,
         });
     }
     if !d_ids.is_empty() {
@@ -243,19 +303,21 @@ pub(super) async fn accept(
             tx,
             "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
                  subscription, subscription_name, status, attempts, next_attempt_at, due_at,
-                 created_at, updated_at, silence_id, duplicate_of)
+                 created_at, updated_at, silence_id, duplicate_of, digest_id, digest_kind)
              SELECT id, event_seq, team_id, event_id, event_type, channel, subscription,
                     subscription_name, status, 0,
-                    -- finished at ingest (silenced, suppressed): never due
-                    CASE WHEN status = 'pending' THEN $9::int8 END,
-                    CASE WHEN status = 'pending' THEN $9::int8 END,
-                    $9, $9, silence_id, duplicate_of
+                    -- finished at ingest (silenced, suppressed, grouped): never due; a
+                    -- digest is due at its flush time
+                    CASE WHEN status = 'pending' THEN coalesce(due, $9::int8) END,
+                    CASE WHEN status = 'pending' THEN coalesce(due, $9::int8) END,
+                    $9, $9, silence_id, duplicate_of, digest_id, digest_kind
                FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
                            $6::text[], $7::int8[], $8::text[], $10::text[], $11::text[],
-                           $12::text[])
+                           $12::text[], $13::int8[], $14::text[], $15::text[])
                     WITH ORDINALITY AS t (id, event_seq, team_id, event_id, event_type,
                                           channel, subscription, subscription_name, status,
-                                          silence_id, duplicate_of, n)
+                                          silence_id, duplicate_of, due, digest_id,
+                                          digest_kind, n)
               ORDER BY n",
             &[
                 &d_ids,
@@ -270,6 +332,9 @@ pub(super) async fn accept(
                 &d_statuses,
                 &d_silences,
                 &d_originals,
+                &d_dues,
+                &d_digest_ids,
+                &d_digest_kinds,
             ],
         )
         .await?;
@@ -307,7 +372,9 @@ pub(super) async fn claim_due(
                   FOR UPDATE SKIP LOCKED)
              UPDATE deliveries d
                 SET lease_token = replace(gen_random_uuid()::text, '-', ''),
-                    lease_until = $5, due_at = $5
+                    lease_until = $5, due_at = $5,
+                    -- claiming seals a digest: no member joins once an attempt may start
+                    sealed = true
                FROM due, events e
               WHERE d.seq = due.seq AND e.seq = d.event_seq
              RETURNING {DELIVERY_COLUMNS}, d.seq, due.due_at, e.body, e.accepted_at,
@@ -586,7 +653,7 @@ pub(super) async fn retry_now(
     let team = team.map(TeamId::as_str);
     let row = row_opt(
         tx,
-        "SELECT seq, status, lease_until, channel FROM deliveries
+        "SELECT seq, status, lease_until, channel, digest_id FROM deliveries
           WHERE id = $1 AND ($2::text IS NULL OR team_id = $2)
           FOR UPDATE",
         &[&delivery_id, &team],
@@ -605,10 +672,12 @@ pub(super) async fn retry_now(
             channel: row.try_get(3)?,
         });
     }
-    if status == DeliveryStatus::Succeeded {
+    if matches!(status, DeliveryStatus::Succeeded | DeliveryStatus::Grouped) {
+        // A grouped one is sent by its digest, which is what can be retried.
         return Err(StoreError::NotRetryable {
             delivery: delivery_id.to_owned(),
             status,
+            digest: row.try_get(4)?,
         });
     }
     let in_flight = status == DeliveryStatus::Pending && lease_until.is_some_and(|t| t > now);
@@ -649,7 +718,8 @@ pub(super) async fn replay(
     let status = match filter.status {
         ReplayStatus::Dead => "status = 'dead'",
         ReplayStatus::Failed => "(status = 'dead' OR (status = 'pending' AND attempts > 0))",
-        ReplayStatus::All => "status <> 'orphaned'",
+        // Grouped deliveries are sent by their digests, which a replay selects instead.
+        ReplayStatus::All => "status NOT IN ('orphaned', 'grouped')",
     };
     // $5 = now: a delivery being attempted (live lease) is left to its attempt.
     let selected = format!(

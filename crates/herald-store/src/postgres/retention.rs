@@ -3,7 +3,7 @@
 //! most about `batch` rows of each kind in one short transaction, walking indexes in age
 //! order. Space goes back to PostgreSQL's free space map (autovacuum), not to the disk.
 //! A removed delivery takes its split progress with it; old dedup windows and long-ended
-//! silences go too.
+//! silences go too, and groups and throttle windows that no longer matter.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -20,13 +20,18 @@ const SIZE: &str = "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = current_schema() AND c.relkind = 'r'";
 
-/// The finished deliveries an event goes with (succeeded, skipped, suppressed, silenced):
-/// every status but `pending`, `dead` and `orphaned`, which keep their event.
-const GOES_WITH_EVENT: &str = "status NOT IN ('pending', 'dead', 'orphaned')";
+/// The finished deliveries an event goes with (succeeded, skipped, suppressed, silenced,
+/// grouped): every status but `pending`, `dead` and `orphaned`, which keep their event —
+/// and a grouped one keeps it too while its digest is in one of those (a digest sent or
+/// retried later lists it). For statements over `deliveries` without an alias.
+const GOES_WITH_EVENT: &str = "status NOT IN ('pending', 'dead', 'orphaned')
+     AND NOT (status = 'grouped' AND EXISTS
+              (SELECT 1 FROM deliveries g WHERE g.id = deliveries.digest_id
+                  AND g.status IN ('pending', 'dead', 'orphaned')))";
 
 /// Removes up to `batch` events (accepted before `cutoff`, no delivery pending, dead or
-/// orphaned)
-/// with their deliveries, attempts and split progress, oldest first.
+/// orphaned, no grouped one whose digest is) with their deliveries, attempts and split
+/// progress, oldest first.
 async fn prune_events(
     tx: &impl GenericClient,
     cutoff: i64,
@@ -39,7 +44,12 @@ async fn prune_events(
               WHERE e.accepted_at < $1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
                                  WHERE d.event_seq = e.seq
-                                   AND d.status IN ('pending', 'dead', 'orphaned'))
+                                   AND (d.status IN ('pending', 'dead', 'orphaned')
+                                        OR (d.status = 'grouped' AND EXISTS
+                                              (SELECT 1 FROM deliveries g
+                                                WHERE g.id = d.digest_id
+                                                  AND g.status IN ('pending', 'dead',
+                                                                   'orphaned')))))
               ORDER BY e.accepted_at LIMIT $2
               FOR UPDATE SKIP LOCKED",
         )
@@ -175,6 +185,11 @@ pub(super) async fn prune(
     report.silences = super::noise::prune_silences(tx, before(limits.events), batch).await?;
     report.more |=
         report.dedup_windows >= batch.unsigned_abs() || report.silences >= batch.unsigned_abs();
+
+    // Groups and throttle windows past their interval (or period), with no open digest.
+    let (groups, windows) = super::fold::prune(tx, now, batch).await?;
+    report.fold_rows = groups + windows;
+    report.more |= groups >= batch.unsigned_abs() || windows >= batch.unsigned_abs();
 
     // Over the size ceiling: the oldest finished events go, whatever their age.
     if let Some(max) = limits.max_store_size

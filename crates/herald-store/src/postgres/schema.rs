@@ -159,6 +159,50 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_orphaned ON deliveries (team_id, channel)
         WHERE status = 'orphaned';
     ",
+    // 5: grouping and throttle (the embedded store's migration 10). `grouped` deliveries
+    // are folded into the digest `digest_id` names; a digest is a delivery with
+    // `digest_kind` (its `DigestKind` as JSON; its members carry it too) and no
+    // `digest_id`, `sealed` by the claim that first takes it. `digest_groups` (per team,
+    // subscription, key) and `throttle_windows` (per team, scope) are the rows whose locks
+    // order concurrent accepts of one group or window, so two nodes never open two
+    // digests for one.
+    "
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+    ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+        CHECK (status IN ('pending', 'succeeded', 'dead', 'skipped', 'suppressed', 'silenced',
+                          'orphaned', 'grouped'));
+    ALTER TABLE deliveries ADD COLUMN digest_id TEXT, ADD COLUMN digest_kind TEXT,
+        ADD COLUMN sealed BOOLEAN NOT NULL DEFAULT false;
+    -- a digest's members in the order they were folded
+    CREATE INDEX deliveries_digest ON deliveries (digest_id, seq) WHERE digest_id IS NOT NULL;
+
+    CREATE TABLE digest_groups (
+        team_id      TEXT NOT NULL,
+        subscription TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        -- the group's latest digest (open while pending and not sealed)
+        digest_id    TEXT NOT NULL,
+        -- when that digest was due; the next one is due no earlier than this + interval
+        last_due     BIGINT NOT NULL,
+        -- last_due + interval: past it, with no open digest, the row is forgotten
+        expires_at   BIGINT NOT NULL,
+        PRIMARY KEY (team_id, subscription, key)
+    );
+    CREATE INDEX digest_groups_expires ON digest_groups (expires_at);
+
+    CREATE TABLE throttle_windows (
+        team_id    TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ends_at    BIGINT NOT NULL,
+        -- single messages sent in the window so far
+        count      BIGINT NOT NULL,
+        -- the window's digest, once something was folded
+        digest_id  TEXT,
+        PRIMARY KEY (team_id, scope)
+    );
+    CREATE INDEX throttle_windows_ends ON throttle_windows (ends_at);
+    ",
 ];
 
 /// The schema version this herald writes.

@@ -13,13 +13,16 @@ use herald_core::{Event, TeamId, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use crate::codec::{clamp_limit, decode_cursor, decode_event, encode_cursor, encode_event};
+use crate::codec::{
+    clamp_limit, decode_cursor, decode_digest_kind, decode_event, encode_cursor,
+    encode_digest_kind, encode_event,
+};
 pub(super) use crate::codec::{duration_nanos, nanos, timestamp};
 use crate::error::StoreError;
 use crate::model::{
     Accepted, AttemptRecord, ChannelState, Claimed, DeliveryFilter, DeliveryPage, DeliveryRecord,
     DeliveryStatus, Finish, LeaseToken, MAX_PAGE_SIZE, MoveFilter, NewAttempt, NewDelivery, Next,
-    ReplayFilter, ReplayStatus,
+    OpenedDigest, ReplayFilter, ReplayStatus,
 };
 
 /// The columns [`delivery_from_row`] reads, in its order, as a literal (so `concat!` can
@@ -29,13 +32,13 @@ macro_rules! delivery_columns {
         "d.id, d.event_id, d.team_id, d.channel, d.subscription, \
          d.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
          d.last_status_code, d.created_at, d.updated_at, d.budget_start, d.subscription_name, \
-         d.silence_id, d.duplicate_of"
+         d.silence_id, d.duplicate_of, d.digest_id, d.digest_kind"
     };
 }
 /// The columns [`delivery_from_row`] reads, in its order; select them first.
 const DELIVERY_COLUMNS: &str = delivery_columns!();
 /// How many columns [`DELIVERY_COLUMNS`] names.
-const DELIVERY_COLUMN_COUNT: usize = 17;
+const DELIVERY_COLUMN_COUNT: usize = 19;
 
 fn conversion_error(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -48,6 +51,7 @@ fn conversion_error(column: usize, message: String) -> rusqlite::Error {
 fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     let team: String = row.get(2)?;
     let status: String = row.get(6)?;
+    let digest: Option<String> = row.get(18)?;
     Ok(DeliveryRecord {
         id: row.get(0)?,
         event_id: row.get(1)?,
@@ -66,6 +70,10 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         subscription_name: row.get(14)?,
         silence_id: row.get(15)?,
         duplicate_of: row.get(16)?,
+        digest_id: row.get(17)?,
+        digest: digest
+            .map(|kind| decode_digest_kind(&kind).map_err(|m| conversion_error(18, m)))
+            .transpose()?,
     })
 }
 
@@ -101,6 +109,8 @@ pub(crate) struct PreparedEvent {
     event_type: String,
     body: String,
     deliveries: Vec<NewDelivery>,
+    /// Per delivery, its fold claim's digest kind as stored (JSON), if it has a claim.
+    digest_kinds: Vec<Option<String>>,
 }
 
 impl PreparedEvent {
@@ -108,12 +118,22 @@ impl PreparedEvent {
         (event, deliveries): (Event, Vec<NewDelivery>),
     ) -> Result<PreparedEvent, StoreError> {
         let body = encode_event(&event)?;
+        let digest_kinds = deliveries
+            .iter()
+            .map(|d| {
+                d.fold
+                    .as_ref()
+                    .map(|f| encode_digest_kind(f.kind()))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
         Ok(PreparedEvent {
             id: event.id,
             team: event.team_id,
             event_type: event.event,
             body,
             deliveries,
+            digest_kinds,
         })
     }
 }
@@ -154,6 +174,20 @@ pub(crate) fn accept(
              created_at, updated_at, subscription_name)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, NULL, ?9, ?10, ?8, ?8, ?11)",
     )?;
+    // A digest: pending, due at its flush time, never held; marked by its kind.
+    let mut insert_digest = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at,
+             subscription_name, digest_kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?9, ?9, ?10, ?11)",
+    )?;
+    // A member of a digest: finished at ingest, never due, carried by its digest.
+    let mut insert_grouped = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+             subscription, status, attempts, next_attempt_at, due_at, created_at, updated_at,
+             subscription_name, digest_id, digest_kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'grouped', 0, NULL, NULL, ?8, ?8, ?9, ?10, ?11)",
+    )?;
     let mut results = Vec::with_capacity(events.len());
     for event in events {
         let seq: Option<i64> = insert_event
@@ -175,7 +209,9 @@ pub(crate) fn accept(
             continue;
         };
         let mut suppressed = Vec::new();
-        for delivery in &event.deliveries {
+        let mut folded = Vec::new();
+        let mut opened = Vec::new();
+        for (delivery, digest_kind) in event.deliveries.iter().zip(&event.digest_kinds) {
             let finished = match (&delivery.silence, &delivery.dedup) {
                 (Some(silence), _) => Some((DeliveryStatus::Silenced, Some(silence), None)),
                 (None, Some(claim)) => {
@@ -202,7 +238,56 @@ pub(crate) fn accept(
                 }
                 (None, None) => None,
             };
-            if let Some((status, silence, original)) = finished {
+            // Neither silenced nor suppressed: the delivery may be folded into a digest.
+            let into = match (&finished, &delivery.fold) {
+                (None, Some(claim)) => {
+                    let subscription = delivery.subscription_name.as_deref().unwrap_or("");
+                    match super::fold::fold(conn, event.team.as_str(), subscription, claim, now)? {
+                        super::fold::Folded::Alone => None,
+                        super::fold::Folded::Into {
+                            digest_id,
+                            opened: due,
+                        } => Some((digest_id, due)),
+                    }
+                }
+                _ => None,
+            };
+            if let Some((digest_id, due)) = into {
+                if let Some(due) = due {
+                    insert_digest.execute(params![
+                        digest_id,
+                        seq,
+                        event.team.as_str(),
+                        event.id,
+                        event.event_type,
+                        delivery.channel,
+                        delivery.subscription,
+                        due,
+                        now,
+                        delivery.subscription_name,
+                        digest_kind,
+                    ])?;
+                    opened.push(OpenedDigest {
+                        id: digest_id.clone(),
+                        channel: delivery.channel.clone(),
+                        due: timestamp(due),
+                    });
+                }
+                insert_grouped.execute(params![
+                    delivery.id,
+                    seq,
+                    event.team.as_str(),
+                    event.id,
+                    event.event_type,
+                    delivery.channel,
+                    delivery.subscription,
+                    now,
+                    delivery.subscription_name,
+                    digest_id,
+                    digest_kind,
+                ])?;
+                folded.push(delivery.id.clone());
+            } else if let Some((status, silence, original)) = finished {
                 insert_finished.execute(params![
                     delivery.id,
                     seq,
@@ -248,6 +333,8 @@ pub(crate) fn accept(
         results.push(Accepted::New {
             id: event.id.clone(),
             suppressed,
+            folded,
+            opened,
         });
     }
     Ok(results)
@@ -400,9 +487,10 @@ pub(crate) fn claim_due(
     };
 
     // A leased row is due again when its lease runs out; a held one never is.
+    // Claiming seals a digest: no member joins it once an attempt may have started.
     let mut lease_row = conn.prepare_cached(
         "UPDATE deliveries SET lease_token = ?2, lease_until = ?3,
-             due_at = CASE WHEN ?3 = ?4 THEN NULL ELSE ?3 END
+             due_at = CASE WHEN ?3 = ?4 THEN NULL ELSE ?3 END, sealed = 1
          WHERE seq = ?1",
     )?;
     let mut claimed = Vec::with_capacity(due.len());
@@ -679,16 +767,24 @@ pub(crate) fn retry_now(
     now: Timestamp,
 ) -> Result<DeliveryRecord, StoreError> {
     let now = nanos(now);
-    let row: Option<(i64, String, Option<i64>, String)> = conn
+    // (seq, status, lease_until, channel, digest_id)
+    type RetryRow = (i64, String, Option<i64>, String, Option<String>);
+    let row: Option<RetryRow> = conn
         .prepare_cached(
-            "SELECT seq, status, lease_until, channel FROM deliveries
+            "SELECT seq, status, lease_until, channel, digest_id FROM deliveries
              WHERE id = ?1 AND (?2 IS NULL OR team_id = ?2)",
         )?
         .query_row(params![delivery_id, team.map(TeamId::as_str)], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })
         .optional()?;
-    let Some((seq, status, lease_until, channel)) = row else {
+    let Some((seq, status, lease_until, channel, digest)) = row else {
         return Err(StoreError::NotFound);
     };
     let status: DeliveryStatus = status.parse().map_err(|message| StoreError::Corrupt {
@@ -701,10 +797,12 @@ pub(crate) fn retry_now(
             channel,
         });
     }
-    if status == DeliveryStatus::Succeeded {
+    if matches!(status, DeliveryStatus::Succeeded | DeliveryStatus::Grouped) {
+        // A grouped one is sent by its digest, which is what can be retried.
         return Err(StoreError::NotRetryable {
             delivery: delivery_id.to_owned(),
             status,
+            digest,
         });
     }
     let in_flight = status == DeliveryStatus::Pending && lease_until.is_some_and(|t| t > now);
@@ -745,7 +843,8 @@ pub(crate) fn replay(
     let status = match filter.status {
         ReplayStatus::Dead => "status = 'dead'",
         ReplayStatus::Failed => "(status = 'dead' OR (status = 'pending' AND attempts > 0))",
-        ReplayStatus::All => "status != 'orphaned'",
+        // Grouped deliveries are sent by their digests, which a replay selects instead.
+        ReplayStatus::All => "status NOT IN ('orphaned', 'grouped')",
     };
     // ?5 = now: a delivery being attempted (live lease, or held by this process) is left
     // to its attempt.

@@ -41,8 +41,9 @@ fn has_split_progress(conn: &Connection) -> Result<bool, StoreError> {
     Ok(any)
 }
 
-/// Removes up to `batch` events (accepted before `cutoff`, every delivery succeeded or
-/// skipped) with their deliveries and attempts, oldest first.
+/// Removes up to `batch` events (accepted before `cutoff`, every delivery finished, and
+/// every grouped one's digest finished too) with their deliveries and attempts, oldest
+/// first.
 fn prune_events(
     conn: &Connection,
     cutoff: i64,
@@ -54,7 +55,11 @@ fn prune_events(
             "SELECT e.seq FROM events e INDEXED BY events_accepted
               WHERE e.accepted_at < ?1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                 WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead', 'orphaned'))
+                                 WHERE d.event_seq = e.seq
+                                   AND (d.status IN ('pending', 'dead', 'orphaned')
+                                        OR (d.status = 'grouped' AND EXISTS
+                                              (SELECT 1 FROM deliveries g WHERE g.id = d.digest_id
+                                                  AND g.status IN ('pending', 'dead', 'orphaned')))))
               ORDER BY e.accepted_at LIMIT ?2",
         )?
         .query_map(params![cutoff, batch], |row| row.get(0))?
@@ -155,6 +160,11 @@ pub(crate) fn prune(
     report.dedup_windows = super::noise::prune_windows(conn, before(limits.dedup), batch)?;
     report.silences = super::noise::prune_silences(conn, before(limits.events), batch)?;
     report.more |= full(report.dedup_windows as usize) || full(report.silences as usize);
+
+    // Groups and throttle windows past their interval (or period), with no open digest.
+    let (groups, windows) = super::fold::prune(conn, now, batch)?;
+    report.fold_rows = groups + windows;
+    report.more |= full(groups as usize) || full(windows as usize);
 
     // Over the size ceiling: the oldest finished events go, whatever their age.
     if let Some(max) = limits.max_store_size

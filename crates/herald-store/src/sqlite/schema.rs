@@ -198,6 +198,52 @@ pub(super) const MIGRATIONS: &[&str] = &[
     PRAGMA writable_schema = RESET;
     CREATE INDEX deliveries_orphaned ON deliveries (team_id, channel) WHERE status = 'orphaned';
     ",
+    // 10 (grouping and throttle): the `grouped` status (folded into a digest, `digest_id`
+    // names it), widened in place as in migrations 8 and 9. A digest is a delivery row
+    // with `digest_kind` (its `DigestKind` as JSON; a grouped row has its digest's too) and
+    // no `digest_id`; `sealed` is set by the claim that first takes it, after which no
+    // member joins. `digest_groups` keeps, per (team, subscription, key), the group's
+    // latest digest and when it fell due; `throttle_windows`, per (team, scope), the
+    // current window, its count and its digest. Both are pruned by `expires_at`/`ends_at`.
+    "
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+       SET sql = replace(sql, '''silenced'', ''orphaned'')', '''silenced'', ''orphaned'', ''grouped'')')
+     WHERE type = 'table' AND name = 'deliveries';
+    PRAGMA writable_schema = RESET;
+    ALTER TABLE deliveries ADD COLUMN digest_id TEXT;
+    ALTER TABLE deliveries ADD COLUMN digest_kind TEXT;
+    ALTER TABLE deliveries ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+    -- a digest's members in the order they were folded
+    CREATE INDEX deliveries_digest ON deliveries (digest_id, seq) WHERE digest_id IS NOT NULL;
+
+    CREATE TABLE digest_groups (
+        team_id      TEXT NOT NULL,
+        subscription TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        -- the group's latest digest (open while pending and not sealed)
+        digest_id    TEXT NOT NULL,
+        -- when that digest was due; the next one is due no earlier than this + interval
+        last_due     INTEGER NOT NULL,
+        -- last_due + interval: past it, with no open digest, the row is forgotten
+        expires_at   INTEGER NOT NULL,
+        PRIMARY KEY (team_id, subscription, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX digest_groups_expires ON digest_groups (expires_at);
+
+    CREATE TABLE throttle_windows (
+        team_id    TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ends_at    INTEGER NOT NULL,
+        -- single messages sent in the window so far
+        count      INTEGER NOT NULL,
+        -- the window's digest, once something was folded
+        digest_id  TEXT,
+        PRIMARY KEY (team_id, scope)
+    ) WITHOUT ROWID;
+    CREATE INDEX throttle_windows_ends ON throttle_windows (ends_at);
+    ",
 ];
 
 /// The schema version this herald writes (`PRAGMA user_version` after migrating).

@@ -52,6 +52,7 @@ fn delivery(id: &str, channel: &str) -> NewDelivery {
         held: false,
         silence: None,
         dedup: None,
+        fold: None,
     }
 }
 
@@ -151,7 +152,9 @@ async fn accept_stores_the_event_and_its_fanout_in_one_transaction() {
         accepted,
         Accepted::New {
             id: "evt_1".into(),
-            suppressed: vec![]
+            suppressed: vec![],
+            folded: vec![],
+            opened: vec![],
         }
     );
 
@@ -249,7 +252,9 @@ async fn duplicates_within_a_batch_and_across_a_restart() {
         vec![
             Accepted::New {
                 id: "evt_1".into(),
-                suppressed: vec![]
+                suppressed: vec![],
+                folded: vec![],
+                opened: vec![],
             },
             Accepted::Duplicate { id: "evt_1".into() }
         ]
@@ -279,7 +284,9 @@ async fn duplicates_within_a_batch_and_across_a_restart() {
         other,
         Accepted::New {
             id: "evt_1".into(),
-            suppressed: vec![]
+            suppressed: vec![],
+            folded: vec![],
+            opened: vec![],
         }
     );
     let (acme_event, acme_deliveries) = f
@@ -1353,4 +1360,87 @@ async fn a_store_from_before_noise_control_takes_the_new_statuses() {
         )
         .unwrap();
     assert!(sql.contains("'suppressed', 'silenced'"), "{sql}");
+}
+
+/// Migration 10 widens the status CHECK once more and adds the digest columns: a store
+/// made before grouping keeps its rows, and folds new deliveries into digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_grouping_folds_into_digests() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let before = super::schema::MIGRATIONS
+        .iter()
+        .position(|sql| sql.contains("digest_groups"))
+        .unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.join(super::DB_FILE)).unwrap();
+        for sql in &super::schema::MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {before}"))
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (id, team_id, event_type, body, accepted_at)
+             VALUES ('old', 'acme', 'capsule.create', '{}', 0);
+             INSERT INTO deliveries (id, event_seq, team_id, event_id, event_type, channel,
+                 subscription, status, created_at, updated_at)
+             VALUES ('dlv_old', 1, 'acme', 'old', 'capsule.create', 'hook', 0, 'orphaned', 0, 0);",
+        )
+        .unwrap();
+        let refused = conn
+            .execute(
+                "UPDATE deliveries SET status = 'grouped' WHERE id = 'dlv_old'",
+                [],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("CHECK"), "{refused}");
+    }
+    let store = SqliteStore::open(&dir).unwrap();
+    let grouped = NewDelivery {
+        fold: Some(crate::FoldClaim::Group {
+            key: "[]".into(),
+            kind: herald_core::DigestKind::Group { labels: vec![] },
+            wait: Duration::from_secs(30),
+            interval: Duration::from_secs(300),
+            digest_id: "dlv_digest".into(),
+        }),
+        ..delivery("dlv_member", "hook")
+    };
+    let accepted = store
+        .accept(
+            vec![(event("acme", "evt_1", "capsule.create"), vec![grouped])],
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&accepted[0], Accepted::New { folded, opened, .. }
+            if folded == &["dlv_member"] && opened[0].id == "dlv_digest"),
+        "{accepted:?}"
+    );
+    let (member, _) = store
+        .get_delivery(None, "dlv_member")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (member.status, member.digest_id.as_deref()),
+        (DeliveryStatus::Grouped, Some("dlv_digest"))
+    );
+    let (old, _) = store.get_delivery(None, "dlv_old").await.unwrap().unwrap();
+    assert_eq!(
+        (old.status, old.digest_id),
+        (DeliveryStatus::Orphaned, None)
+    );
+    let conn = rusqlite::Connection::open(dir.join(super::DB_FILE)).unwrap();
+    let refused = conn
+        .execute(
+            "UPDATE deliveries SET status = 'bogus' WHERE id = 'dlv_old'",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("CHECK"), "{refused}");
 }

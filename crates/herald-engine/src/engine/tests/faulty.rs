@@ -7,9 +7,9 @@ use std::time::Duration;
 use herald_core::{Event, Silence, TeamId, Timestamp};
 use herald_store::{
     Accepted, AttemptRecord, ChannelState, ChatMigration, Claimed, DeliveryFilter, DeliveryPage,
-    DeliveryRecord, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next, PruneLimits,
-    PruneReport, ReplayFilter, SilenceFilter, SplitProgress, Store, StoreError, StoreFuture,
-    StoreStats,
+    DeliveryRecord, DigestMembers, Finish, LeaseToken, MoveFilter, NewAttempt, NewDelivery, Next,
+    PruneLimits, PruneReport, ReplayFilter, SilenceFilter, SplitProgress, Store, StoreError,
+    StoreFuture, StoreStats,
 };
 
 pub(super) struct FailingFinishes {
@@ -239,5 +239,12 @@ impl Store for FailingFinishes {
         limit: usize,
     ) -> StoreFuture<'a, Vec<Event>> {
         self.inner.events_after(team, after, limit)
+    }
+    fn digest_members<'a>(
+        &'a self,
+        digest_id: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<DigestMembers>> {
+        self.inner.digest_members(digest_id, limit)
     }
 }

@@ -30,6 +30,7 @@ async fn accept(store: &SqliteStore, id: &str) {
         held: false,
         silence: None,
         dedup: None,
+        fold: None,
         subscription_name: None,
     };
     let now = Timestamp::from_unix_nanos(1_767_225_600_000_000_000);

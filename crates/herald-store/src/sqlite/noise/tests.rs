@@ -109,6 +109,7 @@ proptest! {
                             key: step.key.into(),
                             window: Duration::from_secs(WINDOW as u64),
                         }),
+                        fold: None,
                     };
                     let e = event(n);
                     n += 1;

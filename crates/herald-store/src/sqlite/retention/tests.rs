@@ -39,6 +39,7 @@ fn batch(ids: impl Iterator<Item = String>) -> Vec<(Event, Vec<NewDelivery>)> {
             held: false,
             silence: None,
             dedup: None,
+            fold: None,
             subscription_name: None,
         };
         (event(&id), vec![delivery])
