@@ -27,8 +27,9 @@ pub(crate) struct WindowRow {
 /// What to do with one delivery, and what to write back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Stored as usual (sent on its own). For a throttle: the window to write back.
-    Alone { window: Option<(i64, u32)> },
+    /// Stored as usual (sent on its own); a throttle's window to write back: its start
+    /// and its count with this delivery. (A group never sends a delivery alone.)
+    Alone { started_at: i64, count: u32 },
     /// Joins the open digest the row names.
     Join,
     /// Opens a new digest (the claim's `digest_id`), due at `due`. For a group the row
@@ -75,7 +76,8 @@ pub(crate) fn throttle_step(
         Some(w) if now < w.started_at.saturating_add(per) => {
             if w.count < limit {
                 Step::Alone {
-                    window: Some((w.started_at, w.count + 1)),
+                    started_at: w.started_at,
+                    count: w.count + 1,
                 }
             } else if w.open {
                 Step::Join
@@ -89,7 +91,8 @@ pub(crate) fn throttle_step(
         }
         // No window, or it is over: a new one starts now with this delivery.
         _ => Step::Alone {
-            window: Some((now, 1)),
+            started_at: now,
+            count: 1,
         },
     }
 }
@@ -137,9 +140,7 @@ mod tests {
                 open,
             })
         };
-        let alone = |start, count| Step::Alone {
-            window: Some((start, count)),
-        };
+        let alone = |started_at, count| Step::Alone { started_at, count };
         assert_eq!(throttle_step(None, 2, per, 5 * S), alone(5 * S, 1));
         assert_eq!(
             throttle_step(row(5 * S, 1, false), 2, per, 6 * S),

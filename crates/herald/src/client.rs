@@ -109,7 +109,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
 pub struct DeliveriesArgs {
     #[command(flatten)]
     pub target: Target,
-    /// pending, succeeded, dead, skipped, suppressed or silenced.
+    /// pending, succeeded, dead, skipped, suppressed, silenced, orphaned or grouped.
     #[arg(long)]
     pub status: Option<String>,
     /// Only the deliveries of this event.

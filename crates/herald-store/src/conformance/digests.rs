@@ -405,6 +405,7 @@ pub async fn a_throttle_sends_its_limit_then_folds_into_the_windows_digest(
     // The singles are due at once; the digest when the window ends.
     let now = take_due(s, at(4)).await;
     assert_eq!(ids(&now), ["d1", "d2", "d5", "g1"]);
+    succeed(s, now, at(5)).await;
     assert_eq!(
         members(s, "dig_d3").await,
         (vec!["e3".to_string(), "e4".to_string()], 2)

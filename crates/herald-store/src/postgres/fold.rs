@@ -172,8 +172,7 @@ pub(super) async fn fold(
                     open,
                 };
                 match throttle_step(Some(window), *limit, *per, now) {
-                    Step::Alone { window } => {
-                        let (started_at, count) = window.unwrap_or((now, 1));
+                    Step::Alone { started_at, count } => {
                         execute(
                             tx,
                             "UPDATE throttle_windows
@@ -192,7 +191,8 @@ pub(super) async fn fold(
                         Folded::Alone
                     }
                     Step::Join => Folded::Into {
-                        digest_id: current.unwrap_or_default(),
+                        digest_id: current
+                            .ok_or(StoreError::Internal("joined a window without a digest"))?,
                         opened: None,
                     },
                     Step::Open { due, .. } => {

@@ -3,7 +3,8 @@
 //! what only a shared store promises — lease takeover after expiry, fenced finishes with
 //! a stale token, concurrent claimers that never claim the same delivery, one event
 //! accepted by two nodes stored once, one dedup key accepted by two nodes at once sent
-//! once, migrations refusing a newer schema.
+//! once, one group fed by two nodes while a third claims its digests never losing a
+//! member, migrations refusing a newer schema.
 //!
 //! Each test works in a schema of its own (`herald_test_<random>`), dropped at the end. A
 //! server that is not there FAILS the test, naming it: never a silent skip.
@@ -586,6 +587,102 @@ async fn one_dedup_key_raced_on_two_nodes_is_sent_once() {
     assert_eq!(due.len(), ROUNDS, "one sent delivery per key");
 }
 
+/// Two nodes fold many deliveries into one group while a third claims its digests as
+/// they fall due (`group_wait` and `group_interval` zero: every digest is due at once, so
+/// claims race the accepts all along). Whatever the interleaving, no two digests of the
+/// group are open at once, a digest's members never change after its claim (what the
+/// claimer read is what it holds at the end), and every member is in exactly one digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_fed_by_two_nodes_while_a_third_claims_loses_no_member() {
+    const PER_NODE: usize = 40;
+    let schema = TestSchema::new().await;
+    let nodes = [Arc::new(schema.open().await), Arc::new(schema.open().await)];
+    let claimer = Arc::new(schema.open().await);
+    let grouped = |id: &str| NewDelivery {
+        subscription_name: Some("sub".into()),
+        fold: Some(crate::FoldClaim::Group {
+            key: "[]".into(),
+            kind: herald_core::DigestKind::Group { labels: vec![] },
+            wait: Duration::ZERO,
+            interval: Duration::ZERO,
+            digest_id: format!("dig_{id}"),
+        }),
+        ..delivery(id)
+    };
+    let mut accepts = tokio::task::JoinSet::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for i in 0..PER_NODE {
+            let node = Arc::clone(node);
+            let id = format!("n{n}_{i}");
+            let d = grouped(&format!("d_{id}"));
+            accepts.spawn(async move {
+                node.accept(vec![(event("acme", &id), vec![d])], at(0))
+                    .await
+                    .unwrap()
+            });
+        }
+    }
+    // Claim (and read) digests until the accepts are done, then once more.
+    let mut read_at_claim = std::collections::BTreeMap::new();
+    let claim_round = async |read_at_claim: &mut std::collections::BTreeMap<String, u64>| {
+        for claim in claimer.claim_due(at(0), 100, LEASE, &[]).await.unwrap() {
+            let members = claimer
+                .digest_members(&claim.delivery.id, 1000)
+                .await
+                .unwrap()
+                .unwrap();
+            read_at_claim.insert(claim.delivery.id.clone(), members.total);
+            claimer
+                .finish(
+                    &claim.delivery.id,
+                    &claim.lease,
+                    NewAttempt {
+                        started_at: at(0),
+                        duration_ms: 1,
+                        status_code: Some(200),
+                        error: None,
+                        response: None,
+                    },
+                    Next::Succeeded,
+                    at(0),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    while !accepts.is_empty() {
+        claim_round(&mut read_at_claim).await;
+        while let Some(done) = accepts.try_join_next() {
+            let accepted = done.unwrap();
+            assert!(
+                matches!(&accepted[0], Accepted::New { folded, .. } if folded.len() == 1),
+                "{accepted:?}"
+            );
+        }
+    }
+    claim_round(&mut read_at_claim).await;
+    assert!(!read_at_claim.is_empty());
+    let mut members = 0;
+    for (digest, total_at_claim) in &read_at_claim {
+        let now = claimer.digest_members(digest, 1000).await.unwrap().unwrap();
+        assert_eq!(
+            now.total, *total_at_claim,
+            "{digest} gained members after its claim"
+        );
+        members += now.total;
+    }
+    assert_eq!(
+        members,
+        2 * PER_NODE as u64,
+        "every member in exactly one digest"
+    );
+    assert_eq!(
+        claimer.queue_depth().await.unwrap(),
+        0,
+        "no digest left open"
+    );
+}
+
 /// A schema made by the first PostgreSQL herald (migration 1 only, with a delivery in it)
 /// migrates to the current version: its rows read back, the status CHECK now admits the
 /// later statuses, and it still refuses one that does not exist.
@@ -627,7 +724,7 @@ async fn an_old_schema_migrates_and_its_status_check_widens_but_still_guards() {
     );
     // Every status herald writes is admitted now …
     let client = store.client().await.unwrap();
-    for status in ["suppressed", "silenced", "orphaned", "pending"] {
+    for status in ["suppressed", "silenced", "orphaned", "grouped", "pending"] {
         client
             .execute(
                 "UPDATE deliveries SET status = $1 WHERE id = 'd1'",

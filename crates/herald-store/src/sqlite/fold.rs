@@ -66,7 +66,9 @@ pub(super) fn fold(
             });
             match group_step(current, *wait, *interval, now) {
                 Step::Join => Ok(Folded::Into {
-                    digest_id: row.map(|(id, _, _)| id).unwrap_or_default(),
+                    digest_id: row
+                        .map(|(id, _, _)| id)
+                        .ok_or(StoreError::Internal("joined a group without a row"))?,
                     opened: None,
                 }),
                 Step::Open { due, expires_at } => {
@@ -118,8 +120,7 @@ pub(super) fn fold(
             });
             let per_nanos = crate::codec::duration_nanos(*per);
             match throttle_step(current, *limit, *per, now) {
-                Step::Alone { window } => {
-                    let (started_at, count) = window.unwrap_or((now, 1));
+                Step::Alone { started_at, count } => {
                     conn.prepare_cached(
                         "INSERT INTO throttle_windows (team_id, scope, started_at, ends_at, count,
                              digest_id)
@@ -140,7 +141,9 @@ pub(super) fn fold(
                     Ok(Folded::Alone)
                 }
                 Step::Join => Ok(Folded::Into {
-                    digest_id: row.and_then(|(_, _, id, _)| id).unwrap_or_default(),
+                    digest_id: row
+                        .and_then(|(_, _, id, _)| id)
+                        .ok_or(StoreError::Internal("joined a window without a digest"))?,
                     opened: None,
                 }),
                 Step::Open { due, .. } => {
@@ -232,3 +235,6 @@ pub(super) fn prune(conn: &Connection, now: i64, batch: i64) -> Result<(u64, u64
         .execute(params![now, batch])?;
     Ok((groups as u64, windows as u64))
 }
+
+#[cfg(test)]
+mod tests;
