@@ -419,3 +419,78 @@ fn a_0_2_0_plugin_renders_digests_and_a_0_1_0_plugins_fall_back_to_the_built_in_
     assert_eq!(attempts.len(), 1, "{delivery}");
     assert!(attempts[0]["error"].is_null(), "{attempts:?}");
 }
+
+#[test]
+fn two_nodes_on_postgres_fold_into_shared_digests_listing_every_event_once() {
+    let schema = crate::cluster::PgSchema::new();
+    let rx = Receiver::start("hook");
+    let conf = Conf::new()
+        .postgres(&schema.url, &schema.name)
+        .webhook("acme", "hook", &rx)
+        .raw(&grouped(
+            "group_by = [\"metadata.region\"]\ngroup_wait = \"2s\"\ngroup_interval = \"2s\"",
+        ));
+    let a = Herald::start("grouping-pg-a", &conf);
+    let b = Herald::start("grouping-pg-b", &conf);
+    let published = Instant::now();
+    // Both nodes fold into the same groups at the same time.
+    let threads: Vec<_> = [(a.client(), "a"), (b.client(), "b")]
+        .into_iter()
+        .map(|(client, node)| {
+            std::thread::spawn(move || {
+                for batch in 0..2 {
+                    let events: Vec<Value> = (0..10)
+                        .map(|i: u32| {
+                            let region = if i.is_multiple_of(2) { "eu" } else { "us" };
+                            failure(&format!("{node}{batch}_{i}"), region)
+                        })
+                        .collect();
+                    client.post(&json!(events), ACME_KEY).expect(202);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // However the events fell into digests: each listed exactly once, in a digest of its
+    // own region, none sent before its group_wait.
+    let listed = |requests: &[Request]| -> usize {
+        requests.iter().map(|r| listed_ids(&digest(r)).len()).sum()
+    };
+    let requests = wait_until("40 events in the digests", WAIT, || {
+        let requests = rx.requests();
+        if listed(&requests) >= 40 {
+            Ok(requests)
+        } else {
+            Err(format!("{} listed", listed(&requests)))
+        }
+    });
+    rx.assert_stays(requests.len(), QUIET);
+    let mut seen = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for request in &requests {
+        assert!(
+            request.at >= published + Duration::from_secs(2),
+            "sent before group_wait"
+        );
+        assert!(
+            ids.insert(request.webhook_id().to_string()),
+            "a digest sent twice"
+        );
+        let body = digest(request);
+        let region = body["labels"][0][1].as_str().unwrap().to_string();
+        let listed = listed_ids(&body);
+        assert_eq!(body["total"], listed.len(), "{body}");
+        for id in listed {
+            let i: usize = id.rsplit('_').next().unwrap().parse().unwrap();
+            assert_eq!(
+                region,
+                if i.is_multiple_of(2) { "eu" } else { "us" },
+                "{id} in {region}"
+            );
+            assert!(seen.insert(id.clone()), "{id} listed twice");
+        }
+    }
+    assert_eq!(seen.len(), 40);
+}
