@@ -385,13 +385,19 @@ fn a_0_2_0_plugin_renders_digests_and_a_0_1_0_plugins_fall_back_to_the_built_in_
              group_by = [\"event\"]\ngroup_wait = \"1s\"\ngroup_interval = \"1m\"\n"
         )
     };
+    let failing = Receiver::start("failing");
     let herald = Herald::start(
         "grouping-plugins",
         &Conf::new()
             .webhook("acme", "modern", &modern)
             .webhook("acme", "legacy", &legacy)
+            .webhook("acme", "failing", &failing)
             .raw(&sub("modern", "echo"))
             .raw(&sub("legacy", "legacy"))
+            .raw(&sub("failing", "echo").replace(
+                "format = \"json\"",
+                "format = \"json\", digest_fail = \"no digests today\"",
+            ))
             .raw(&plugin("echo", "fixture-echo"))
             .raw(&plugin("legacy", "fixture-v0-1")),
     );
@@ -418,6 +424,21 @@ fn a_0_2_0_plugin_renders_digests_and_a_0_1_0_plugins_fall_back_to_the_built_in_
         });
     assert_eq!(attempts.len(), 1, "{delivery}");
     assert!(attempts[0]["error"].is_null(), "{attempts:?}");
+
+    // A plugin failing on the digest: the built-in digest goes out, the failure recorded.
+    let requests = failing.wait_for(1, WAIT);
+    failing.assert_stays(1, QUIET);
+    assert_eq!(listed_ids(&digest(&requests[0])), ["p0", "p1", "p2"]);
+    let (_, attempts) =
+        herald.wait_delivery(requests[0].webhook_id(), ACME_KEY, "succeeded", |d, _| {
+            d["status"] == "succeeded"
+        });
+    let error = attempts[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("formatter `echo` failed on the digest")
+            && error.contains("no digests today"),
+        "{attempts:?}"
+    );
 }
 
 #[test]

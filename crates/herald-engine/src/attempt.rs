@@ -1,7 +1,9 @@
 //! One delivery attempt: render (a formatter plugin first, the built-in formatter as the
 //! fallback), send through the channel, decide what follows, and hand the record to the
 //! finisher; plus the channel health an attempt reveals. A delivery whose channel no
-//! longer exists is held as orphaned instead of attempted.
+//! longer exists is held as orphaned instead of attempted. A digest delivery first reads
+//! its members (`Store::digest_members`) into a `herald_core::Digest`, which the
+//! formatter renders if it renders digests (`format-digest`), else the channel.
 //!
 //! The whole attempt (plugin, send, a resend with the built-in rendering) runs against one
 //! deadline on the monotonic clock, `Snapshot::attempt_limit` from its start, and its
