@@ -13,6 +13,7 @@ mod client;
 mod cluster;
 mod delivery;
 mod delivery_core;
+mod grouping;
 mod harness;
 mod noise;
 mod operations;

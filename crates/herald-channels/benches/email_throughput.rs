@@ -224,6 +224,7 @@ async fn send_all(
                         event: &event,
                         attempt: 1,
                         rendered: None,
+                        digest: None,
                     })
                     .await;
                 if !matches!(outcome, SendOutcome::Delivered { .. }) {

@@ -72,6 +72,7 @@ async fn burst(scale: f64, chats: &[i64]) -> Run {
                         event: &event,
                         attempt: 1,
                         rendered: None,
+                        digest: None,
                     })
                     .await
             })

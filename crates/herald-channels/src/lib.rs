@@ -1,10 +1,14 @@
 //! herald-channels: the [`Channel`] trait and the channels that deliver notifications.
 //!
-//! One module per channel (`webhook`, `telegram`, `file`; email comes later). A channel
+//! One module per channel (`webhook`, `telegram`, `email`, `file`). A channel
 //! turns one [`Outgoing`] message into one [`SendOutcome`]; it never retries, sleeps or
 //! records anything itself: the engine decides how many attempts to make and when. One
 //! exception: the Telegram channel waits for its turn under Telegram's flood limits and
 //! waits out a `429 retry_after` (bounded), since those are pacing, not failures.
+//!
+//! Each channel has a built-in rendering of a single event and of a digest (one message
+//! for many events: `herald_core::Digest`), both pure and public so that `herald explain`
+//! shows exactly what would be sent.
 //!
 //! Architecture invariant: a channel's errors name their cause precisely and never contain
 //! a secret (signing secrets, tokens, URL paths that may carry tokens).
@@ -16,6 +20,8 @@ use std::time::Duration;
 
 use herald_core::Rendered;
 
+#[cfg(test)]
+mod digest_fixture;
 pub mod email;
 mod error_chain;
 pub mod file;
@@ -30,16 +36,21 @@ pub use webhook::{HttpOptions, WebhookChannel, WebhookClient};
 /// How much of a response body an outcome keeps, in bytes.
 pub const RESPONSE_SNIPPET_LIMIT: usize = 4096;
 
-/// One attempt at delivering one event through one channel.
+/// One attempt at delivering one event (or one digest of events) through one channel.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     /// Stable across retries of the same delivery; the webhook `webhook-id`.
     pub delivery_id: &'a str,
+    /// The event; for a digest, its first event.
     pub event: &'a herald_core::Event,
     /// 1-based.
     pub attempt: u32,
-    /// A formatter's output; `None` means the channel's built-in rendering.
+    /// A formatter's output; `None` means the channel's built-in rendering (of the
+    /// digest when there is one, else of the event).
     pub rendered: Option<&'a Rendered>,
+    /// Set when this message stands for many events (grouping or throttle): without a
+    /// formatter's output, the channel renders the digest instead of `event`.
+    pub digest: Option<&'a herald_core::Digest>,
 }
 
 /// What became of one attempt.

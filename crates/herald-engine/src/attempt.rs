@@ -1,7 +1,9 @@
 //! One delivery attempt: render (a formatter plugin first, the built-in formatter as the
 //! fallback), send through the channel, decide what follows, and hand the record to the
 //! finisher; plus the channel health an attempt reveals. A delivery whose channel no
-//! longer exists is held as orphaned instead of attempted.
+//! longer exists is held as orphaned instead of attempted. A digest delivery first reads
+//! its members (`Store::digest_members`) into a `herald_core::Digest`, which the
+//! formatter renders if it renders digests (`format-digest`), else the channel.
 //!
 //! The whole attempt (plugin, send, a resend with the built-in rendering) runs against one
 //! deadline on the monotonic clock, `Snapshot::attempt_limit` from its start, and its
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_channels::{Channel, Outgoing, SendOutcome};
-use herald_core::{Event, Rendered};
+use herald_core::{Digest, DigestKind, Event, Rendered};
 use herald_store::{ChannelState, DeliveryRecord, Finish, LeaseToken, NewAttempt, Next};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -38,9 +40,26 @@ pub(crate) async fn attempt(
         ..
     } = job;
     let key = (delivery.team.clone(), delivery.channel.clone());
+    // A digest carries the members the store sealed when it was first claimed: the same
+    // on every attempt.
+    let digest = if delivery.is_digest() {
+        match read_digest(&inner, &snapshot, &delivery).await {
+            Ok(digest) => Some(digest),
+            Err(error) => {
+                return unreadable_digest(&snapshot, delivery, lease, error, &finishes, key);
+            }
+        }
+    } else {
+        None
+    };
     // A silence created after the delivery was queued (or while it waits for a retry)
-    // stops it here, before anything is rendered or sent.
-    if let Some(silence) = inner.silence_for(&event, &delivery.channel, now()) {
+    // stops it here, before anything is rendered or sent. A digest is silenced when one
+    // silence stops every event it lists.
+    let silence = match &digest {
+        Some(digest) => inner.silence_for_all(&digest.events, &delivery.channel, now()),
+        None => inner.silence_for(&event, &delivery.channel, now()),
+    };
+    if let Some(silence) = silence {
         return silenced(&inner, &delivery, &lease, &silence, key).await;
     }
     let Some(channel) = snapshot.channels.get(&key) else {
@@ -55,7 +74,38 @@ pub(crate) async fn attempt(
     let mut skipped = None;
     let mut rendered = None;
     let formatter = snapshot.formatter(&delivery).map(|(name, _)| name.clone());
-    if let Some((name, settings)) = snapshot.formatter(&delivery) {
+    if let (Some((name, settings)), Some(digest)) = (snapshot.formatter(&delivery), &digest) {
+        // A digest: the plugin renders it if it renders digests; otherwise (a 0.1.0
+        // plugin, or one that declines) the channel's built-in digest is sent.
+        let plugins = inner.plugins.clone();
+        let (name, settings, kind) = (name.clone(), settings.clone(), channel.kind());
+        let for_plugin = digest.clone();
+        let render = tokio::task::spawn_blocking(move || {
+            plugins.render_digest(&name, kind, &for_plugin, &settings)
+        });
+        let name = formatter.as_deref().unwrap_or("");
+        match tokio::time::timeout_at(deadline, render).await {
+            Ok(Ok(Ok(r))) => rendered = r,
+            Ok(Ok(Err(e))) => {
+                plugin_error = Some(format!(
+                    "formatter `{name}` failed on the digest ({e}); sent with the built-in digest"
+                ))
+            }
+            Ok(Err(e)) => {
+                plugin_error = Some(format!(
+                    "formatter `{name}` failed on the digest ({e}); sent with the built-in digest"
+                ))
+            }
+            Err(_) => {
+                plugin_error = Some(format!(
+                    "formatter `{name}` did not render the digest within the attempt's limit; sent with the built-in digest"
+                ))
+            }
+        }
+        if let Some(error) = &plugin_error {
+            tracing::warn!(delivery = %delivery.id, "{error}");
+        }
+    } else if let Some((name, settings)) = snapshot.formatter(&delivery) {
         let plugins = inner.plugins.clone();
         let (name, settings, kind) = (name.clone(), settings.clone(), channel.kind());
         let for_plugin = Arc::clone(&event);
@@ -93,8 +143,16 @@ pub(crate) async fn attempt(
         Some(_) => None,
         None => {
             let sent = Instant::now();
-            let send =
-                |rendered| send_once(channel.as_ref(), &delivery, &event, rendered, deadline);
+            let send = |rendered| {
+                send_once(
+                    channel.as_ref(),
+                    &delivery,
+                    &event,
+                    digest.as_ref(),
+                    rendered,
+                    deadline,
+                )
+            };
             let mut outcome = send(rendered.as_ref()).await;
             if let SendOutcome::RenderingRefused { error, .. } = &outcome {
                 // The channel refused the formatter's markup: the same attempt goes out
@@ -151,6 +209,9 @@ pub(crate) async fn attempt(
         ),
     }
     metrics::counter!("herald_deliveries_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "outcome" => label).increment(1);
+    if let (Some(digest), Next::Succeeded) = (&digest, &next) {
+        metrics::counter!("herald_digests_sent_total", "team" => delivery.team.to_string(), "channel" => delivery.channel.clone(), "kind" => digest_kind(&digest.kind)).increment(1);
+    }
     metrics::histogram!("herald_attempt_duration_seconds", "kind" => channel.kind())
         .record(elapsed.as_secs_f64());
     // The attempt's error: the send's, the formatter's fallback, or the skip reason.
@@ -248,14 +309,18 @@ async fn send_once(
     channel: &dyn Channel,
     delivery: &DeliveryRecord,
     event: &Event,
+    digest: Option<&Digest>,
     rendered: Option<&Rendered>,
     deadline: Instant,
 ) -> SendOutcome {
     let msg = Outgoing {
         delivery_id: &delivery.id,
-        event,
+        // A digest's message is about its events; the first stands for them where a
+        // channel needs one.
+        event: digest.and_then(|d| d.events.first()).unwrap_or(event),
         attempt: delivery.attempts + 1,
         rendered,
+        digest,
     };
     match tokio::time::timeout_at(deadline, channel.send(&msg)).await {
         Ok(outcome) => outcome,
@@ -265,6 +330,92 @@ async fn send_once(
             error: "timed out: the attempt reached its time limit".to_string(),
             response: None,
         },
+    }
+}
+
+/// The digest `delivery` stands for: its members as the store sealed them (the first
+/// `max_group_size` of its subscription, 100 if the subscription is gone).
+async fn read_digest(
+    inner: &Inner,
+    snapshot: &Snapshot,
+    delivery: &DeliveryRecord,
+) -> Result<Digest, String> {
+    let limit = snapshot.max_group_size(delivery);
+    let members = inner
+        .store
+        .digest_members(&delivery.id, limit)
+        .await
+        .map_err(|e| format!("reading the digest's members failed: {e}"))?
+        .ok_or_else(|| "the store holds no members for this digest".to_string())?;
+    Ok(Digest {
+        id: delivery.id.clone(),
+        team: delivery.team.clone(),
+        subscription: delivery.subscription_name.clone().unwrap_or_default(),
+        channel: delivery.channel.clone(),
+        kind: delivery
+            .digest
+            .clone()
+            .unwrap_or(DigestKind::Group { labels: Vec::new() }),
+        events: members.events,
+        total: members.total,
+        first_at: members.first_at,
+        last_at: members.last_at,
+    })
+}
+
+/// Records a failed attempt of a digest whose members could not be read (a store
+/// error): retried on the schedule like any failure, nothing sent.
+fn unreadable_digest(
+    snapshot: &Snapshot,
+    delivery: DeliveryRecord,
+    lease: LeaseToken,
+    error: String,
+    finishes: &mpsc::UnboundedSender<Finish>,
+    key: ChannelKey,
+) -> Ended {
+    tracing::error!(delivery = %delivery.id, %error, "a digest could not be read; its attempt is retried");
+    let at = now();
+    let outcome = SendOutcome::Retry {
+        after: None,
+        status: None,
+        error,
+        response: None,
+    };
+    let number = delivery.attempts + 1;
+    let next = snapshot.policy.next(
+        number.saturating_sub(delivery.budget_start),
+        &outcome,
+        at,
+        fastrand::f64(),
+    );
+    let finish = Finish {
+        delivery_id: delivery.id.clone(),
+        lease,
+        attempt: NewAttempt {
+            started_at: at,
+            duration_ms: 0,
+            status_code: None,
+            error: outcome.error().map(str::to_string),
+            response: None,
+        },
+        next,
+        now: at,
+    };
+    if finishes.send(finish).is_err() {
+        tracing::error!(delivery = %delivery.id, "the attempt could not be recorded; it will be made again after a restart");
+    }
+    Ended {
+        key,
+        rtt: Duration::ZERO,
+        signal: Signal::Neutral,
+    }
+}
+
+/// `group` or `throttle`: the `kind` label of the digest metrics.
+fn digest_kind(kind: &DigestKind) -> &'static str {
+    match kind {
+        DigestKind::Group { .. } => "group",
+        DigestKind::Throttle { .. } => "throttle",
     }
 }
 

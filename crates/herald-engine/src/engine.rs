@@ -232,8 +232,11 @@ impl Engine {
                     }),
                     Some(deliveries) => {
                         for d in deliveries.iter_mut() {
-                            if d.silence.is_some() {
-                                // Finished at ingest: never in a lane, never due.
+                            if d.silence.is_some()
+                                || matches!(d.fold, Some(herald_store::FoldClaim::Group { .. }))
+                            {
+                                // Finished at ingest (silenced, or folded into its group's
+                                // digest): never in a lane, never due.
                                 d.held = false;
                                 continue;
                             }
@@ -262,14 +265,28 @@ impl Engine {
         let mut ids = Vec::with_capacity(plan.events.len());
         let mut duplicates = Vec::new();
         let mut jobs = Vec::new();
+        let mut opened_due: Option<herald_core::Timestamp> = None;
         for (i, (event, deliveries)) in plan.events.iter().enumerate() {
             let mut suppressed = Vec::new();
+            let mut folded = Vec::new();
             let (id, duplicate) = match deliveries {
                 Some(_) => match accepted.next() {
                     Some(a) => {
                         let (id, duplicate) = (a.id().to_string(), a.is_duplicate());
-                        if let herald_store::Accepted::New { suppressed: s, .. } = a {
+                        if let herald_store::Accepted::New {
+                            suppressed: s,
+                            folded: f,
+                            opened,
+                            ..
+                        } = a
+                        {
                             suppressed = s;
+                            folded = f;
+                            for digest in opened {
+                                tracing::debug!(digest = %digest.id, channel = %digest.channel, due = %digest.due, "digest opened");
+                                opened_due =
+                                    Some(opened_due.map_or(digest.due, |d| d.min(digest.due)));
+                            }
                         }
                         (id, duplicate)
                     }
@@ -290,14 +307,17 @@ impl Engine {
                         durable: true,
                         event: event.clone(),
                     });
-                    announce_noise(&self.inner.bus, event, deliveries, &suppressed);
+                    announce_noise(&self.inner.bus, event, deliveries, &suppressed, &folded);
                     if let Some(holder) = &holder {
-                        // Suppressed (a repeat inside its dedup window) and silenced ones
-                        // are finished in the store already.
+                        // Suppressed (a repeat inside its dedup window), silenced and
+                        // folded (carried by a digest) ones are finished in the store
+                        // already.
                         jobs.extend(
                             deliveries
                                 .iter()
-                                .filter(|d| d.held && !suppressed.contains(&d.id))
+                                .filter(|d| {
+                                    d.held && !suppressed.contains(&d.id) && !folded.contains(&d.id)
+                                })
                                 .map(|d| held_job(event, d, holder, now)),
                         );
                     }
@@ -312,6 +332,11 @@ impl Engine {
             }
             drop(scheduler);
             self.inner.wake.notify_one();
+        }
+        if let Some(due) = opened_due {
+            // A new digest waits in the store until its flush time, like a retry: the
+            // dispatcher's timer must not sleep past it.
+            self.inner.store_due_at(due);
         }
         if spilled {
             // Shared store: the dispatcher claims them; exclusive: a lane refills later.
@@ -630,18 +655,26 @@ fn held_job(
 }
 
 /// Counts the deliveries of one event that noise control stopped at ingest, and tells the
-/// live stream (status `silenced` or `suppressed`, attempt 0: none was made).
+/// live stream (status `silenced`, `suppressed` or `grouped`, attempt 0: none was made).
 fn announce_noise(
     bus: &LiveBus,
     event: &Arc<herald_core::Event>,
     deliveries: &[NewDelivery],
     suppressed: &[String],
+    folded: &[String],
 ) {
     for d in deliveries {
         let status = if d.silence.is_some() {
             "silenced"
         } else if suppressed.contains(&d.id) {
             "suppressed"
+        } else if folded.contains(&d.id) {
+            let kind = match &d.fold {
+                Some(herald_store::FoldClaim::Throttle { .. }) => "throttle",
+                _ => "group",
+            };
+            metrics::counter!("herald_events_folded_total", "team" => event.team_id.to_string(), "channel" => d.channel.clone(), "kind" => kind).increment(1);
+            "grouped"
         } else {
             continue;
         };

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use herald_config::Config;
 use herald_core::event::Body;
-use herald_core::{Event, EventError, EventKind, RawEvent, Silence, TeamId, Timestamp};
-use herald_store::{DedupClaim, NewDelivery};
+use herald_core::{
+    DigestKind, Event, EventError, EventKind, RawEvent, Silence, Subscription, TeamId, Timestamp,
+};
+use herald_store::{DedupClaim, FoldClaim, NewDelivery};
 
 use crate::state::Caller;
 
@@ -174,9 +176,10 @@ pub(crate) fn plan(
 }
 
 /// One delivery per channel that at least one matching subscription points at; the first
-/// matching subscription (in declaration order) is the one recorded, and its formatter
-/// and dedup settings apply. Pipeline order: match → silence → dedup (the store) →
-/// deliver; a silenced delivery carries no dedup key, so it opens no window.
+/// matching subscription (in declaration order) is the one recorded, and its formatter,
+/// dedup, grouping and throttle settings apply. Pipeline order: match → silence → dedup
+/// (the store) → fold (the store: grouping, else throttle) → deliver; a silenced delivery
+/// carries neither a dedup key nor a fold claim, so it opens no window and joins no digest.
 fn fan_out(
     config: &Config,
     event: &Event,
@@ -196,6 +199,10 @@ fn fan_out(
                 }),
                 _ => None,
             };
+            let fold = match silence {
+                None => fold_claim(sub, event),
+                Some(_) => None,
+            };
             out.push(NewDelivery {
                 id: format!("dlv_{}", uuid::Uuid::now_v7().simple()),
                 channel: sub.channel.clone(),
@@ -205,12 +212,41 @@ fn fan_out(
                 held: false,
                 silence,
                 dedup,
-                // Grouping and throttling are planned by the engine branch of issue 11.
-                fold: None,
+                fold,
             });
         }
     });
     out
+}
+
+/// Where the store may fold a delivery of `event` planned for `sub`: its group when the
+/// subscription groups, else its throttle window (the subscription's or its channel's),
+/// else nowhere. The digest id is made here, like every delivery id, and used only if
+/// this delivery opens a digest.
+pub(crate) fn fold_claim(sub: &Subscription, event: &Event) -> Option<FoldClaim> {
+    let digest_id = || format!("dlv_{}", uuid::Uuid::now_v7().simple());
+    if let Some(group) = &sub.group {
+        return Some(FoldClaim::Group {
+            key: group.key_for(event),
+            kind: DigestKind::Group {
+                labels: group.labels_for(event),
+            },
+            wait: group.wait,
+            interval: group.interval,
+            digest_id: digest_id(),
+        });
+    }
+    let (throttle, scope) = sub.throttle.as_ref()?;
+    Some(FoldClaim::Throttle {
+        scope: scope.store_key(),
+        kind: DigestKind::Throttle {
+            limit: throttle.limit,
+            per_seconds: throttle.per.as_secs(),
+        },
+        limit: throttle.limit,
+        per: throttle.per,
+        digest_id: digest_id(),
+    })
 }
 
 fn classify(e: EventError) -> IngestError {

@@ -74,6 +74,8 @@ pub struct Snapshot {
     /// (team, position) → subscription key, for deliveries stored by an older herald,
     /// which recorded only the position.
     by_position: HashMap<(TeamId, usize), String>,
+    /// (team, subscription key) → `max_group_size`, for the subscriptions that group.
+    group_sizes: HashMap<(TeamId, String), u32>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -146,6 +148,15 @@ impl Snapshot {
             .iter()
             .map(|sub| ((sub.id.team.clone(), sub.id.index), sub.key()))
             .collect();
+        let group_sizes = config
+            .matcher
+            .subscriptions()
+            .iter()
+            .filter_map(|sub| {
+                let group = sub.group.as_ref()?;
+                Some(((sub.id.team.clone(), sub.key()), group.max_size))
+            })
+            .collect();
         Ok(Snapshot {
             config: Arc::new(config),
             channels,
@@ -153,6 +164,7 @@ impl Snapshot {
             policy,
             formatters,
             by_position,
+            group_sizes,
         })
     }
 
@@ -171,6 +183,18 @@ impl Snapshot {
                 .clone(),
         };
         self.formatters.get(&(team, key))
+    }
+
+    /// How many events a digest delivery lists: its subscription's `max_group_size`, or
+    /// the default (100) for a throttle's digest and when the subscription is gone.
+    pub(crate) fn max_group_size(&self, delivery: &herald_store::DeliveryRecord) -> usize {
+        let size = delivery
+            .subscription_name
+            .as_ref()
+            .and_then(|name| self.group_sizes.get(&(delivery.team.clone(), name.clone())))
+            .copied()
+            .unwrap_or(herald_core::group::DEFAULT_MAX_GROUP_SIZE);
+        size as usize
     }
 
     /// The longest one attempt may take before the engine gives up on it. A channel may
@@ -304,6 +328,23 @@ impl Inner {
     /// The silence (its id) that stops a delivery of `event` to `channel` at `now`.
     pub fn silence_for(&self, event: &Event, channel: &str, now: Timestamp) -> Option<String> {
         herald_core::silence::silencing(&self.silences(), event, channel, now).map(|s| s.id.clone())
+    }
+
+    /// The id of the first silence in force that stops a digest of `events` to `channel`:
+    /// one that matches the channel and every listed event.
+    pub fn silence_for_all(
+        &self,
+        events: &[Event],
+        channel: &str,
+        now: Timestamp,
+    ) -> Option<String> {
+        if events.is_empty() {
+            return None;
+        }
+        self.silences()
+            .iter()
+            .find(|s| events.iter().all(|e| s.silences(e, channel, now)))
+            .map(|s| s.id.clone())
     }
 
     /// Asks the dispatcher to read the store now (a retry requested, a channel re-enabled).

@@ -14,6 +14,8 @@ use herald_core::{
 
 use crate::client::Target;
 
+mod digest;
+
 pub fn run(
     config_path: &Path,
     event_path: &Path,
@@ -40,6 +42,8 @@ pub fn run(
     };
     let (event, explanation) = explain_event(&config, &bytes, team)?;
     let previews = previews(&config, &event, &explanation);
+    let digest_previews =
+        digest::digest_previews(&config, &event, &explanation, herald_engine::now());
     let silences = match server {
         Some(target) => Some(
             crate::runtime()
@@ -58,6 +62,7 @@ pub fn run(
     if json {
         let mut value = serde_json::to_value(&explanation)?;
         value["renderings"] = serde_json::to_value(&previews)?;
+        value["digest_renderings"] = serde_json::to_value(&digest_previews)?;
         value["noise"] = serde_json::to_value(&noise)?;
         value["silences_checked"] = silences.is_some().into();
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -79,6 +84,7 @@ pub fn run(
                 println!("{part}");
             }
         }
+        print!("{}", digest::render_digest_previews(&digest_previews));
     }
     Ok(ExitCode::SUCCESS)
 }

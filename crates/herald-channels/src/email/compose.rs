@@ -2,7 +2,8 @@
 //! Auto-Submitted) and the MIME body, from the built-in rendering or a formatter's output.
 //!
 //! Bodies:
-//! - no formatter: `multipart/alternative` with the built-in text and HTML;
+//! - no formatter: `multipart/alternative` with the built-in text and HTML (of the
+//!   digest, for a digest);
 //! - a formatter's `html`: `multipart/alternative` with its `text_alternative` (or a text
 //!   version of the HTML) and the HTML as given;
 //! - a formatter's `text`, `markdown` or `json`: a single `text/plain` part.
@@ -19,8 +20,8 @@ use lettre::Message;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{MultiPart, SinglePart};
 
-use super::EmailChannel;
 use super::render::{self, html_to_text, multi_line};
+use super::{EmailChannel, digest};
 use crate::Outgoing;
 
 /// `Auto-Submitted: auto-generated` (RFC 3834): tells auto-responders not to answer.
@@ -53,9 +54,14 @@ pub(super) fn compose(
     now: SystemTime,
 ) -> Result<Message, lettre::error::Error> {
     let prefix = channel.subject_prefix.as_deref();
+    // The built-in rendering: of the digest when the message is one, else of the event.
+    let builtin = || match msg.digest {
+        Some(digest) => digest::render_digest(digest, &channel.team, prefix),
+        None => render::render(msg.event, &channel.team, prefix),
+    };
     let (subject, body) = match msg.rendered {
         None => {
-            let rendered = render::render(msg.event, &channel.team, prefix);
+            let rendered = builtin();
             (
                 rendered.subject,
                 Body::Alternative {
@@ -67,7 +73,7 @@ pub(super) fn compose(
         Some(rendered) => {
             let subject = match &rendered.subject {
                 Some(subject) => render::subject(prefix, subject),
-                None => render::render(msg.event, &channel.team, prefix).subject,
+                None => builtin().subject,
             };
             let body = match rendered.format {
                 Format::Html => Body::Alternative {

@@ -3,7 +3,8 @@
 //!
 //! Every email channel of a process shares one [`Mailer`] (the relay, TLS, credentials,
 //! `From`, and a pool of open connections). An [`EmailChannel`] is a team, its recipients
-//! and an optional subject prefix. [`render`] is the built-in rendering, pure, which
+//! and an optional subject prefix. [`render`] is the built-in rendering of an event and
+//! [`render_digest`] that of a digest (one email for many events), both pure, which
 //! `herald explain` shows.
 //!
 //! Each attempt of one delivery carries the same `Message-ID` (`<delivery-id@from-domain>`),
@@ -11,6 +12,7 @@
 
 mod compose;
 mod config;
+mod digest;
 mod error;
 mod pool;
 mod render;
@@ -29,6 +31,7 @@ use crate::{Channel, Outgoing, SendFuture};
 
 pub use compose::message_id;
 pub use config::{DEFAULT_TIMEOUT, Mailer, MailerOptions};
+pub use digest::render_digest;
 pub use error::ConfigError;
 pub use render::{MAX_SUBJECT_CHARS, RenderedEmail, escape_html, html_to_text, render};
 pub use tls::TlsMode;

@@ -263,7 +263,7 @@ fn indent(s: &str) -> String {
 }
 
 /// At most `max` characters, the last one `…` when cut.
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }

@@ -65,6 +65,7 @@ async fn send(
             event,
             attempt: 1,
             rendered,
+            digest: None,
         })
         .await
 }
@@ -684,4 +685,95 @@ fn render_is_pure_and_shows_everything() {
         render(&state, &team(), None).subject,
         "[acme] host.up succeeded"
     );
+}
+
+#[tokio::test]
+async fn a_digest_is_one_email_listing_its_events() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let channel = channel(
+        mailer(&server.url()),
+        &["ops@acme.example"],
+        &[],
+        Some("[ops]"),
+    );
+    let mut digest = crate::digest_fixture::digest(3, 5);
+    digest.events[1].error = Some("<script>alert(1)</script>\r\nBcc: evil@example.com".into());
+    let outcome = channel
+        .send(&Outgoing {
+            delivery_id: &digest.id,
+            event: &digest.events[0],
+            attempt: 1,
+            rendered: None,
+            digest: Some(&digest),
+        })
+        .await;
+    assert_delivered(&outcome);
+    let message = only_message(&server);
+    assert_eq!(message.content_type, "multipart/alternative");
+    assert_eq!(part_types(&message), ["text/plain", "text/html"]);
+    assert_eq!(
+        message.subject.as_deref(),
+        Some("[ops] [acme] 5 × capsule.create (metadata.region = eu)")
+    );
+    assert_eq!(
+        message.message_id.as_deref(),
+        Some("dlv_digest@example.com")
+    );
+    assert!(message.bcc.is_empty());
+    insta::assert_snapshot!(lf(message.text().unwrap()), @r"
+    5 × capsule.create (metadata.region = eu)
+
+    Team    acme
+    Events  5 (3 listed)
+    First   2026-11-25T12:00:00.5Z
+    Last    2026-11-25T12:00:30Z
+
+    - 2026-11-25T12:00:00Z  capsule.create failed: capsule sb_0
+        out of memory
+    - 2026-11-25T12:00:01Z  capsule.create failed: capsule sb_1
+        <script>alert(1)</script>
+    - 2026-11-25T12:00:02Z  capsule.create failed: capsule sb_2
+        out of memory
+    … and 2 more
+
+    -- 
+    Sent by herald
+    ");
+    let html = message.html().unwrap();
+    assert!(
+        html.contains("<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("<td>capsule sb_2</td>"), "{html}");
+    assert!(html.contains("… and 2 more"), "{html}");
+}
+
+#[tokio::test]
+async fn a_formatters_digest_without_a_subject_gets_the_digest_subject() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let channel = channel(mailer(&server.url()), &["ops@acme.example"], &[], None);
+    let digest = crate::digest_fixture::digest(2, 2);
+    let rendered = Rendered {
+        format: Format::Text,
+        subject: None,
+        body: "two failures".into(),
+        text_alternative: None,
+    };
+    let outcome = channel
+        .send(&Outgoing {
+            delivery_id: &digest.id,
+            event: &digest.events[0],
+            attempt: 1,
+            rendered: Some(&rendered),
+            digest: Some(&digest),
+        })
+        .await;
+    assert_delivered(&outcome);
+    let message = only_message(&server);
+    assert_eq!(
+        message.subject.as_deref(),
+        Some("[acme] 2 × capsule.create (metadata.region = eu)")
+    );
+    assert_eq!(lf(message.text().unwrap()), "two failures");
 }

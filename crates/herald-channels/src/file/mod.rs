@@ -1,6 +1,9 @@
 //! The file channel: appends each message to a file as one JSON line (JSON Lines).
 //!
-//! Line shape: `{"delivery_id": "…", "event": <event envelope>, "rendered": <Rendered or null>}`.
+//! Line shape: `{"delivery_id": "…", "event": <event envelope>, "rendered": <Rendered or null>}`;
+//! a digest's line also carries `"digest": <Digest>` (its id, team, subscription, channel,
+//! kind, the listed events, `total`, `first_at`, `last_at`), and its `event` is the
+//! digest's first event.
 //!
 //! Durability choice: a line is written with a single `write_all` on a file opened for
 //! appending, and `Delivered` is returned once the OS has it (no userspace buffer is left
@@ -17,7 +20,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex as StdMutex, Weak};
 
-use herald_core::{Event, Rendered};
+use herald_core::{Digest, Event, Rendered};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -50,6 +53,8 @@ struct Line<'a> {
     delivery_id: &'a str,
     event: &'a Event,
     rendered: Option<&'a Rendered>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a Digest>,
 }
 
 /// Appends messages to one file, creating it and its directories as needed.
@@ -75,6 +80,7 @@ impl FileChannel {
             delivery_id: msg.delivery_id,
             event: msg.event,
             rendered: msg.rendered,
+            digest: msg.digest,
         };
         let mut bytes = match serde_json::to_vec(&line) {
             Ok(bytes) => bytes,
@@ -195,6 +201,7 @@ mod tests {
                 event: &ev,
                 attempt: 1,
                 rendered: None,
+                digest: None,
             })
             .await;
         assert_eq!(
@@ -216,6 +223,7 @@ mod tests {
                 event: &ev,
                 attempt: 2,
                 rendered: Some(&rendered),
+                digest: None,
             })
             .await;
         assert_eq!(outcome.kind(), "delivered");
@@ -236,6 +244,37 @@ mod tests {
             serde_json::json!({"format": "markdown", "subject": "Host down",
                 "body": "**h1** is down", "text_alternative": null})
         );
+    }
+
+    #[tokio::test]
+    async fn a_digest_line_carries_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let channel = FileChannel::new(path.clone());
+        let digest = crate::digest_fixture::digest(2, 3);
+        let outcome = channel
+            .send(&Outgoing {
+                delivery_id: &digest.id,
+                event: &digest.events[0],
+                attempt: 1,
+                rendered: None,
+                digest: Some(&digest),
+            })
+            .await;
+        assert_eq!(outcome.kind(), "delivered");
+        let got = lines(&path);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0],
+            serde_json::json!({
+                "delivery_id": "dlv_digest",
+                "event": serde_json::to_value(&digest.events[0]).unwrap(),
+                "rendered": null,
+                "digest": serde_json::to_value(&digest).unwrap(),
+            })
+        );
+        assert_eq!(got[0]["digest"]["total"], 3);
+        assert_eq!(got[0]["digest"]["events"].as_array().unwrap().len(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,6 +306,7 @@ mod tests {
                     event: &ev,
                     attempt: 1,
                     rendered: Some(&rendered),
+                    digest: None,
                 };
                 channel.send(&msg).await
             }));
@@ -307,6 +347,7 @@ mod tests {
                 event: &ev,
                 attempt: 1,
                 rendered: None,
+                digest: None,
             })
             .await;
         let SendOutcome::Retry { error, .. } = &outcome else {

@@ -15,7 +15,8 @@
 //! [`TelegramBot::restore`].
 //!
 //! **Rendering.** Without a formatter, an event becomes [`render`]'s message, escaped for
-//! the channel's parse mode. A formatter's output is sent with the parse mode its format
+//! the channel's parse mode; a digest becomes [`render_digest`]'s single message (as many
+//! events as fit, then `… and N more`). A formatter's output is sent with the parse mode its format
 //! implies (`html` → HTML, `markdown` → MarkdownV2 as given, `text`/`json` → plain).
 //!
 //! **Long messages are split, then truncated.** Telegram takes at most 4,096 characters
@@ -54,6 +55,7 @@
 //! turn under the same flood control, at most [`MAX_ANSWERS_IN_FLIGHT`] at a time.
 
 mod commands;
+mod digest;
 mod limiter;
 mod markup;
 mod render;
@@ -75,6 +77,7 @@ use reqwest::redirect::Policy;
 use crate::{Channel, Outgoing, SendFuture};
 
 pub use commands::{MAX_ANSWERS_IN_FLIGHT, POLL_TIMEOUT, StatusFn, run_commands, start_reply};
+pub use digest::render_digest;
 pub use limiter::Limits;
 pub use render::{
     MARKDOWN_V2_RESERVED, MAX_MESSAGE_LEN, MAX_PARTS, escape_html, escape_markdown_v2,

@@ -120,6 +120,27 @@ impl Styled {
         }
     }
 
+    /// Appends `other`, its spans moved along.
+    pub(crate) fn append(&mut self, other: Styled) {
+        let shift = self.text.len();
+        self.text.push_str(&other.text);
+        self.spans.extend(other.spans.into_iter().map(|span| Span {
+            start: span.start + shift,
+            end: span.end + shift,
+            ..span
+        }));
+    }
+
+    /// Drops trailing whitespace, clipping the spans to what is left.
+    pub(crate) fn trim_end(&mut self) {
+        let trimmed = self.text.trim_end().len();
+        self.text.truncate(trimmed);
+        for span in &mut self.spans {
+            span.end = span.end.min(trimmed);
+        }
+        self.spans.retain(|s| s.start < s.end);
+    }
+
     /// `prefix` (unstyled) before this text.
     fn prefixed(mut self, prefix: &str) -> Styled {
         let shift = prefix.len();
@@ -213,12 +234,7 @@ fn compose(event: &Event) -> Styled {
         m.push("\n");
         m.push_styled(Style::Pre(None), error);
     }
-    let trimmed = m.text.trim_end().len();
-    m.text.truncate(trimmed);
-    for span in &mut m.spans {
-        span.end = span.end.min(trimmed);
-    }
-    m.spans.retain(|s| s.start < s.end);
+    m.trim_end();
     m
 }
 

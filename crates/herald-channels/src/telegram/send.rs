@@ -116,13 +116,12 @@ pub(super) fn prepare(
     msg: &Outgoing<'_>,
     mode: ParseMode,
 ) -> Result<Vec<(String, ParseMode)>, String> {
-    match msg.rendered {
-        None => Ok(super::render(msg.event, mode)
-            .into_iter()
-            .map(|text| (text, mode))
-            .collect()),
-        Some(rendered) => prepare_rendered(rendered),
-    }
+    let texts = match (msg.rendered, msg.digest) {
+        (Some(rendered), _) => return prepare_rendered(rendered),
+        (None, Some(digest)) => super::render_digest(digest, mode),
+        (None, None) => super::render(msg.event, mode),
+    };
+    Ok(texts.into_iter().map(|text| (text, mode)).collect())
 }
 
 /// A formatter's output: as given when it fits, else split (and written as HTML).

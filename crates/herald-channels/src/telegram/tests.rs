@@ -92,6 +92,7 @@ async fn send_rendered(
             event,
             attempt: 1,
             rendered,
+            digest: None,
         })
         .await;
     assert_no_token(&outcome);
@@ -947,5 +948,143 @@ proptest! {
             }
             Ok(())
         })?;
+    }
+}
+
+async fn send_digest(channel: &TelegramChannel, digest: &herald_core::Digest) -> SendOutcome {
+    let outcome = channel
+        .send(&Outgoing {
+            delivery_id: &digest.id,
+            event: &digest.events[0],
+            attempt: 1,
+            rendered: None,
+            digest: Some(digest),
+        })
+        .await;
+    assert_no_token(&outcome);
+    outcome
+}
+
+#[tokio::test]
+async fn a_digest_is_one_readable_message_in_every_parse_mode() {
+    let double = double_unlimited().await;
+    let bot = bot(&double);
+    let mut digest = crate::digest_fixture::digest(3, 5);
+    // Markup characters in what the chat shows are escaped like any event's.
+    digest.events[1].error = Some("limit <2 GiB> & *no* swap_space".into());
+    let mut visible = Vec::new();
+    for (chat, mode) in [
+        (31, ParseMode::Html),
+        (32, ParseMode::MarkdownV2),
+        (33, ParseMode::Plain),
+    ] {
+        assert_delivered(&send_digest(&channel(&bot, chat, mode), &digest).await);
+        let messages = double.messages(chat);
+        assert_eq!(messages.len(), 1, "{mode:?}");
+        visible.push(messages[0].visible_text.clone());
+    }
+    // The same text in every mode: only the markup differs.
+    assert_eq!(visible[0], visible[1]);
+    assert_eq!(visible[0], visible[2]);
+    insta::assert_snapshot!(visible[0], @r"
+    DIGEST 5 × capsule.create (metadata.region = eu)
+    Team: acme
+    First: 2026-11-25T12:00:00.5Z
+    Last: 2026-11-25T12:00:30Z
+
+    • 12:00:00Z FAILED capsule.create sb_0: out of memory
+    • 12:00:01Z FAILED capsule.create sb_1: limit <2 GiB> & *no* swap_space
+    • 12:00:02Z FAILED capsule.create sb_2: out of memory
+    … and 2 more
+    ");
+    let html = &double.messages(31)[0].text;
+    assert!(
+        html.starts_with("<b>DIGEST</b> <b>5 × capsule.create (metadata.region = eu)</b>\n"),
+        "{html}"
+    );
+    assert!(
+        html.contains("limit &lt;2 GiB&gt; &amp; *no* swap_space"),
+        "{html}"
+    );
+    let markdown = &double.messages(32)[0].text;
+    assert!(
+        markdown.contains("limit <2 GiB\\> & \\*no\\* swap\\_space"),
+        "{markdown}"
+    );
+}
+
+#[test]
+fn a_digest_lists_what_fits_in_one_message_and_counts_the_rest() {
+    // A thousand listed events of ten thousand: as many lines as fit, then the rest counted.
+    let digest = crate::digest_fixture::digest(1000, 10_000);
+    for mode in [ParseMode::Html, ParseMode::MarkdownV2, ParseMode::Plain] {
+        let parts = render_digest(&digest, mode);
+        assert_eq!(parts.len(), 1, "{mode:?}");
+        let visible = double::parse_entities(&parts[0], double_mode(mode)).unwrap();
+        assert!(double::telegram_len(&visible) <= MAX_MESSAGE_LEN);
+        let listed = visible.lines().filter(|l| l.starts_with("• ")).count();
+        assert!(listed > 20, "{listed} lines: {visible}");
+        let last = visible.lines().last().unwrap();
+        assert_eq!(last, format!("… and {} more", 10_000 - listed), "{mode:?}");
+        // Listed in order, none skipped.
+        for (i, line) in visible.lines().filter(|l| l.starts_with("• ")).enumerate() {
+            assert!(line.contains(&format!(" sb_{i}:")), "{i}: {line}");
+        }
+    }
+    // All listed and nothing more: no `and N more` line.
+    let small = crate::digest_fixture::digest(4, 4);
+    let visible = render_digest(&small, ParseMode::Plain).remove(0);
+    assert!(!visible.contains("more"), "{visible}");
+    assert_eq!(visible.lines().filter(|l| l.starts_with("• ")).count(), 4);
+}
+
+fn arb_digest() -> impl Strategy<Value = herald_core::Digest> {
+    (
+        proptest::collection::vec(arb_event(), 1..12),
+        0u64..100_000,
+        proptest::collection::vec((text(40), text(200)), 0..4),
+    )
+        .prop_map(|(events, extra, labels)| {
+            let mut digest = crate::digest_fixture::digest(0, 0);
+            digest.total = events.len() as u64 + extra;
+            digest.events = events;
+            digest.kind = herald_core::DigestKind::Group { labels };
+            digest
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever the digest holds, every part parses as Telegram would parse it, is
+    /// 1–4096 characters, shows the same text in every parse mode, and counts every
+    /// event: listed lines plus `and N more` make the total.
+    #[test]
+    fn any_digest_renders_to_text_telegram_accepts(digest in arb_digest()) {
+        let plain = render_digest(&digest, ParseMode::Plain);
+        prop_assert!(!plain.is_empty() && plain.len() <= MAX_PARTS);
+        for mode in [ParseMode::Html, ParseMode::MarkdownV2, ParseMode::Plain] {
+            let parts = render_digest(&digest, mode);
+            prop_assert_eq!(parts.len(), plain.len());
+            for (part, plain_part) in parts.iter().zip(&plain) {
+                let visible = double::parse_entities(part, double_mode(mode));
+                prop_assert!(visible.is_ok(), "{:?}: {:?} in {:?}", mode, visible, part);
+                let visible = visible.unwrap();
+                prop_assert!(double::telegram_len(&visible) <= MAX_MESSAGE_LEN);
+                prop_assert_eq!(&visible, plain_part);
+            }
+        }
+        if plain.len() == 1 {
+            let text = &plain[0];
+            let listed = text.lines().filter(|l| l.starts_with("• ")).count() as u64;
+            let more = text
+                .lines()
+                .last()
+                .and_then(|l| l.strip_prefix("… and "))
+                .and_then(|l| l.strip_suffix(" more"))
+                .map_or(0, |n| n.parse::<u64>().unwrap());
+            prop_assert!(listed >= 1);
+            prop_assert_eq!(listed + more, digest.total);
+        }
     }
 }

@@ -3,8 +3,12 @@
 //! Every webhook of a process shares one [`WebhookClient`] (one connection pool, one set of
 //! timeouts, one guard). A [`WebhookChannel`] is a URL plus an optional signing secret.
 //! Receivers can check what herald sends with [`verify`].
+//!
+//! The body is the event's JSON envelope, a formatter's output, or for a digest without
+//! a formatter [`digest_body`]'s document (`"type": "herald.digest"`).
 
 mod config;
+mod digest;
 mod send;
 mod sign;
 mod ssrf;
@@ -21,6 +25,7 @@ use reqwest::Url;
 use crate::{Channel, Outgoing, SendFuture};
 
 pub use config::{ConfigError, DEFAULT_USER_AGENT, HttpOptions, WebhookClient};
+pub use digest::{DIGEST_TYPE, digest_body, digest_body_pretty};
 pub use sign::{DEFAULT_TOLERANCE, SECRET_PREFIX, SecretError, SigningKey, VerifyError, verify};
 pub use ssrf::{Blocked, check_ip};
 

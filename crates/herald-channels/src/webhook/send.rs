@@ -45,16 +45,24 @@ pub(super) async fn send(channel: &WebhookChannel, msg: &Outgoing<'_>) -> SendOu
                 TEXT
             },
         ),
-        None => match serde_json::to_vec(msg.event) {
-            Ok(body) => (body, JSON),
-            Err(e) => {
-                return SendOutcome::Permanent {
-                    status: None,
-                    error: format!("cannot encode event {} as JSON: {e}", msg.event.id),
-                    response: None,
-                };
+        None => {
+            let encoded = match msg.digest {
+                Some(digest) => super::digest_body(digest)
+                    .map_err(|e| format!("cannot encode digest {} as JSON: {e}", digest.id)),
+                None => serde_json::to_vec(msg.event)
+                    .map_err(|e| format!("cannot encode event {} as JSON: {e}", msg.event.id)),
+            };
+            match encoded {
+                Ok(body) => (body, JSON),
+                Err(error) => {
+                    return SendOutcome::Permanent {
+                        status: None,
+                        error,
+                        response: None,
+                    };
+                }
             }
-        },
+        }
     };
 
     let timestamp = unix_seconds(SystemTime::now());

@@ -129,6 +129,7 @@ async fn send(channel: &WebhookChannel, delivery_id: &str, attempt: u32) -> Send
             event: &event,
             attempt,
             rendered: None,
+            digest: None,
         })
         .await
 }
@@ -266,6 +267,7 @@ async fn a_rendered_body_replaces_the_envelope() {
                 event: &event,
                 attempt: 1,
                 rendered: Some(&rendered),
+                digest: None,
             })
             .await;
         assert_eq!(outcome.kind(), "delivered");
@@ -274,6 +276,99 @@ async fn a_rendered_body_replaces_the_envelope() {
         assert_eq!(header(&request, "content-type"), content_type);
         assert_eq!(verify_request(&request), Ok(()));
     }
+}
+
+#[tokio::test]
+async fn a_digest_is_one_signed_json_document_listing_the_envelopes() {
+    let receiver = Receiver::start(reply(200, "")).await;
+    let channel = channel(receiver.url(), true);
+    // Three of five events listed; the throttle kind too.
+    let group = crate::digest_fixture::digest(3, 5);
+    let mut throttle = crate::digest_fixture::digest(2, 2);
+    throttle.id = "dlv_throttle".into();
+    throttle.kind = herald_core::DigestKind::Throttle {
+        limit: 10,
+        per_seconds: 60,
+    };
+    for digest in [&group, &throttle] {
+        let outcome = channel
+            .send(&Outgoing {
+                delivery_id: &digest.id,
+                event: &digest.events[0],
+                attempt: 1,
+                rendered: None,
+                digest: Some(digest),
+            })
+            .await;
+        assert_eq!(outcome.kind(), "delivered");
+    }
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    for (request, digest) in requests.iter().zip([&group, &throttle]) {
+        assert_eq!(verify_request(request), Ok(()));
+        assert_eq!(header(request, "webhook-id"), digest.id);
+        assert_eq!(header(request, "content-type"), "application/json");
+        assert_eq!(&request.body[..], digest_body(digest).unwrap());
+    }
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let envelopes: Vec<serde_json::Value> = group
+        .events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "type": "herald.digest",
+            "id": "dlv_digest",
+            "team": "acme",
+            "subscription": "eu-failures",
+            "channel": "oncall",
+            "kind": "group",
+            "labels": [["metadata.region", "eu"]],
+            "total": 5,
+            "listed": 3,
+            "more": 2,
+            "first_at": "2026-11-25T12:00:00.5Z",
+            "last_at": "2026-11-25T12:00:30Z",
+            "events": envelopes,
+        })
+    );
+    let body: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert_eq!(body["kind"], "throttle");
+    assert_eq!(body["limit"], 10);
+    assert_eq!(body["per_seconds"], 60);
+    assert_eq!(
+        (&body["total"], &body["listed"], &body["more"]),
+        (&2.into(), &2.into(), &0.into())
+    );
+    assert!(body.get("labels").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn a_formatters_digest_output_replaces_the_digest_document() {
+    let receiver = Receiver::start(reply(200, "")).await;
+    let channel = channel(receiver.url(), true);
+    let digest = crate::digest_fixture::digest(2, 2);
+    let rendered = Rendered {
+        format: Format::Text,
+        subject: None,
+        body: "2 failures in eu".into(),
+        text_alternative: None,
+    };
+    let outcome = channel
+        .send(&Outgoing {
+            delivery_id: &digest.id,
+            event: &digest.events[0],
+            attempt: 1,
+            rendered: Some(&rendered),
+            digest: Some(&digest),
+        })
+        .await;
+    assert_eq!(outcome.kind(), "delivered");
+    let request = receiver.requests().pop().unwrap();
+    assert_eq!(&request.body[..], b"2 failures in eu");
+    assert_eq!(verify_request(&request), Ok(()));
 }
 
 #[tokio::test]

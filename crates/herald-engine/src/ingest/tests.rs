@@ -218,3 +218,96 @@ fn silences_and_dedup_keys_are_planned_per_delivery() {
         ]
     );
 }
+
+/// Grouping and throttle at planning: a grouping subscription's deliveries claim their
+/// group (key and labels from `group_by`), a throttled one its window; a silenced delivery
+/// claims nothing. (Set on the model: the configuration keys are the config crate's.)
+#[test]
+fn fold_claims_are_planned_per_delivery() {
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let mut config = config();
+    let mut subs = config.matcher.subscriptions().to_vec();
+    // acme: `a` (first match for every event) groups by region, `b` is throttled by its
+    // channel.
+    subs[0].group = Some(herald_core::Grouping {
+        by: vec![herald_core::DedupField::parse("metadata.region").unwrap()],
+        wait: std::time::Duration::from_secs(2),
+        interval: std::time::Duration::from_secs(10),
+        max_size: 50,
+    });
+    subs[2].throttle = Some((
+        herald_core::Throttle::parse("3/1m").unwrap(),
+        herald_core::ThrottleScope::Channel("b".into()),
+    ));
+    config.matcher = herald_core::Matcher::new(config.matcher.registry().clone(), subs);
+    let acme = Caller::Team(TeamId::parse("acme").unwrap());
+    let body = br#"{"event":"host.down","metadata":{"region":"eu"}}"#;
+    let describe = |silences: &[Silence]| -> Vec<String> {
+        let plan = plan(&config, &acme, body, now, silences).unwrap();
+        plan.events[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|d| match &d.fold {
+                None => format!("{} no fold", d.channel),
+                Some(FoldClaim::Group {
+                    key,
+                    kind,
+                    wait,
+                    interval,
+                    digest_id,
+                }) => {
+                    assert!(digest_id.starts_with("dlv_") && *digest_id != d.id);
+                    format!(
+                        "{} group {key} {kind:?} wait={}s interval={}s",
+                        d.channel,
+                        wait.as_secs(),
+                        interval.as_secs()
+                    )
+                }
+                Some(FoldClaim::Throttle {
+                    scope,
+                    kind,
+                    limit,
+                    per,
+                    digest_id,
+                }) => {
+                    assert!(digest_id.starts_with("dlv_") && *digest_id != d.id);
+                    format!(
+                        "{} throttle {scope} {kind:?} {limit}/{}s",
+                        d.channel,
+                        per.as_secs()
+                    )
+                }
+            })
+            .collect()
+    };
+    assert_eq!(
+        describe(&[]),
+        [
+            r#"a group ["eu"] Group { labels: [("metadata.region", "eu")] } wait=2s interval=10s"#,
+            "b throttle channel:b Throttle { limit: 3, per_seconds: 60 } 3/60s",
+        ]
+    );
+    let silence = Silence {
+        id: "sil_b".into(),
+        team: TeamId::parse("acme").unwrap(),
+        matchers: herald_core::SilenceMatchers {
+            channel: Some("b".into()),
+            ..Default::default()
+        },
+        starts_at: now,
+        ends_at: Timestamp::parse("2026-11-26T00:00:00Z").unwrap(),
+        comment: String::new(),
+        created_by: "test".into(),
+        created_at: now,
+    };
+    assert_eq!(
+        describe(std::slice::from_ref(&silence)),
+        [
+            r#"a group ["eu"] Group { labels: [("metadata.region", "eu")] } wait=2s interval=10s"#,
+            "b no fold",
+        ]
+    );
+}

@@ -343,3 +343,85 @@ fn silences_read_back_from_the_api_shape() {
     again["state"] = "active".into();
     assert_eq!(again, json);
 }
+
+/// The example configuration with the oncall subscription grouping by region and the
+/// webhook's subscription throttled (set on the model: the configuration keys are the
+/// config crate's to test).
+fn grouped_config() -> Config {
+    let mut config = config();
+    let mut subs = config.matcher.subscriptions().to_vec();
+    subs[0].throttle = Some((
+        herald_core::Throttle::parse("10/1m").unwrap(),
+        herald_core::ThrottleScope::Subscription(subs[0].key()),
+    ));
+    subs[1].group = Some(herald_core::Grouping {
+        by: vec![herald_core::DedupField::parse("metadata.region").unwrap()],
+        wait: std::time::Duration::from_secs(30),
+        interval: std::time::Duration::from_secs(300),
+        max_size: 100,
+    });
+    config.matcher = herald_core::Matcher::new(config.matcher.registry().clone(), subs);
+    config
+}
+
+#[test]
+fn the_digest_preview_shows_the_built_in_digest_each_channel_would_send() {
+    let config = grouped_config();
+    let (event, e) = explain_event(
+        &config,
+        br#"{"id": "evt_1", "event": "capsule.create", "outcome": "error", "team_id": "acme",
+            "timestamp": "2026-12-01T11:59:58Z",
+            "resource": {"type": "sandbox", "id": "sb_42"}, "metadata": {"region": "eu"},
+            "error": "out of memory"}"#,
+        None,
+    )
+    .unwrap();
+    let now = Timestamp::parse("2026-12-01T12:00:00Z").unwrap();
+    let previews = digest::digest_previews(&config, &event, &e, now);
+    // The audit file has neither grouping nor throttle: no digest preview.
+    let channels: Vec<&str> = previews.iter().map(|p| p.channel.as_str()).collect();
+    assert_eq!(channels, ["ops-hook", "oncall"]);
+    insta::assert_snapshot!(digest::render_digest_previews(&previews), @r#"
+    ── ops-hook (webhook digest preview: the digest beyond the throttle, with this event alone) ──
+    {
+      "type": "herald.digest",
+      "id": "dlv_preview",
+      "team": "acme",
+      "subscription": "h_6b6d55b7fca5eb8d",
+      "channel": "ops-hook",
+      "kind": "throttle",
+      "limit": 10,
+      "per_seconds": 60,
+      "total": 1,
+      "listed": 1,
+      "more": 0,
+      "first_at": "2026-12-01T12:00:00Z",
+      "last_at": "2026-12-01T12:00:00Z",
+      "events": [
+        {
+          "id": "evt_1",
+          "event": "capsule.create",
+          "outcome": "error",
+          "timestamp": "2026-12-01T11:59:58Z",
+          "team_id": "acme",
+          "resource": {
+            "id": "sb_42",
+            "type": "sandbox"
+          },
+          "metadata": {
+            "region": "eu"
+          },
+          "error": "out of memory"
+        }
+      ]
+    }
+
+    ── oncall (telegram digest preview: its group's digest, with this event alone) ──
+    <b>DIGEST</b> <b>1 × capsule.create (metadata.region = eu)</b>
+    Team: acme
+    First: 2026-12-01T12:00:00Z
+    Last: 2026-12-01T12:00:00Z
+
+    • 11:59:58Z <b>FAILED</b> capsule.create <code>sb_42</code>: out of memory
+    "#);
+}

@@ -1,0 +1,139 @@
+//! `herald explain`'s digest preview: for each matched channel whose subscription groups
+//! (or is throttled), the digest message this event would start, as the channel's built-in
+//! digest renders it. Only the running server knows which events already wait in the
+//! group, so the preview shows a digest holding this event alone.
+
+use herald_channels::telegram::ParseMode as TelegramParseMode;
+use herald_config::{ChannelConfig, Config, ParseMode};
+use herald_core::{Digest, DigestKind, Event, Explanation, Timestamp};
+
+/// One digest preview.
+#[derive(Debug, serde::Serialize)]
+pub struct DigestPreview {
+    pub channel: String,
+    pub kind: &'static str,
+    /// The subscription whose settings apply (the first matching one on the channel).
+    pub subscription: String,
+    /// `group` (every matching event joins a digest) or `throttle` (events beyond the
+    /// limit do).
+    pub digest: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The message text: one part for Telegram and email, the JSON body of a webhook or
+    /// the line of a file.
+    pub parts: Vec<String>,
+}
+
+/// The digest previews of the channels `e` delivers to, in the order of the matches.
+pub fn digest_previews(
+    config: &Config,
+    event: &Event,
+    e: &Explanation,
+    now: Timestamp,
+) -> Vec<DigestPreview> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for v in e.matched() {
+        if !seen.insert(v.channel.as_str()) {
+            continue;
+        }
+        let Some(sub) = config.matcher.subscriptions().iter().find(|s| s.id == v.id) else {
+            continue;
+        };
+        let (kind, digest_kind) = match (&sub.group, &sub.throttle) {
+            (Some(group), _) => (
+                DigestKind::Group {
+                    labels: group.labels_for(event),
+                },
+                "group",
+            ),
+            (None, Some((throttle, _))) => (
+                DigestKind::Throttle {
+                    limit: throttle.limit,
+                    per_seconds: throttle.per.as_secs(),
+                },
+                "throttle",
+            ),
+            (None, None) => continue,
+        };
+        let Some(channel) = config.channel(&e.team, &v.channel) else {
+            continue;
+        };
+        let digest = Digest {
+            id: "dlv_preview".to_string(),
+            team: e.team.clone(),
+            subscription: sub.key(),
+            channel: v.channel.clone(),
+            kind,
+            events: vec![event.clone()],
+            total: 1,
+            first_at: now,
+            last_at: now,
+        };
+        let (subject, parts) = render(channel, &digest);
+        out.push(DigestPreview {
+            channel: v.channel.clone(),
+            kind: channel.kind(),
+            subscription: v.subscription.clone(),
+            digest: digest_kind,
+            subject,
+            parts,
+        });
+    }
+    out
+}
+
+/// The channel's built-in digest: subject (email) and message parts.
+fn render(channel: &ChannelConfig, digest: &Digest) -> (Option<String>, Vec<String>) {
+    match channel {
+        ChannelConfig::Telegram(t) => {
+            let mode = match t.parse_mode {
+                ParseMode::Html => TelegramParseMode::Html,
+                ParseMode::MarkdownV2 => TelegramParseMode::MarkdownV2,
+                ParseMode::Plain => TelegramParseMode::Plain,
+            };
+            (None, herald_channels::telegram::render_digest(digest, mode))
+        }
+        ChannelConfig::Email(m) => {
+            let email = herald_channels::email::render_digest(
+                digest,
+                &digest.team,
+                m.subject_prefix.as_deref(),
+            );
+            (Some(email.subject), vec![email.text])
+        }
+        ChannelConfig::Webhook(_) => {
+            let body = herald_channels::webhook::digest_body_pretty(digest)
+                .unwrap_or_else(|e| format!("(cannot encode the digest as JSON: {e})"));
+            (None, vec![body])
+        }
+        ChannelConfig::File(_) => (
+            None,
+            vec![serde_json::to_string(&serde_json::json!({"digest": digest})).unwrap_or_default()],
+        ),
+    }
+}
+
+/// The human-readable form of the previews.
+pub fn render_digest_previews(previews: &[DigestPreview]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for p in previews {
+        let what = match p.digest {
+            "group" => "its group's digest, with this event alone",
+            _ => "the digest beyond the throttle, with this event alone",
+        };
+        let _ = write!(
+            out,
+            "\n── {} ({} digest preview: {what}) ──\n",
+            p.channel, p.kind
+        );
+        if let Some(subject) = &p.subject {
+            let _ = writeln!(out, "Subject: {subject}");
+        }
+        for part in &p.parts {
+            let _ = writeln!(out, "{part}");
+        }
+    }
+    out
+}
