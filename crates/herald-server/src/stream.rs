@@ -7,6 +7,11 @@
 //! replayed), then the live stream. A client that falls more than the bus capacity behind
 //! gets a `lagged` message saying how many it missed and keeps streaming.
 //!
+//! Every stream subscribes to the live bus before the response head is sent, replay or
+//! not: the head goes out while the first store read is still running, so a client that
+//! has it may publish at once, and what it publishes must reach it even when that read
+//! ends in a `reset` (which reads nothing more).
+//!
 //! Each stream holds a slot against `[server] max_streams` and `max_streams_per_key`;
 //! a WebSocket client's frames and messages are limited to 64 KiB (1009 closes it).
 //!
@@ -162,10 +167,13 @@ impl Credentials {
     }
 }
 
-/// The messages of one stream. Without a replay it subscribes to the bus at once. With
-/// one, it reads the store a page at a time as the client takes the events; when a page
-/// comes back short it subscribes, reads once more (what was committed meanwhile), and
-/// goes live, skipping live events it already replayed.
+/// The messages of one stream. It subscribes to the bus when it opens, before the
+/// response head. With a replay, it reads the store a page at a time as the client takes
+/// the events. A first page that comes back short was read after that subscription, so the
+/// stream goes live at once, skipping live events it already replayed. A long replay lets
+/// the subscription go at its first full page (it would only lag behind the store); when a
+/// page comes back short it subscribes again, reads once more at once (what was committed
+/// meanwhile), and goes live.
 struct Feed {
     state: AppState,
     filter: Filter,
@@ -191,8 +199,8 @@ impl Feed {
         slot: StreamSlot,
     ) -> Feed {
         let replay = last_event_id.map(|last| Replay::new(filter.team.clone(), last));
-        // Without a replay, subscribe now: the client is live once it has the head.
-        let rx = replay.is_none().then(|| state.engine.bus().subscribe());
+        // Subscribe now, replay or not: the client is live once it has the head.
+        let rx = Some(state.engine.bus().subscribe());
         let mut reloads = state.reloads.subscribe();
         reloads.mark_unchanged();
         Feed {
@@ -238,51 +246,66 @@ impl Feed {
         }
     }
 
-    /// One page of the replay into `buffered`; at the end of the replay, subscribes.
+    /// One page of the replay into `buffered`; at the end of the replay, goes live.
     async fn read_page(&mut self) {
-        let Some(replay) = self.replay.as_mut() else {
-            return;
-        };
         let store = Arc::clone(self.state.engine.store());
-        let caught_up = match replay.next(store.as_ref()).await {
-            Page::Events(events) => {
-                let caught_up = events.len() < PAGE;
-                for event in events {
-                    self.recent.replayed(&event.id);
-                    let m = LiveMessage::Event {
-                        durable: true,
-                        event: Arc::new(event),
-                    };
-                    if self.filter.admits(&m) {
-                        self.buffered
-                            .push_back(Item::Message(Arc::new(BusMessage::new(m))));
+        loop {
+            let Some(replay) = self.replay.as_mut() else {
+                return;
+            };
+            match replay.next(store.as_ref()).await {
+                Page::Events(events) => {
+                    let caught_up = events.len() < PAGE;
+                    for event in events {
+                        self.recent.replayed(&event.id);
+                        let m = LiveMessage::Event {
+                            durable: true,
+                            event: Arc::new(event),
+                        };
+                        if self.filter.admits(&m) {
+                            self.buffered
+                                .push_back(Item::Message(Arc::new(BusMessage::new(m))));
+                        }
                     }
+                    if !caught_up {
+                        // More to replay: the store has it, and a subscription would only
+                        // lag behind while the client takes the pages.
+                        self.rx = None;
+                        return;
+                    }
+                    if self.rx.is_some() {
+                        // Subscribed before this read began: every event committed after it
+                        // is published on the bus after the subscription.
+                        self.replay = None;
+                        return;
+                    }
+                    // Subscribe, then read once more at once (the events committed since
+                    // the short page), before the client has the last replayed event.
+                    self.rx = Some(self.state.engine.bus().subscribe());
                 }
-                caught_up
+                Page::Unknown(after) => {
+                    self.buffered.push_back(Item::Reset(format!(
+                        "Last-Event-ID `{after}` is unknown; nothing was replayed"
+                    )));
+                    self.reset();
+                    return;
+                }
+                Page::Failed => {
+                    self.buffered
+                        .push_back(Item::Reset("replay failed; see the server log".into()));
+                    self.reset();
+                    return;
+                }
             }
-            Page::Unknown(after) => {
-                self.buffered.push_back(Item::Reset(format!(
-                    "Last-Event-ID `{after}` is unknown; nothing was replayed"
-                )));
-                self.replay = None;
-                true
-            }
-            Page::Failed => {
-                self.buffered
-                    .push_back(Item::Reset("replay failed; see the server log".into()));
-                self.replay = None;
-                true
-            }
-        };
-        if !caught_up {
-            return;
         }
+    }
+
+    /// The replay ended without catching up: live from now on (still subscribed from the
+    /// start unless a long replay let the subscription go).
+    fn reset(&mut self) {
+        self.replay = None;
         if self.rx.is_none() {
-            // Subscribe before the client has the last replayed event, then read once more
-            // (the events committed since the short page) before going live.
             self.rx = Some(self.state.engine.bus().subscribe());
-        } else {
-            self.replay = None;
         }
     }
 

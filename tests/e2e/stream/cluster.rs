@@ -1,9 +1,10 @@
 //! The live stream with Redis: a Pub/Sub source's messages shown live and never
 //! delivered, and one live stream across two nodes sharing a Redis live bus (`[cluster]
 //! live_bus`), with the same team isolation and filters as on one node. In the first tests
-//! each node has its own embedded store; the last one shares a PostgreSQL schema (see
+//! each node has its own embedded store; the resume test shares a PostgreSQL schema (see
 //! `crate::cluster`), so a client resumes with `Last-Event-ID` on one node the events
-//! another node accepted.
+//! another node accepted. The last one (one node on PostgreSQL, no Redis) holds a replay's
+//! store read up with a table lock: a stream is live from its response head.
 
 use super::*;
 use crate::cluster::PgSchema;
@@ -188,13 +189,23 @@ fn sse_resume_on_one_node_replays_what_another_node_accepted_then_goes_live() {
     wait_ready_line(&a, "live_bus (live_bus): connected");
     wait_ready_line(&b, "live_bus (live_bus): connected");
 
-    // All accepted by node B while no client is connected to node A.
+    // All accepted by node B before any client resumes on node A. B publishes them on the
+    // bus after its replies (its relay to Redis runs on its own), so a live client of node
+    // A waits until they all reached A: a client resuming on A then finds them in the store
+    // and not still on their way to A's live stream.
+    let mut watching = Client::sse(&a, "/v1/stream", &[bearer(ADMIN_TOKEN)]).unwrap();
     publish(&b, GLOBEX_KEY, "evt_g0", "host.down");
     publish(&b, ACME_KEY, "evt_c1", "capsule.create");
     publish(&b, ACME_KEY, "evt_c2", "host.down");
     publish(&b, ACME_KEY, "evt_t1", TRANSIENT);
     publish(&b, GLOBEX_KEY, "evt_g1", "host.down");
     publish(&b, ACME_KEY, "evt_c3", "capsule.destroy");
+    let seen = watching.read_until_event("evt_c3");
+    assert_eq!(
+        event_ids(&seen),
+        ["evt_g0", "evt_c1", "evt_c2", "evt_t1", "evt_g1", "evt_c3"]
+    );
+    drop(watching);
 
     // acme on node A resumes after evt_c1: node B's later durable acme events, in order;
     // not the transient one (never stored), not globex's.
@@ -256,4 +267,56 @@ fn sse_resume_on_one_node_replays_what_another_node_accepted_then_goes_live() {
     let seen = on_b.read_until_event("evt_a1");
     assert_eq!(shapes(&seen), ["event evt_a1 durable id=evt_a1"]);
     drop(r);
+}
+
+/// A stream is live from its response head even while its replay's first store read is
+/// still running: what is published once the client has the head reaches it, after the
+/// replay or after the `reset` of an unknown `Last-Event-ID` (which reads nothing more).
+/// The read is held up by a lock on the events table, taken by the test.
+#[test]
+fn a_stream_is_live_from_its_head_while_its_replay_still_reads() {
+    let schema = PgSchema::new();
+    let h = Herald::start(
+        "stream-slow-replay",
+        &Conf::new().postgres(&schema.url, &schema.name),
+    );
+    publish(&h, ACME_KEY, "evt_s1", "host.down");
+
+    let lock = block_on(async {
+        let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {}.events IN ACCESS EXCLUSIVE MODE",
+                schema.name
+            ))
+            .await
+            .expect("lock the events table");
+        client
+    });
+    let resume = |last: &str| vec![bearer(ACME_KEY), ("last-event-id", last.to_string())];
+    let mut resumed = Client::sse(&h, "/v1/stream", &resume("evt_s1")).unwrap();
+    let mut unknown = Client::sse(&h, "/v1/stream", &resume("evt_nope")).unwrap();
+    // Both have their heads; neither replay can have read the store yet. A transient event
+    // is never stored, so it is accepted while the table is locked.
+    publish(&h, ACME_KEY, "evt_t1", TRANSIENT);
+    block_on(lock.batch_execute("COMMIT")).expect("unlock the events table");
+    publish(&h, ACME_KEY, "evt_s2", "capsule.create");
+
+    let seen = resumed.read_until_event("evt_s2");
+    assert_eq!(
+        shapes(&seen),
+        ["event evt_t1 transient", "event evt_s2 durable id=evt_s2"]
+    );
+    let seen = unknown.read_until_event("evt_s2");
+    assert_eq!(
+        shapes(&seen),
+        [
+            "reset",
+            "event evt_t1 transient",
+            "event evt_s2 durable id=evt_s2"
+        ]
+    );
 }
