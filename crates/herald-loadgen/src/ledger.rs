@@ -14,7 +14,8 @@ use crate::stats::{Latencies, LatencySummary};
 pub enum Recorded {
     /// The first delivery of this event to this receiver.
     First,
-    /// A `webhook-id` seen before: herald delivered the same delivery again (at least once).
+    /// A `webhook-id` seen before with this event: herald delivered the same delivery again
+    /// (at least once). A digest carries several events under one `webhook-id`.
     Duplicate,
     /// A new `webhook-id` for an (event, receiver) pair that already arrived: two deliveries
     /// where herald promises one per (event, channel).
@@ -31,7 +32,8 @@ pub struct Ledger {
     receivers: usize,
     /// Unix nanoseconds of the first arrival of each (event, receiver), `event * receivers + receiver`.
     first: Vec<Option<u64>>,
-    webhook_ids: HashSet<String>,
+    /// (`webhook-id`, slot) pairs seen.
+    webhook_ids: HashSet<(String, usize)>,
     /// Which events the server accepted; known once publishing is over.
     accepted: Option<Vec<bool>>,
     /// Accepted pairs that have not arrived yet.
@@ -88,7 +90,7 @@ impl Ledger {
             return Recorded::Unexpected;
         };
         if let Some(id) = &arrival.webhook_id
-            && !self.webhook_ids.insert(id.clone())
+            && !self.webhook_ids.insert((id.clone(), slot))
         {
             self.duplicates += 1;
             return Recorded::Duplicate;
@@ -246,6 +248,19 @@ mod tests {
             (arrival("r-0", 0, "d1", 3), Recorded::Duplicate),
         ];
         check(&arrivals, [true; 3], (counts(6, 1, 5, 2, 0, 0), false));
+    }
+
+    #[test]
+    fn a_digest_carries_several_events_under_one_webhook_id() {
+        let arrivals = [
+            (arrival("r-0", 0, "digest", 1), Recorded::First),
+            (arrival("r-1", 0, "digest", 1), Recorded::First),
+            (arrival("r-2", 0, "digest", 1), Recorded::First),
+            // The digest resent: every event it lists is a duplicate.
+            (arrival("r-1", 0, "digest", 2), Recorded::Duplicate),
+        ];
+        // Receiver 1 got nothing: three pairs missing.
+        check(&arrivals, [true; 3], (counts(6, 3, 3, 1, 0, 0), false));
     }
 
     #[test]

@@ -119,8 +119,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             herald_core::group::MAX_MAX_GROUP_SIZE
         );
     }
-    // Open for the whole publishing, then flushed.
-    let wait = args.duration + Duration::from_secs(5);
+    // Open for the whole publishing (which may take longer than planned when herald
+    // cannot keep the rate), then flushed.
+    let wait = args.duration * 3 + Duration::from_secs(10);
 
     eprintln!("baseline: {total} unmatched events at {}/s …", args.rate);
     let (baseline, _) = phase(
