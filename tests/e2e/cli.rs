@@ -309,3 +309,103 @@ formatter = "legacy"
         "{stdout}"
     );
 }
+
+/// `herald explain` previews a digest the way the server renders it: by the subscription's
+/// formatter when it renders digests, else by the built-in digest, saying why.
+#[test]
+fn explain_previews_digests_by_the_formatter_that_renders_them_else_built_in() {
+    let s = Scratch::new("explain-digest-plugins");
+    let path = |crate_name: &str| {
+        herald_plugins::build::plugin_wasm(crate_name)
+            .display()
+            .to_string()
+    };
+    s.write(
+        "herald.toml",
+        &format!(
+            r#"[plugins.echo]
+path = "{}"
+settings = {{ format = "json" }}
+[plugins.legacy]
+path = "{}"
+
+[[event_types]]
+name = "capsule.create"
+
+[teams.acme]
+api_keys = ["acme-key"]
+
+[teams.acme.channels.modern]
+type = "webhook"
+url = "https://hooks.example.com/modern"
+
+[teams.acme.channels.old]
+type = "webhook"
+url = "https://hooks.example.com/old"
+
+[[teams.acme.subscriptions]]
+channel = "modern"
+events = ["capsule.create"]
+formatter = "echo"
+group_by = ["metadata.region"]
+
+[[teams.acme.subscriptions]]
+channel = "old"
+events = ["capsule.create"]
+formatter = "legacy"
+group_by = ["metadata.region"]
+"#,
+            path("fixture-echo"),
+            path("fixture-v0-1")
+        ),
+    );
+    let mut cmd = herald();
+    cmd.current_dir(&s.dir).args([
+        "explain",
+        "--json",
+        "--event",
+        "-",
+        "--config",
+        "herald.toml",
+    ]);
+    let out = run(
+        cmd,
+        r#"{"id": "evt_d1", "event": "capsule.create", "team_id": "acme", "metadata": {"region": "eu"}}"#,
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let preview = |channel: &str| {
+        json["digest_renderings"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["channel"] == channel))
+            .cloned()
+            .unwrap_or_else(|| panic!("no digest preview for {channel} in {json:#}"))
+    };
+
+    // A 0.2.0 formatter renders it: echo's JSON names the digest and lists the event.
+    let modern = preview("modern");
+    assert_eq!(modern["formatter"], "echo", "{modern:#}");
+    assert_eq!(modern.get("fallback"), None, "{modern:#}");
+    let body: serde_json::Value =
+        serde_json::from_str(modern["parts"][0].as_str().expect("a body")).expect("echo's JSON");
+    assert_eq!(body["digest"], "dlv_preview", "{body:#}");
+    assert_eq!(body["total"], 1, "{body:#}");
+    assert_eq!(body["events"], serde_json::json!(["evt_d1"]), "{body:#}");
+    assert_eq!(
+        body["headline"],
+        "1 × capsule.create (metadata.region = eu)"
+    );
+
+    // A 0.1.0 formatter cannot: the built-in digest is shown, and the preview says why.
+    let old = preview("old");
+    assert_eq!(old.get("formatter"), None, "{old:#}");
+    let why = old["fallback"].as_str().expect("a fallback reason");
+    assert!(
+        why.contains("formatter `legacy` does not render digests"),
+        "{why}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(old["parts"][0].as_str().expect("a body")).expect("the built-in JSON");
+    assert_eq!(body["type"], "herald.digest", "{body:#}");
+    assert_eq!(body["events"][0]["id"], "evt_d1", "{body:#}");
+}

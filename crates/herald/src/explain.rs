@@ -161,6 +161,27 @@ pub fn previews(config: &Config, event: &Event, e: &Explanation) -> Vec<Preview>
     out
 }
 
+/// Loads `plugin` in `host` (made on first use, shared by every preview), with the limits
+/// the server gives it.
+pub(crate) fn load_plugin(
+    host: &mut Option<Result<herald_plugins::PluginHost, String>>,
+    config: &Config,
+    plugin: &herald_config::PluginConfig,
+) -> Result<herald_plugins::Plugin, String> {
+    let host = host.get_or_insert_with(|| {
+        herald_plugins::PluginHost::new(herald_plugins::host_options_for(config))
+            .map_err(|e| e.to_string())
+    });
+    let limits = herald_plugins::Limits {
+        timeout: plugin.timeout,
+        memory: plugin.memory_limit,
+    };
+    host.as_ref()
+        .map_err(Clone::clone)?
+        .load(&plugin.name, &plugin.path, limits)
+        .map_err(|e| e.to_string())
+}
+
 /// Renders through a formatter plugin, as the server would (failures say so: the server
 /// would then use the built-in formatter).
 fn plugin_preview(
@@ -172,21 +193,7 @@ fn plugin_preview(
     channel: &str,
     kind: &'static str,
 ) -> Preview {
-    let host = host.get_or_insert_with(|| {
-        herald_plugins::PluginHost::new(herald_plugins::host_options_for(config))
-            .map_err(|e| e.to_string())
-    });
-    let limits = herald_plugins::Limits {
-        timeout: plugin.timeout,
-        memory: plugin.memory_limit,
-    };
-    let result = host
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|h| {
-            h.load(&plugin.name, &plugin.path, limits)
-                .map_err(|e| e.to_string())
-        })
+    let result = load_plugin(host, config, plugin)
         .and_then(|p| p.format(event, kind, settings).map_err(|e| e.to_string()));
     let (subject, parts) = match result {
         Ok(herald_plugins::PluginOutput::Rendered(r)) => (r.subject, vec![r.body]),

@@ -1,7 +1,9 @@
 //! `herald explain`'s digest preview: for each matched channel whose subscription groups
-//! (or is throttled), the digest message this event would start, as the channel's built-in
-//! digest renders it. Only the running server knows which events already wait in the
-//! group, so the preview shows a digest holding this event alone.
+//! (or is throttled), the digest message this event would start, as the server would
+//! render it: by the subscription's formatter plugin when it renders digests
+//! (`herald:formatter@0.2.0`), else — or when the plugin declines or fails — by the
+//! channel's built-in digest. Only the running server knows which events already wait in
+//! the group, so the preview shows a digest holding this event alone.
 
 use herald_channels::telegram::ParseMode as TelegramParseMode;
 use herald_config::{ChannelConfig, Config, ParseMode};
@@ -17,6 +19,13 @@ pub struct DigestPreview {
     /// `group` (every matching event joins a digest) or `throttle` (events beyond the
     /// limit do).
     pub digest: &'static str,
+    /// The formatter plugin that rendered it; absent for the built-in digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<String>,
+    /// Why the subscription's formatter plugin did not render it (it targets 0.1.0,
+    /// declined, or failed), when it names one: the built-in digest is shown instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     /// The message text: one part for Telegram and email, the JSON body of a webhook or
@@ -33,6 +42,7 @@ pub fn digest_previews(
 ) -> Vec<DigestPreview> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
+    let mut host = None;
     for v in e.matched() {
         if !seen.insert(v.channel.as_str()) {
             continue;
@@ -70,17 +80,64 @@ pub fn digest_previews(
             first_at: now,
             last_at: now,
         };
-        let (subject, parts) = render(channel, &digest);
+        let by_plugin = config.formatter(sub).map(|(plugin, settings)| {
+            (
+                plugin.name.clone(),
+                plugin_digest(
+                    &mut host,
+                    config,
+                    plugin,
+                    &settings,
+                    &digest,
+                    channel.kind(),
+                ),
+            )
+        });
+        let (formatter, fallback, (subject, parts)) = match by_plugin {
+            Some((name, Ok(Some(r)))) => (Some(name), None, (r.subject, vec![r.body])),
+            Some((name, Ok(None))) => (
+                None,
+                Some(format!(
+                    "formatter `{name}` does not render digests (it targets                      herald:formatter@0.1.0 or declined): the built-in digest is sent"
+                )),
+                render(channel, &digest),
+            ),
+            Some((name, Err(e))) => (
+                None,
+                Some(format!(
+                    "formatter `{name}` failed on the digest ({e}): the built-in digest is sent"
+                )),
+                render(channel, &digest),
+            ),
+            None => (None, None, render(channel, &digest)),
+        };
         out.push(DigestPreview {
             channel: v.channel.clone(),
             kind: channel.kind(),
             subscription: v.subscription.clone(),
             digest: digest_kind,
+            formatter,
+            fallback,
             subject,
             parts,
         });
     }
     out
+}
+
+/// Renders `digest` through a formatter plugin, as the server would: `Ok(None)` when the
+/// plugin targets 0.1.0 or declines.
+fn plugin_digest(
+    host: &mut Option<Result<herald_plugins::PluginHost, String>>,
+    config: &Config,
+    plugin: &herald_config::PluginConfig,
+    settings: &herald_plugins::Settings,
+    digest: &Digest,
+    channel_kind: &str,
+) -> Result<Option<herald_core::Rendered>, String> {
+    super::load_plugin(host, config, plugin)?
+        .format_digest(digest, channel_kind, settings)
+        .map_err(|e| e.to_string())
 }
 
 /// The channel's built-in digest: subject (email) and message parts.
@@ -123,11 +180,18 @@ pub fn render_digest_previews(previews: &[DigestPreview]) -> String {
             "group" => "its group's digest, with this event alone",
             _ => "the digest beyond the throttle, with this event alone",
         };
+        let by = match &p.formatter {
+            Some(name) => format!(", by formatter `{name}`"),
+            None => String::new(),
+        };
         let _ = write!(
             out,
-            "\n── {} ({} digest preview: {what}) ──\n",
+            "\n── {} ({} digest preview{by}: {what}) ──\n",
             p.channel, p.kind
         );
+        if let Some(fallback) = &p.fallback {
+            let _ = writeln!(out, "({fallback})");
+        }
         if let Some(subject) = &p.subject {
             let _ = writeln!(out, "Subject: {subject}");
         }
