@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 
 use herald_core::{Digest, Event, Outcome, TeamId};
 
-use super::render::{RenderedEmail, escape_html, multi_line, one_line, subject, truncate};
+use super::render::{
+    RenderedEmail, escape_html, multi_line, one_line, subject, truncate, write_html_fields,
+    write_text_fields,
+};
 
 /// Longest error excerpt in an event's entry, in characters.
 const ERROR_EXCERPT: usize = 200;
@@ -83,14 +86,7 @@ fn render_text(headline: &str, fields: &[(&str, String)], entries: &[Entry], mor
     let mut out = String::new();
     out.push_str(headline);
     out.push_str("\n\n");
-    let width = fields
-        .iter()
-        .map(|(label, _)| label.len())
-        .max()
-        .unwrap_or(0);
-    for (label, value) in fields {
-        let _ = writeln!(out, "{label:<width$}  {value}");
-    }
+    write_text_fields(&mut out, fields);
     if !entries.is_empty() {
         out.push('\n');
     }
@@ -131,15 +127,7 @@ fn render_html(
         escape_html(headline)
     );
     out.push_str("<table cellpadding=\"4\" style=\"border-collapse: collapse;\">\n");
-    for (label, value) in fields {
-        let _ = writeln!(
-            out,
-            "<tr><th align=\"left\" style=\"color: #57606a; font-weight: normal;\">{}</th>\
-             <td>{}</td></tr>",
-            escape_html(label),
-            escape_html(value)
-        );
-    }
+    write_html_fields(&mut out, fields);
     out.push_str("</table>\n");
     if !entries.is_empty() {
         out.push_str(

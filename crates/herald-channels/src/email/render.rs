@@ -99,10 +99,8 @@ fn fields(event: &Event, team: &TeamId) -> Vec<(&'static str, String)> {
     fields
 }
 
-fn render_text(event: &Event, headline: &str, fields: &[(&str, String)]) -> String {
-    let mut out = String::new();
-    out.push_str(&one_line(headline));
-    out.push_str("\n\n");
+/// The labelled fields of a plain-text email, values aligned in one column.
+pub(super) fn write_text_fields(out: &mut String, fields: &[(&str, String)]) {
     let width = fields
         .iter()
         .map(|(label, _)| label.len())
@@ -111,6 +109,27 @@ fn render_text(event: &Event, headline: &str, fields: &[(&str, String)]) -> Stri
     for (label, value) in fields {
         let _ = writeln!(out, "{label:<width$}  {value}");
     }
+}
+
+/// The labelled fields of an HTML email as table rows (the caller opens and closes the
+/// table).
+pub(super) fn write_html_fields(out: &mut String, fields: &[(&str, String)]) {
+    for (label, value) in fields {
+        let _ = writeln!(
+            out,
+            "<tr><th align=\"left\" style=\"color: #57606a; font-weight: normal;\">{}</th>\
+             <td>{}</td></tr>",
+            escape_html(label),
+            escape_html(value)
+        );
+    }
+}
+
+fn render_text(event: &Event, headline: &str, fields: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    out.push_str(&one_line(headline));
+    out.push_str("\n\n");
+    write_text_fields(&mut out, fields);
     if let Some(error) = &event.error {
         out.push_str("\nError:\n");
         out.push_str(&indent(&multi_line(error)));
@@ -155,15 +174,7 @@ fn render_html(event: &Event, subject: &str, headline: &str, fields: &[(&str, St
         let _ = write!(out, "<span style=\"color: {colour};\"> &#9679;</span>");
     }
     out.push_str("</h2>\n<table cellpadding=\"4\" style=\"border-collapse: collapse;\">\n");
-    for (label, value) in fields {
-        let _ = writeln!(
-            out,
-            "<tr><th align=\"left\" style=\"color: #57606a; font-weight: normal;\">{}</th>\
-             <td>{}</td></tr>",
-            escape_html(label),
-            escape_html(value)
-        );
-    }
+    write_html_fields(&mut out, fields);
     out.push_str("</table>\n");
     if let Some(error) = &event.error {
         let _ = writeln!(
