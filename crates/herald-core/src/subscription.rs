@@ -104,6 +104,23 @@ impl Subscription {
         format!("h_{hash:016x}")
     }
 
+    /// What a digest of `event` for this subscription would be: its group's (with the
+    /// event's labels) when the subscription groups, else its throttle's; `None` when it
+    /// does neither.
+    pub fn digest_kind(&self, event: &Event) -> Option<crate::digest::DigestKind> {
+        use crate::digest::DigestKind;
+        if let Some(group) = &self.group {
+            return Some(DigestKind::Group {
+                labels: group.labels_for(event),
+            });
+        }
+        let (throttle, _) = self.throttle.as_ref()?;
+        Some(DigestKind::Throttle {
+            limit: throttle.limit,
+            per_seconds: throttle.per.as_secs(),
+        })
+    }
+
     /// Every reason this subscription does not take `event`; empty means it matches.
     ///
     /// This is the reference semantics: the indexed [`crate::Matcher`] must agree with it

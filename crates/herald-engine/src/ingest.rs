@@ -6,7 +6,7 @@ use std::sync::Arc;
 use herald_config::Config;
 use herald_core::event::Body;
 use herald_core::{
-    DigestKind, Event, EventError, EventKind, RawEvent, Silence, Subscription, TeamId, Timestamp,
+    Event, EventError, EventKind, RawEvent, Silence, Subscription, TeamId, Timestamp,
 };
 use herald_store::{DedupClaim, FoldClaim, NewDelivery};
 
@@ -224,28 +224,24 @@ fn fan_out(
 /// else nowhere. The digest id is made here, like every delivery id, and used only if
 /// this delivery opens a digest.
 pub(crate) fn fold_claim(sub: &Subscription, event: &Event) -> Option<FoldClaim> {
-    let digest_id = || format!("dlv_{}", uuid::Uuid::now_v7().simple());
+    let kind = sub.digest_kind(event)?;
+    let digest_id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
     if let Some(group) = &sub.group {
         return Some(FoldClaim::Group {
             key: group.key_for(event),
-            kind: DigestKind::Group {
-                labels: group.labels_for(event),
-            },
+            kind,
             wait: group.wait,
             interval: group.interval,
-            digest_id: digest_id(),
+            digest_id,
         });
     }
     let (throttle, scope) = sub.throttle.as_ref()?;
     Some(FoldClaim::Throttle {
         scope: scope.store_key(),
-        kind: DigestKind::Throttle {
-            limit: throttle.limit,
-            per_seconds: throttle.per.as_secs(),
-        },
+        kind,
         limit: throttle.limit,
         per: throttle.per,
-        digest_id: digest_id(),
+        digest_id,
     })
 }
 

@@ -50,21 +50,12 @@ pub fn digest_previews(
         let Some(sub) = config.matcher.subscriptions().iter().find(|s| s.id == v.id) else {
             continue;
         };
-        let (kind, digest_kind) = match (&sub.group, &sub.throttle) {
-            (Some(group), _) => (
-                DigestKind::Group {
-                    labels: group.labels_for(event),
-                },
-                "group",
-            ),
-            (None, Some((throttle, _))) => (
-                DigestKind::Throttle {
-                    limit: throttle.limit,
-                    per_seconds: throttle.per.as_secs(),
-                },
-                "throttle",
-            ),
-            (None, None) => continue,
+        let Some(kind) = sub.digest_kind(event) else {
+            continue;
+        };
+        let digest_kind = match kind {
+            DigestKind::Group { .. } => "group",
+            DigestKind::Throttle { .. } => "throttle",
         };
         let Some(channel) = config.channel(&e.team, &v.channel) else {
             continue;
