@@ -4,7 +4,8 @@
 //! Time is cut into windows about one round trip long. At the end of a window the limit
 //! is halved if the endpoint pushed back (429, 5xx, timeout, connection failure), cut by
 //! a tenth if the window's mean latency rose clearly above its long-run mean (the endpoint
-//! is queueing), and raised by one if neither happened and the limit was actually reached
+//! is queueing: by more than 2.5 standard deviations, more than a tenth of the mean — half
+//! during slow start — and more than a millisecond), and raised by one if neither happened and the limit was actually reached
 //! (so an idle channel does not grow a limit it never uses); until the endpoint first
 //! pushes back or slows down, the limit doubles instead (slow start). The long-run mean is the
 //! baseline of an endpoint that is not queueing: windows that rose move it only slightly.
@@ -29,6 +30,16 @@ const DEVIATION_SCALE: f64 = 2.5;
 /// A rise must also be at least this fraction of the mean: a very steady endpoint would
 /// otherwise read a few microseconds of jitter as queueing.
 const MIN_RISE: f64 = 0.1;
+/// During slow start a rise must be at least this fraction of the mean. Each window
+/// doubles the limit, so an endpoint past its knee shows it at once as a large rise; a
+/// tenth, tried first, read a loopback endpoint's scheduling noise on a busy machine as
+/// queueing and ended slow start at 8 in flight with a burst waiting. (After slow start
+/// the tenth stays: there the limit creeps up by one, and a wide tolerance would let the
+/// baseline creep up with it.)
+const SLOW_START_MIN_RISE: f64 = 0.5;
+/// And at least this much in absolute terms: below a millisecond, a rise is the sender's
+/// and the endpoint's CPU scheduling, not a queue worth giving up throughput for.
+const MIN_RISE_ABSOLUTE: f64 = 0.001;
 /// The shortest window: a sub-millisecond endpoint would otherwise adjust on every reply.
 const MIN_WINDOW: Duration = Duration::from_millis(5);
 
@@ -180,8 +191,14 @@ impl Limiter {
         }
         let current = self.rtt_sum / f64::from(self.rtt_count);
         let rose = self.past.seeded && {
-            let threshold =
-                (self.past.variance.sqrt() * DEVIATION_SCALE).max(self.past.mean * MIN_RISE);
+            let tolerance = if self.slow_start {
+                SLOW_START_MIN_RISE
+            } else {
+                MIN_RISE
+            };
+            let threshold = (self.past.variance.sqrt() * DEVIATION_SCALE)
+                .max(self.past.mean * tolerance)
+                .max(MIN_RISE_ABSOLUTE);
             current > self.past.mean + threshold
         };
         if rose {
@@ -264,6 +281,30 @@ mod tests {
         });
         assert_eq!(after, 14, "4 → 8 → 16, then 16 × 0.9 once the latency rose");
         assert!(!l.slow_start);
+    }
+
+    #[test]
+    fn slow_start_rides_out_noise_that_is_not_queueing() {
+        // Latency that jumps whatever the load: a loopback endpoint on a machine whose two
+        // cores the producer shares (0.5 → 1.3 ms: +160 %, but under the absolute floor),
+        // and a remote one (10 → 14 ms: +40 %, under half the mean). With a tenth of the
+        // mean as the only tolerance, slow start ended at 8 on the first such jump, with
+        // a burst waiting.
+        for micros in [
+            [500, 500, 1300, 600, 1200, 500],
+            [10_000, 10_000, 14_000, 11_000, 13_000, 10_000],
+        ] {
+            let mut l = Limiter::new(ADAPTIVE);
+            let mut samples = micros.iter();
+            let after = drive(&mut l, micros.len(), |_| {
+                let rtt = Duration::from_micros(*samples.next().unwrap());
+                (rtt, Signal::Answered)
+            });
+            assert_eq!(
+                after, DEFAULT_MAX_LIMIT,
+                "{micros:?} µs: 4 → 8 → 16 → 32 → 64 through the noise"
+            );
+        }
     }
 
     #[test]
