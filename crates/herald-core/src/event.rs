@@ -242,7 +242,17 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> EventError 
 
 /// Parses `bytes` as exactly one JSON value: anything after it (a second object, stray
 /// text) is malformed, never silently dropped.
+///
+/// A well-formed body is parsed once, by serde_json alone; only a body that fails is
+/// parsed again with `serde_path_to_error`, whose path tracking costs on every value and
+/// is needed only to name the field at fault (the second parse fails the same way).
 fn parse_whole<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EventError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    if let Ok(value) = T::deserialize(&mut de)
+        && de.end().is_ok()
+    {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end().map_err(json_error_plain)?;
